@@ -1,0 +1,288 @@
+"""Config dataclasses for every reference model, and the preset table.
+
+Torch-free on purpose: the compute estimator (:mod:`soraprep.estimate`) reads these configs without
+importing torch, and every checkpoint stores ``config.to_dict()`` so a model can be rebuilt from it.
+
+Stability contract (other packages read these): field names never change once committed; new fields
+are only added with a default. Sizes are in *latent* units for diffusion models (a 256-px image through
+the SD VAE is a 4 x 32 x 32 latent, so ``input_size=32``).
+
+Example::
+
+    from soraprep.models.config import PRESETS, config_from_dict
+    cfg = PRESETS["DiT-XL/2"]                      # DiTConfig(input_size=32, patch_size=2, ...)
+    assert config_from_dict(cfg.to_dict()) == cfg
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+class _ConfigMixin:
+    """``to_dict`` / ``from_dict`` / ``replace`` shared by all configs (tuples <-> lists for JSON/YAML)."""
+
+    config_type: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"config_type": self.config_type}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            d[f.name] = list(v) if isinstance(v, tuple) else v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        d = dict(d)
+        kind = d.pop("config_type", cls.config_type)
+        if kind != cls.config_type:
+            raise ValueError(f"config_type {kind!r} cannot be read by {cls.__name__} (expects {cls.config_type!r})")
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field(s) {unknown}; valid fields: {sorted(names)}")
+        for k, v in d.items():
+            if isinstance(v, list):
+                d[k] = tuple(v)
+        return cls(**d)
+
+    def replace(self, **changes: Any):
+        """Copy with some fields changed; unknown names raise TypeError listing the valid ones."""
+        names = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; valid: {sorted(names)}"
+            )
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+# ------------------------------------------------------------------------------------------------
+# DiT / SiT (image latents)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiTConfig(_ConfigMixin):
+    """Diffusion Transformer with adaLN-Zero (Peebles & Xie, 2023); SiT uses the same backbone.
+
+    Field names equal the official ``DiT(...)`` constructor arguments, plus ``text_dim`` and ``family``.
+    """
+
+    config_type: ClassVar[str] = "dit"
+
+    input_size: int = 32  # latent side length (image side / 8 for the SD VAE); square images
+    patch_size: int = 2  # p: each p x p latent patch becomes one token -> (input_size / p)^2 tokens
+    in_channels: int = 4  # latent channels (4 for the SD VAE)
+    hidden_size: int = 1152  # transformer width D
+    depth: int = 28  # number of DiT blocks
+    num_heads: int = 16  # attention heads (head dim = hidden_size / num_heads)
+    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * hidden_size
+    class_dropout_prob: float = 0.1  # probability a label is replaced by the null label (for CFG)
+    num_classes: int = 1000  # label classes; the embedding table has num_classes + 1 rows (null label)
+    learn_sigma: bool = True  # output 2 * in_channels channels: noise/velocity and variance interpolation
+    text_dim: int = 0  # >0: condition on a pooled text embedding (N, text_dim) instead of a class label
+    family: str = "DiT"  # "DiT" (returns all channels) | "SiT" (forward drops the sigma half, as official SiT)
+
+    def __post_init__(self) -> None:
+        _check(self.input_size % self.patch_size == 0,
+               f"input_size={self.input_size} must be divisible by patch_size={self.patch_size}")
+        _check(self.hidden_size % self.num_heads == 0,
+               f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
+        _check(self.family in ("DiT", "SiT"), f"family must be 'DiT' or 'SiT', got {self.family!r}")
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * 2 if self.learn_sigma else self.in_channels
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.input_size // self.patch_size) ** 2
+
+
+# ------------------------------------------------------------------------------------------------
+# U-ViT
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UViTConfig(_ConfigMixin):
+    """U-ViT (Bao et al., 2023): time and condition as tokens, long skips. Names as in ``libs/uvit.py``."""
+
+    config_type: ClassVar[str] = "uvit"
+
+    img_size: int = 32  # latent side length
+    patch_size: int = 2  # patch side
+    in_chans: int = 4  # latent channels
+    embed_dim: int = 1152  # transformer width D
+    depth: int = 28  # depth // 2 input blocks + 1 mid block + depth // 2 output blocks
+    num_heads: int = 16  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * embed_dim
+    qkv_bias: bool = False  # bias on the fused qkv projection
+    qk_scale: float | None = None  # attention scale; None -> head_dim ** -0.5
+    mlp_time_embed: bool = False  # MLP on the sinusoidal time embedding (else used directly as a token)
+    num_classes: int = 1001  # label rows incl. the null label used for CFG; <=0 -> unconditional
+    use_checkpoint: bool = False  # activation checkpointing in blocks (saves memory, ~30% slower)
+    conv: bool = True  # 3x3 conv after unpatchify
+    skip: bool = True  # long skip connections fused by Linear(2D, D)
+
+    def __post_init__(self) -> None:
+        _check(self.img_size % self.patch_size == 0,
+               f"img_size={self.img_size} must be divisible by patch_size={self.patch_size}")
+        _check(self.embed_dim % self.num_heads == 0,
+               f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}")
+
+    @property
+    def num_tokens(self) -> int:
+        """Sequence length: patches + time token + label token (if conditional)."""
+        return (self.img_size // self.patch_size) ** 2 + (2 if self.num_classes > 0 else 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Video DiT (spacetime patches)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoDiTConfig(_ConfigMixin):
+    """DiT over spacetime patches of video latents, text-conditioned by cross-attention.
+
+    ``input_size`` is the *default* latent size (used by the compute estimator and for tests); forward
+    accepts any (T, H, W) divisible by ``patch_size``, so bucketed batches of different sizes work.
+    """
+
+    config_type: ClassVar[str] = "video_dit"
+
+    input_size: tuple[int, int, int] = (16, 32, 32)  # latent (frames, height, width); non-square is fine
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # spacetime patch (t, h, w)
+    in_channels: int = 4  # latent channels
+    hidden_size: int = 1152  # transformer width D
+    depth: int = 28  # number of blocks
+    num_heads: int = 16  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * hidden_size
+    attention: str = "full"  # "full": one attention over T*H*W tokens | "factorized": spatial then temporal
+    conditioning: str = "text"  # "text": cross-attention to caption tokens | "class": label | "none"
+    text_dim: int = 4096  # caption embedding width (4096 for T5-v1.1-XXL, 768 for CLIP-L text)
+    text_len: int = 120  # caption tokens (padded / truncated length; the null caption has this length)
+    num_classes: int = 0  # used when conditioning == "class" (table has num_classes + 1 rows)
+    caption_dropout_prob: float = 0.1  # probability a caption/label is replaced by the null one (for CFG)
+    learn_sigma: bool = True  # output 2 * in_channels channels (noise + variance interpolation)
+
+    def __post_init__(self) -> None:
+        _check(len(self.input_size) == 3 and len(self.patch_size) == 3,
+               "input_size and patch_size must be (t, h, w) triples")
+        for n, p, name in zip(self.input_size, self.patch_size, "thw", strict=True):
+            _check(n % p == 0, f"input_size {name}={n} must be divisible by patch_size {name}={p}")
+        _check(self.hidden_size % self.num_heads == 0,
+               f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
+        _check(self.attention in ("full", "factorized"),
+               f"attention must be 'full' or 'factorized', got {self.attention!r}")
+        _check(self.conditioning in ("text", "class", "none"),
+               f"conditioning must be 'text', 'class' or 'none', got {self.conditioning!r}")
+        _check(self.conditioning != "class" or self.num_classes > 0,
+               "conditioning='class' needs num_classes > 0")
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * 2 if self.learn_sigma else self.in_channels
+
+    @property
+    def grid_size(self) -> tuple[int, int, int]:
+        """Token grid (T', H', W') of the default input size."""
+        return tuple(n // p for n, p in zip(self.input_size, self.patch_size, strict=True))  # type: ignore[return-value]
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid_size
+        return t * h * w
+
+
+# ------------------------------------------------------------------------------------------------
+# VideoGPT VQ-VAE
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VQVAEConfig(_ConfigMixin):
+    """VideoGPT-style VQ-VAE (Yan et al., 2021). Names follow VideoGPT's ``VQVAE`` arguments."""
+
+    config_type: ClassVar[str] = "vqvae"
+
+    n_hiddens: int = 240  # channels of the conv / residual trunk
+    n_res_layers: int = 4  # attention-residual blocks in encoder and in decoder
+    downsample: tuple[int, int, int] = (4, 4, 4)  # (t, h, w) compression; powers of two
+    embedding_dim: int = 256  # codebook vector dimension
+    n_codes: int = 2048  # codebook size
+    in_channels: int = 3  # video channels (RGB)
+    n_head: int = 2  # heads of each axial attention (over T, H and W)
+    ema_decay: float = 0.99  # EMA decay of codebook counts and sums
+    commitment_cost: float = 0.25  # weight of the commitment loss ||z - sg[e]||^2
+    restart_threshold: float = 1.0  # codes whose EMA count falls below this are restarted from encoder outputs
+    input_size: tuple[int, int, int] = (16, 64, 64)  # default clip (frames, height, width); for the estimator
+
+    def __post_init__(self) -> None:
+        for d in self.downsample:
+            _check(d >= 1 and (d & (d - 1)) == 0, f"downsample {self.downsample} must be powers of two")
+        _check(self.n_hiddens % 2 == 0, "n_hiddens must be even (residual bottleneck is n_hiddens // 2)")
+
+    @property
+    def latent_size(self) -> tuple[int, int, int]:
+        return tuple(n // d for n, d in zip(self.input_size, self.downsample, strict=True))  # type: ignore[return-value]
+
+
+CONFIG_TYPES: dict[str, type] = {c.config_type: c for c in (DiTConfig, UViTConfig, VideoDiTConfig, VQVAEConfig)}
+
+
+def config_from_dict(d: dict[str, Any]):
+    """Rebuild any config from ``to_dict()`` output (dispatches on ``config_type``)."""
+    kind = d.get("config_type")
+    if kind not in CONFIG_TYPES:
+        raise ValueError(f"unknown config_type {kind!r}; expected one of {sorted(CONFIG_TYPES)}")
+    return CONFIG_TYPES[kind].from_dict(d)
+
+
+# ------------------------------------------------------------------------------------------------
+# Presets: name -> config. MODELS (soraprep.models) maps the same names to constructors.
+# ------------------------------------------------------------------------------------------------
+
+# DiT sizes (paper Table 1): width, depth, heads.
+_DIT_SIZES = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
+
+PRESETS: dict[str, Any] = {}
+
+for _size, (_d, _depth, _heads) in _DIT_SIZES.items():
+    for _p in (2, 4, 8):
+        PRESETS[f"DiT-{_size}/{_p}"] = DiTConfig(patch_size=_p, hidden_size=_d, depth=_depth, num_heads=_heads)
+        PRESETS[f"SiT-{_size}/{_p}"] = DiTConfig(
+            patch_size=_p, hidden_size=_d, depth=_depth, num_heads=_heads, family="SiT"
+        )
+    # Spacetime-patch video DiTs, caption cross-attention (T5-XXL, 120 tokens as PixArt-alpha / Open-Sora 1.x).
+    PRESETS[f"VideoDiT-{_size}/2"] = VideoDiTConfig(hidden_size=_d, depth=_depth, num_heads=_heads, attention="full")
+    PRESETS[f"STDiT-{_size}/2"] = VideoDiTConfig(
+        hidden_size=_d, depth=_depth, num_heads=_heads, attention="factorized"
+    )
+
+# U-ViT ImageNet 256 (latent 32x32): configs/imagenet256_uvit_{huge,large}.py of baofff/U-ViT.
+PRESETS["U-ViT-H/2"] = UViTConfig(embed_dim=1152, depth=28, num_heads=16, conv=False)
+PRESETS["U-ViT-L/2"] = UViTConfig(embed_dim=1024, depth=20, num_heads=16, conv=True)
+
+# VideoGPT VQ-VAE: the default arguments (21,141,619 parameters) and the other released strides.
+PRESETS["VQVAE-videogpt"] = VQVAEConfig()
+PRESETS["VQVAE-videogpt-4x2x2"] = VQVAEConfig(downsample=(4, 2, 2))
+PRESETS["VQVAE-videogpt-2x4x4"] = VQVAEConfig(downsample=(2, 4, 4))
+
+del _size, _d, _depth, _heads, _p
+
+
+def get_config(name: str, **overrides: Any):
+    """Preset config by name, with fields overridden; unknown names raise KeyError, unknown fields TypeError."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown model preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
