@@ -161,7 +161,7 @@ def resolve_path(manifest_path: str | os.PathLike, path: str) -> str:
     """A row's ``path`` as usable here: URLs and absolute paths as-is, others relative to the manifest."""
     if "://" in path or os.path.isabs(path):
         return path
-    return str((Path(manifest_path).resolve().parent / path))
+    return str(Path(manifest_path).resolve().parent / path)
 
 
 def export_opensora_csv(rows: Iterable[dict[str, Any]], out: str | os.PathLike, manifest_path: str | os.PathLike,

@@ -1,0 +1,250 @@
+"""Write clip files for spans of a source video, in four modes.
+
+=========  ==========================================================================================
+mode       what is written
+=========  ==========================================================================================
+none       nothing: the manifest's span points into the source, for a loader that seeks.
+copy       stream copy (no re-encode). The start snaps *inwards* to the next keyframe; the end is the
+           last frame before ``end_frame`` at which the packets written so far decode to a gap-free run
+           of frames (exactly ``end_frame`` without B-frames, at most a few frames earlier with them).
+keyframe   stream copy of whole GOPs: both ends snap inwards to keyframes.
+exact      decode + re-encode frames ``[start_frame, end_frame)`` with libx264: frame-exact, slowest.
+=========  ==========================================================================================
+
+Snapping is always inwards, so a clip never holds frames from across a detected cut, and the returned
+:class:`CutResult` says which frames the file really holds: ``num_frames`` equals what a decoder returns
+from the file (no hidden pre-roll, no frame shared by adjacent clips). Files are written under a hidden
+temporary name and renamed into place, so a half-written clip is never visible.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from soraprep.video.io import PacketIndex, VideoError, decode, open_container, scan_packets
+
+CUT_MODES = ("none", "copy", "keyframe", "exact")
+
+# Codecs the MP4 muxer takes as-is; anything else is stream-copied into Matroska.
+_MP4_CODECS = {"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video", "av1", "vp9", "mjpeg"}
+
+
+@dataclass(frozen=True)
+class CutResult:
+    path: str
+    start_frame: int       # span of the source that the file holds, [start_frame, end_frame)
+    end_frame: int
+    num_frames: int
+    mode: str
+    width: int | None = None
+    height: int | None = None
+
+
+def _tmp_path(dst: Path) -> Path:
+    return dst.with_name(f".partial-{os.getpid()}-{dst.name}")
+
+
+def _publish(tmp: Path, dst: Path) -> None:
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dst)
+
+
+def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, *, start_frame: int, end_frame: int,
+             mode: str = "exact", index: PacketIndex | None = None, crf: int = 18,
+             preset: str = "veryfast") -> CutResult:
+    """Write frames ``[start_frame, end_frame)`` of ``src`` (display-order indices) to ``dst``.
+
+    ``dst``'s suffix may change from ``.mp4`` to ``.mkv`` when a stream-copied codec does not fit MP4;
+    the returned ``CutResult.path`` is the file actually written. Raises :class:`VideoError` when the span
+    is empty after snapping (``kind="empty_after_snap"``) or the file cannot be written.
+    """
+    if mode not in CUT_MODES:
+        raise ValueError(f"unknown cut mode {mode!r}; choose one of {', '.join(CUT_MODES)}")
+    if end_frame <= start_frame:
+        raise VideoError("empty_span", f"empty span {start_frame}..{end_frame}")
+    src = str(src)
+    if mode == "none":
+        return CutResult(src, start_frame, end_frame, end_frame - start_frame, mode)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    index = index if index is not None else scan_packets(src)
+    end_frame = min(end_frame, len(index))
+    if mode == "exact":
+        return _reencode(src, dst, start_frame, end_frame, index, crf=crf, preset=preset)
+    return _stream_copy(src, dst, start_frame, end_frame, index, whole_gops=(mode == "keyframe"))
+
+
+def _stream_copy(src: str, dst: Path, start: int, end: int, index: PacketIndex, whole_gops: bool) -> CutResult:
+    keys = np.flatnonzero(index.keyframe)
+    later = keys[keys >= start]
+    if not len(later) or later[0] >= end:
+        raise VideoError("empty_after_snap", f"no keyframe inside frames {start}..{end}: nothing to stream-copy "
+                         "(use --cut exact, or a longer span)")
+    first = int(later[0])
+    for seek in (True, False):  # without seeking when the seek overshoots (imprecise in e.g. MPEG-PS)
+        try:
+            return _copy_packets(src, dst, first, end, index, whole_gops, seek)
+        except _Overshot:
+            continue
+    raise AssertionError("unreachable")
+
+
+class _Overshot(Exception):
+    pass
+
+
+_FALLBACK_FORMATS = ("matroska", "avi", "nut")
+
+
+def _copy_packets(src: str, dst: Path, first: int, end: int, index: PacketIndex, whole_gops: bool,
+                  seek: bool) -> CutResult:
+    container = open_container(src)
+    try:
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        if dst.suffix.lower() in (".mp4", ".mov") and codec not in _MP4_CODECS:
+            dst = dst.with_suffix(".mkv")
+        if seek and first > 0:
+            container.seek(int(index.pts[first]), stream=stream, backward=True, any_frame=False)
+        packets: list = []
+        started = False
+        best, best_hi = 0, first  # longest clean prefix of `packets`: it decodes to exactly [first, best_hi)
+        seen: set[int] = set()
+        hi = first                # exclusive end of the gap-free run [first, hi) within `seen`
+        for packet in container.demux(stream):
+            pts = packet.pts if packet.pts is not None else packet.dts
+            if packet.size == 0 or pts is None:
+                continue
+            i = int(np.searchsorted(index.pts, pts))
+            if i >= len(index) or index.pts[i] != pts:
+                continue
+            if not started:
+                if i > first and seek:
+                    raise _Overshot()
+                if i != first:
+                    continue  # the seek landed before our keyframe
+                started = True
+            if i < first:
+                continue  # open-GOP leading picture that belongs before the keyframe: drop it
+            clean = hi == first + len(seen)
+            if whole_gops and packet.is_keyframe and i > first:
+                if clean and hi <= end:   # boundaries only right before a keyframe
+                    best, best_hi = len(packets), hi
+                if i >= end:
+                    break
+            if not whole_gops and i >= end + 16:
+                break  # far enough past `end` that no earlier B-frame can still be waiting for a reference
+            packets.append(packet)
+            seen.add(i)
+            while hi in seen:
+                hi += 1
+            if not whole_gops and hi == first + len(seen) and hi <= end:
+                best, best_hi = len(packets), hi
+        else:
+            if whole_gops and seen and hi == first + len(seen) and hi <= end:
+                best, best_hi = len(packets), hi  # end of stream closes the last GOP
+        if best == 0:
+            raise VideoError("empty_after_snap", f"frames {first}..{end} hold no cleanly decodable run for stream copy")
+        formats = ("mp4",) if dst.suffix.lower() in (".mp4", ".mov") else _FALLBACK_FORMATS
+        for fmt in formats:
+            ext = {"mp4": dst.suffix, "matroska": ".mkv", "avi": ".avi", "nut": ".nut"}[fmt]
+            dst = dst.with_suffix(ext)
+            tmp = _tmp_path(dst)
+            try:
+                _mux(tmp, fmt, stream, packets[:best], int(index.pts[first]))
+                break
+            except (av.error.FFmpegError, ValueError) as exc:
+                tmp.unlink(missing_ok=True)
+                if fmt == formats[-1]:
+                    raise VideoError("cut_failed", f"no container takes codec {codec!r} for stream copy: {exc}; "
+                                     "use --cut exact") from exc
+    except av.error.FFmpegError as exc:
+        raise VideoError("cut_failed", str(exc)) from exc
+    finally:
+        container.close()
+    _publish(tmp, dst)
+    return CutResult(str(dst), first, best_hi, best_hi - first, "keyframe" if whole_gops else "copy",
+                     stream.width, stream.height)
+
+
+def _mux(tmp: Path, fmt: str, stream, packets: list, offset_pts: int) -> None:
+    out = av.open(str(tmp), mode="w", format=fmt)
+    try:
+        ostream = out.add_stream_from_template(stream)
+        shift = None
+        for packet in packets:
+            if shift is None:  # rebase so the first frame is at 0 and no dts is negative
+                shift = min(offset_pts, packet.dts if packet.dts is not None else offset_pts)
+            if packet.pts is not None:
+                packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
+            packet.stream = ostream
+            out.mux(packet)
+    finally:
+        out.close()
+
+
+def _reencode(src: str, dst: Path, start: int, end: int, index: PacketIndex, *, crf: int, preset: str) -> CutResult:
+    if dst.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        dst = dst.with_suffix(".mp4")
+    tmp = _tmp_path(dst)
+    out = av.open(str(tmp), mode="w", format="mp4" if dst.suffix.lower() != ".mkv" else "matroska")
+    n = 0
+    ostream = None
+    try:
+        first_pts = None
+        for f in decode(src, start_frame=start, end_frame=end, fmt=None, index=index):
+            frame = f.array
+            if ostream is None:
+                w, h = frame.width - frame.width % 2, frame.height - frame.height % 2
+                if w < 2 or h < 2:
+                    raise VideoError("too_small", f"{frame.width}x{frame.height} is too small to encode")
+                tb = index.time_base
+                ostream = out.add_stream("libx264", rate=_rate(index))
+                ostream.width, ostream.height, ostream.pix_fmt = w, h, "yuv420p"
+                ostream.time_base = tb
+                ostream.codec_context.time_base = tb
+                ostream.options = {"preset": preset, "crf": str(crf)}
+                first_pts = frame.pts
+            pts = frame.pts - first_pts
+            if (frame.width, frame.height, frame.format.name) != (ostream.width, ostream.height, "yuv420p"):
+                frame = frame.reformat(width=ostream.width, height=ostream.height, format="yuv420p")
+            frame.pts = pts
+            frame.time_base = index.time_base
+            frame.pict_type = av.video.frame.PictureType.NONE
+            for packet in ostream.encode(frame):
+                out.mux(packet)
+            n += 1
+        if ostream is not None:
+            for packet in ostream.encode():
+                out.mux(packet)
+    except av.error.FFmpegError as exc:
+        out.close()
+        tmp.unlink(missing_ok=True)
+        raise VideoError("encode_failed", str(exc)) from exc
+    except BaseException:
+        out.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    out.close()
+    if n == 0:
+        tmp.unlink(missing_ok=True)
+        raise VideoError("empty_span", f"no frame decoded in {start}..{end}")
+    _publish(tmp, dst)
+    return CutResult(str(dst), start, start + n, n, "exact", ostream.width, ostream.height)
+
+
+def _rate(index: PacketIndex) -> Fraction:
+    if len(index) > 1:
+        step = Fraction(int(np.median(np.diff(index.pts)))) * index.time_base
+        if step > 0:
+            return (1 / step).limit_denominator(1001)
+    return Fraction(25)

@@ -1,0 +1,356 @@
+"""Video IO on PyAV: probe without decoding, and threaded decoding at the size/stride the stages ask for.
+
+Frame indices are positions in *presentation order* among the frames the stream really holds (packets
+with data, sorted by pts) — not ``t * nominal_fps``, which lies for variable-frame-rate or damaged files
+(a real AVI's header claims 444 frames and holds 68). Times are seconds from the first frame.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from soraprep.types import VideoInfo
+
+#: Largest frame we agree to decode (width * height); bigger ones are refused before decoding.
+MAX_PIXELS = 8192 * 8192
+
+
+class VideoError(Exception):
+    """A video that cannot be used; ``kind`` is short and machine-readable (becomes ``error.kind``)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+def open_container(path: str | os.PathLike):
+    """Open with PyAV, turning failures into :class:`VideoError` with a precise kind."""
+    path = str(path)
+    if "://" not in path:
+        if not os.path.exists(path):
+            raise VideoError("not_found", f"no such file: {path}")
+        if not os.access(path, os.R_OK):
+            raise VideoError("unreadable", f"permission denied: {path}")
+        if os.path.getsize(path) == 0:
+            raise VideoError("empty_file", f"zero-byte file: {path}")
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.InvalidDataError as exc:
+        raise VideoError("not_a_video", f"not a recognised media container: {exc}") from exc
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise VideoError("open_failed", str(exc)) from exc
+    if not container.streams.video:
+        kind = "audio_only" if container.streams.audio else "no_video_stream"
+        container.close()
+        raise VideoError(kind, f"{path} has no video stream")
+    return container
+
+
+@dataclass(frozen=True)
+class PacketIndex:
+    """Where the frames and keyframes of the first video stream are, from demuxing alone (no decode)."""
+
+    pts: np.ndarray          # int64, presentation timestamps of frames, sorted (display order)
+    keyframe: np.ndarray     # bool, same order: is this frame a keyframe (random access point)
+    time_base: Fraction
+    start_pts: int           # pts of the first frame (time 0)
+    reorders: bool           # decode order differs from display order (B-frames)
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def time_of(self, index: int) -> float:
+        """Seconds from the first frame to frame ``index`` (``index == len`` gives the end of the last frame)."""
+        if index < len(self.pts):
+            return float((int(self.pts[index]) - self.start_pts) * self.time_base)
+        return self.end_time
+
+    @property
+    def end_time(self) -> float:
+        if len(self.pts) == 0:
+            return 0.0
+        step = int(np.median(np.diff(self.pts))) if len(self.pts) > 1 else 0
+        return float((int(self.pts[-1]) + step - self.start_pts) * self.time_base)
+
+
+def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
+    """Demux (never decode) the first video stream and index its frames in display order."""
+    own = container is None
+    container = container or open_container(path)
+    try:
+        stream = container.streams.video[0]
+        pts, key, dts_order = [], [], []
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None and packet.dts is None:
+                continue
+            p = packet.pts if packet.pts is not None else packet.dts
+            pts.append(p)
+            key.append(bool(packet.is_keyframe))
+            dts_order.append(p)
+    except av.error.FFmpegError as exc:
+        if not pts:
+            raise VideoError("demux_failed", str(exc)) from exc
+    finally:
+        if own:
+            container.close()
+    arr = np.asarray(pts, dtype=np.int64)
+    order = np.argsort(arr, kind="stable")
+    return PacketIndex(
+        pts=arr[order], keyframe=np.asarray(key, dtype=bool)[order],
+        time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000),
+        start_pts=int(arr[order][0]) if len(arr) else 0,
+        reorders=bool(len(arr) and np.any(order != np.arange(len(arr)))),
+    )
+
+
+def _mp4_rotation(path: str) -> int:
+    """Rotation (degrees) from the first video track's ``tkhd`` matrix of an MP4/MOV, without decoding."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(64 * 1024 * 1024)
+    except OSError:
+        return 0
+
+    def boxes(buf: bytes, start: int, end: int):
+        i = start
+        while i + 8 <= end:
+            size, typ = struct.unpack(">I4s", buf[i:i + 8])
+            header = 8
+            if size == 1 and i + 16 <= end:
+                size, header = struct.unpack(">Q", buf[i + 8:i + 16])[0], 16
+            elif size == 0:
+                size = end - i
+            if size < header:
+                return
+            yield typ, i + header, min(i + size, end)
+            i += size
+
+    for typ, s, e in boxes(data, 0, len(data)):
+        if typ != b"moov":
+            continue
+        for t2, s2, e2 in boxes(data, s, e):
+            if t2 != b"trak":
+                continue
+            tkhd = next(((s3, e3) for t3, s3, e3 in boxes(data, s2, e2) if t3 == b"tkhd"), None)
+            is_video = any(t3 == b"mdia" and b"vide" in data[s3:e3][:200] for t3, s3, e3 in boxes(data, s2, e2))
+            if not tkhd or not is_video:
+                continue
+            s3 = tkhd[0]
+            version = data[s3]
+            off = s3 + (4 + 4 + 4 + 4 + 4 + 4 if version == 0 else 4 + 8 + 8 + 4 + 4 + 8) + 8 + 2 + 2 + 2 + 2
+            a, b, _u, c, d = struct.unpack(">iiiii", data[off:off + 20])
+            angle = math.degrees(math.atan2(b / 65536, a / 65536))
+            return int(round(angle)) % 360
+    return 0
+
+
+def probe(path: str | os.PathLike, *, count_frames: bool = True) -> VideoInfo:
+    """Container and stream metadata without decoding any frame.
+
+    With ``count_frames`` (default) the packets are demuxed (not decoded) to count frames exactly and to
+    detect variable frame rate; otherwise the header's count (or duration x fps) is used and
+    ``frames_exact`` is False.
+    """
+    path = str(path)
+    container = open_container(path)
+    try:
+        stream = container.streams.video[0]
+        cc = stream.codec_context
+        codec = cc.name if cc else "unknown"
+        width, height = int(stream.width or 0), int(stream.height or 0)
+        if width <= 0 or height <= 0:
+            raise VideoError("no_dimensions", "video stream reports no frame size (codec unsupported?)")
+        if width * height > MAX_PIXELS:
+            raise VideoError("too_large", f"{width}x{height} exceeds the {MAX_PIXELS} pixel limit")
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        nominal = Fraction(rate) if rate else None
+        tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        duration = (float(stream.duration * tb) if stream.duration else
+                    float(container.duration) / 1e6 if container.duration else 0.0)
+        fmt_name = container.format.name
+        bit_rate = int(container.bit_rate) if container.bit_rate else None
+        has_audio = bool(container.streams.audio)
+        pix_fmt = str(cc.pix_fmt or "") if cc else ""
+        index = scan_packets(path, container) if count_frames else None
+    except av.error.FFmpegError as exc:
+        raise VideoError("probe_failed", str(exc)) from exc
+    finally:
+        container.close()
+    vfr = False
+    if index is not None and len(index):
+        n, exact = len(index), True
+        if n > 1:
+            deltas = np.diff(index.pts)
+            med = float(np.median(deltas))
+            vfr = bool(med > 0 and (np.max(np.abs(deltas - med)) > 0.5 * med))
+            duration = index.end_time
+        if nominal is None or vfr:
+            # variable or missing rate: the average over the real frames is the honest rate
+            nominal = Fraction(n / duration).limit_denominator(1001) if duration > 0 else Fraction(25)
+    else:
+        if nominal is None:
+            nominal = Fraction(25)
+        n, exact = (int(stream.frames) if stream.frames else int(round(duration * nominal))), False
+    if n <= 0:
+        raise VideoError("no_frames", "the video stream holds no frames")
+    rotation = _mp4_rotation(path) if path.lower().endswith((".mp4", ".mov", ".m4v", ".3gp")) else 0
+    disp_w, disp_h = (height, width) if rotation in (90, 270) else (width, height)
+    try:
+        size_bytes = os.path.getsize(path)
+    except OSError:
+        size_bytes = 0
+    return VideoInfo(
+        path=path, container=fmt_name, duration_s=duration, fps=nominal, num_frames=n,
+        frames_exact=exact, width=disp_w, height=disp_h, coded_width=width, coded_height=height,
+        rotation=rotation, codec=codec, pix_fmt=pix_fmt, bit_rate=bit_rate, has_audio=has_audio, vfr=vfr, size_bytes=size_bytes,
+        start_time_s=float(index.start_pts * tb) if index is not None and len(index) else 0.0, time_base=tb,
+    )
+
+
+def analysis_size(width: int, height: int, size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """Target (width, height): ``None`` native, an int is the short side (even numbers), a tuple as given."""
+    if size is None:
+        return width, height
+    if isinstance(size, tuple):
+        return int(size[0]), int(size[1])
+    short = min(width, height)
+    if short <= size:
+        return width, height
+    scale = size / short
+    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    index: int           # position in display order (see module docstring)
+    time: float          # seconds from the first frame
+    key: bool
+    array: np.ndarray
+
+
+def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | None = None,
+           size: int | tuple[int, int] | None = None, fmt: str | None = "rgb24", stride: int = 1,
+           keyframes_only: bool = False, threads: bool = True, index: PacketIndex | None = None,
+           interpolation: str = "FAST_BILINEAR") -> Iterator[DecodedFrame]:
+    """Decode frames ``[start_frame, end_frame)`` once, every ``stride``-th, converted to ``fmt`` at ``size``.
+
+    ``fmt=None`` yields the ``av.VideoFrame`` objects unconverted (for re-encoding).
+    Seeks to the keyframe before ``start_frame`` when it is not 0. Damaged packets in the middle are
+    skipped by the decoder; a stream that fails outright raises :class:`VideoError` (``decode_failed``).
+    """
+    if stride < 1:
+        raise ValueError("stride must be >= 1")
+    if (start_frame > 0 or end_frame is not None) and index is None:
+        index = scan_packets(path)
+    if index is not None and start_frame >= len(index):
+        return
+    seek = start_frame > 0 and index is not None
+    while True:
+        overshot = False
+        for f in _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only, threads, index,
+                              interpolation, seek):
+            if f is None:       # the seek landed after start_frame (imprecise seeking, e.g. MPEG-PS)
+                overshot = True
+                break
+            yield f
+        if not overshot:
+            return
+        seek = False            # decode from the beginning instead: slower, always right
+
+
+def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only, threads, index,
+                 interpolation, seek) -> Iterator[DecodedFrame | None]:
+    container = open_container(path)
+    try:
+        stream = container.streams.video[0]
+        if threads:
+            stream.thread_type = "AUTO"
+        if keyframes_only:
+            stream.codec_context.skip_frame = "NONKEY"
+        start_pts = index.start_pts if index is not None else None
+        if seek:
+            keys = np.flatnonzero(index.keyframe[: start_frame + 1])
+            seek_to = int(index.pts[keys[-1]]) if len(keys) else int(index.pts[0])
+            container.seek(seek_to, stream=stream, backward=True, any_frame=False)
+        tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        w = h = None
+        counter = -1
+        first = True
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                frame.pts = frame.dts if frame.dts is not None else 0
+            if start_pts is None:
+                start_pts = frame.pts
+            if index is not None:
+                i = int(np.searchsorted(index.pts, frame.pts))
+                if i >= len(index) or index.pts[i] != frame.pts:
+                    continue  # a frame the demuxer did not list (should not happen): skip rather than misnumber
+            else:
+                counter += 1
+                i = counter
+            if first:
+                first = False
+                if seek and i > start_frame and not keyframes_only:
+                    yield None
+                    return
+            if i < start_frame:
+                continue
+            if end_frame is not None and i >= end_frame:
+                break
+            if (i - start_frame) % stride:
+                continue
+            if fmt is None:  # the caller wants the av.VideoFrame itself (e.g. to re-encode it)
+                arr = frame
+            else:
+                if w is None:
+                    w, h = analysis_size(frame.width, frame.height, size)
+                arr = frame.to_ndarray(width=w, height=h, format=fmt, interpolation=interpolation)
+            yield DecodedFrame(i, float((frame.pts - start_pts) * tb), bool(frame.key_frame), arr)
+    except av.error.FFmpegError as exc:
+        raise VideoError("decode_failed", str(exc)) from exc
+    finally:
+        container.close()
+
+
+def iter_frames(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | None = None,
+                size: int | tuple[int, int] | None = None, fmt: str = "rgb24",
+                stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """``(frame_index, array)`` pairs; see :func:`decode`."""
+    for f in decode(path, start_frame=start_frame, end_frame=end_frame, size=size, fmt=fmt, stride=stride):
+        yield f.index, f.array
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int], *, size: int | tuple[int, int] | None = None,
+                fmt: str = "rgb24") -> list[np.ndarray]:
+    """The frames at ``indices`` (any order, repeats allowed), from one decode pass."""
+    if not indices:
+        return []
+    wanted = sorted(set(int(i) for i in indices))
+    got: dict[int, np.ndarray] = {}
+    for f in decode(path, start_frame=wanted[0], end_frame=wanted[-1] + 1, size=size, fmt=fmt):
+        if f.index in wanted:
+            got[f.index] = f.array
+    missing = [i for i in wanted if i not in got]
+    if missing:
+        raise VideoError("frames_missing", f"could not decode frames {missing[:10]} of {path}")
+    return [got[int(i)] for i in indices]
+
+
+def video_id_for(path: str | os.PathLike) -> str:
+    """A stable, readable id for a local file: its stem plus a short hash of its absolute path."""
+    import hashlib
+
+    p = Path(path)
+    digest = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in p.stem)[:48] or "video"
+    return f"{stem}-{digest}"

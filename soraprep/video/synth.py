@@ -1,0 +1,131 @@
+"""Procedural videos with known ground truth: hard cuts at known frames, static shots, black frames,
+blur, text overlays, odd sizes and frame rates.
+
+Used by the tests, the demo and the benchmarks, so nothing needs to be downloaded. Every shot has its own
+random texture and palette (a hard cut changes the whole picture), and moving shots pan over it at a fixed
+speed so the optical-flow magnitude is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+SHOT_KINDS = ("moving", "static", "black", "blur", "text", "flash")
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One shot: ``frames`` long, of a given ``kind``; ``speed`` is the pan in pixels per frame."""
+
+    frames: int
+    kind: str = "moving"
+    speed: float = 3.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SHOT_KINDS:
+            raise ValueError(f"unknown shot kind {self.kind!r}; choose one of {SHOT_KINDS}")
+        if self.frames < 1:
+            raise ValueError("a shot needs at least one frame")
+
+
+def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A colourful texture with both coarse structure and fine detail (so it is sharp and trackable)."""
+    coarse = rng.integers(0, 256, size=(max(2, height // 48), max(2, width // 48), 3), dtype=np.uint8)
+    img = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    fine = rng.integers(-40, 41, size=(max(2, height // 4), max(2, width // 4)), dtype=np.int16)
+    img += cv2.resize(fine, (width, height), interpolation=cv2.INTER_NEAREST)[..., None]
+    # a palette shift per shot makes colour histograms differ across cuts
+    img += rng.integers(-60, 61, size=(1, 1, 3), dtype=np.int16)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def shot_frames(shot: Shot, index: int, width: int, height: int):
+    """Yield the RGB frames (height, width, 3) of one shot."""
+    rng = np.random.default_rng(shot.seed if shot.seed is not None else 1000 + index)
+    if shot.kind == "black":
+        frame = np.zeros((height, width, 3), np.uint8)
+        for _ in range(shot.frames):
+            yield frame
+        return
+    margin = int(abs(shot.speed) * shot.frames) + 2 if shot.kind in ("moving", "text") else 0
+    tex = _texture(rng, height, width + margin)
+    if shot.kind == "blur":
+        tex = cv2.GaussianBlur(tex, (0, 0), sigmaX=max(3.0, width / 60))
+    for t in range(shot.frames):
+        x = int(round(t * abs(shot.speed))) if margin else 0
+        frame = np.ascontiguousarray(tex[:, x:x + width])
+        if shot.kind == "text":
+            frame = frame.copy()
+            scale = max(0.5, height / 240)
+            for row in range(3):
+                cv2.putText(frame, f"SUBTITLE LINE {row} {index}", (width // 20, height // 4 + row * int(40 * scale)),
+                            cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), max(1, int(2 * scale)), cv2.LINE_AA)
+        elif shot.kind == "flash" and t % 2 == 1:
+            frame = 255 - frame
+        yield frame
+
+
+def make_video(path: str | Path, shots: Sequence[Shot], *, fps: Fraction | int | float = Fraction(25),
+               width: int = 320, height: int = 240, codec: str = "libx264", gop: int | None = None,
+               bframes: int | None = None, crf: int = 23, preset: str = "ultrafast",
+               audio: bool = False) -> list[int]:
+    """Write a video made of ``shots`` and return the frame indices where hard cuts happen.
+
+    ``gop`` fixes the keyframe interval (and disables scene-cut keyframes) so tests can place keyframes
+    away from cuts; ``bframes`` sets B-frames (libx264), which reorders frames in decode order.
+    """
+    from soraprep.types import fps_fraction
+
+    fps = fps_fraction(fps)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream(codec, rate=fps)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuv420p" if codec != "mjpeg" else "yuvj420p"
+    if codec == "libx264":
+        params = [f"crf={crf}"]
+        if gop is not None:
+            params += [f"keyint={gop}", f"min-keyint={gop}", "scenecut=0"]
+        if bframes is not None:
+            params.append(f"bframes={bframes}")
+        stream.options = {"preset": preset, "x264-params": ":".join(params)}
+    elif gop is not None:
+        stream.codec_context.gop_size = gop
+    astream = None
+    if audio:
+        astream = container.add_stream("aac", rate=16000)
+    cuts, n = [], 0
+    for i, shot in enumerate(shots):
+        if i:
+            cuts.append(n)
+        for rgb in shot_frames(shot, i, width, height):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = n
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            n += 1
+    for packet in stream.encode():
+        container.mux(packet)
+    if astream is not None:
+        samples = int(n / fps * 16000)
+        t = np.arange(samples) / 16000.0
+        pcm = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
+        for start in range(0, samples, 1024):
+            af = av.AudioFrame.from_ndarray(pcm[:, start:start + 1024], format="fltp", layout="mono")
+            af.sample_rate = 16000
+            af.pts = start
+            for packet in astream.encode(af):
+                container.mux(packet)
+        for packet in astream.encode():
+            container.mux(packet)
+    container.close()
+    return cuts
