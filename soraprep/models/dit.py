@@ -134,6 +134,12 @@ class DiT(nn.Module):
             x = x[:, : self.in_channels]  # SiT keeps the sigma head for checkpoint compatibility only
         return x
 
+    def null_condition(self, n: int) -> torch.Tensor:
+        """The unconditional ``y`` for classifier-free guidance: the null label or null text embedding."""
+        if isinstance(self.y_embedder, PooledTextEmbedder):
+            return self.y_embedder.null_embedding.expand(n, -1)
+        return torch.full((n,), self.config.num_classes, dtype=torch.long, device=self.pos_embed.device)
+
     def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float) -> torch.Tensor:
         """Classifier-free guidance. The batch is [conditional half; unconditional half] (second half's
         ``y`` = null label); the first half of ``x`` is used for both. Guides the first ``in_channels``
