@@ -1,0 +1,307 @@
+"""``soraprep download``: fetch the sources a manifest points to, then cut each published span.
+
+For every distinct ``source`` of the manifest's good rows:
+
+* ``http(s)://`` YouTube URLs go through yt-dlp (the ``download`` extra), other http(s) URLs through
+  :class:`~soraprep.datasets.fetch.HttpFetcher` (resume, retries, per-host rate limits, checks);
+* local paths (absolute, or relative to the manifest's folder) are used where they are, never copied;
+* anything else (``ftp:``, ``file:``, ``data:``...) is refused: the rows get an error.
+
+Then each row's span ``[start_s, end_s)`` becomes frames of the downloaded video (its probed frame
+rate) and is cut with :func:`soraprep.video.cut.cut_clip` (``--cut exact`` re-encodes frame-exactly,
+``copy``/``keyframe`` snap inwards to keyframes, ``none`` leaves the span as a pointer into the
+source). Rows without a span are the whole video and are not cut.
+
+Nothing is written outside OUT: file names come from the ids through :func:`safe_name` (ids such as
+``../../x`` or ``/etc/passwd`` become flat, deterministic names) and every path is checked to lie
+inside OUT. Complete downloads (``videos/NAME``) and complete clips (with their ``.done`` record) are
+skipped on a re-run, so an interrupted download resumes. Writes ``OUT/manifest.parquet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import unicodedata
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlparse
+
+from soraprep.datasets.common import MetadataError, youtube_id
+from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter
+from soraprep.datasets.sniff import VIDEO_EXTENSIONS
+from soraprep.manifest import read_manifest, write_manifest
+from soraprep.types import RowError, Span
+
+CUT_MODES = ("none", "copy", "keyframe", "exact")
+MANIFEST_NAME = "manifest.parquet"
+
+
+def safe_name(name: str, *, max_len: int = 80) -> str:
+    """A flat, portable, deterministic file name for any id: ``'../a b/ç'`` -> ``'a_b_c-1f0e3dad'``.
+
+    Only ``[A-Za-z0-9._-]``, no leading dot (no hidden files, no ``..``), and a hash of the original
+    so two ids that clean to the same text never share a file.
+    """
+    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_name).strip("._-")[:max_len].rstrip("._-")
+    return f"{clean}-{digest}" if clean else digest
+
+
+def inside(root: Path, rel: str) -> Path:
+    """``root / rel``, refusing anything that would land outside ``root``."""
+    root = root.resolve()
+    path = (root / rel).resolve()
+    if path != root and root not in path.parents:
+        raise ValueError(f"refusing to write {rel!r} outside {root}")
+    return path
+
+
+def classify(source: str) -> str:
+    """'youtube' | 'http' | 'local' | 'unsupported' for a row's ``source``."""
+    parsed = urlparse(source)
+    scheme = parsed.scheme.lower()
+    if scheme in ("http", "https"):
+        return "youtube" if youtube_id(source) else "http"
+    if scheme == "" or (len(scheme) == 1 and re.match(r"^[A-Za-z]:[\\/]", source)):
+        return "local"  # a path (C:\... on Windows parses as scheme "c")
+    return "unsupported"
+
+
+@dataclass
+class DownloadReport:
+    sources: int = 0
+    downloaded: int = 0
+    already_complete: int = 0
+    local: int = 0
+    clips_cut: int = 0
+    clips_skipped: int = 0
+    rows: int = 0
+    errors: Counter = field(default_factory=Counter)   # download errors by kind
+    upstream_errors: int = 0                           # rows that arrived with an error (e.g. from ingest)
+    output: str | None = None
+
+    @property
+    def num_errors(self) -> int:
+        return sum(self.errors.values()) + self.upstream_errors
+
+
+def _video_file_name(row: dict[str, Any], source: str) -> str:
+    key = str(row.get("video_id") or source)
+    suffix = PurePosixPath(urlparse(source).path).suffix.lower()
+    ext = suffix if suffix in VIDEO_EXTENSIONS else ".mp4"
+    # the name hashes the source too: two datasets may reuse an id for different videos
+    return f"{safe_name(key)}-{hashlib.sha1(source.encode()).hexdigest()[:6]}{ext}"
+
+
+def _ytdlp(url: str, dst: Path, limiter: RateLimiter) -> Path:
+    """Download a YouTube video with yt-dlp to ``dst``'s stem (yt-dlp picks the extension)."""
+    existing = [p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl"))]
+    if existing:
+        return existing[0]
+    try:
+        import yt_dlp
+    except ImportError:
+        raise FetchError("missing_extra", "YouTube sources need yt-dlp: pip install 'soraprep[download]'") from None
+    limiter.wait(urlparse(url).hostname or "youtube.com")
+    opts = {
+        "outtmpl": str(dst.with_suffix("")) + ".%(ext)s",  # our name, never one from the metadata
+        "format": "bv*[ext=mp4]+ba[ext=m4a]/b[ext=mp4]/bv*+ba/b",
+        "merge_output_format": "mp4", "noplaylist": True, "quiet": True, "no_warnings": True,
+        "retries": 3, "continuedl": True, "restrictfilenames": True,
+    }
+    try:
+        with yt_dlp.YoutubeDL(opts) as ydl:
+            ydl.download([url])
+    except Exception as exc:  # yt-dlp raises many types (DownloadError, ExtractorError, ...)
+        raise FetchError("ytdlp_failed", f"{url}: {exc}") from None
+    existing = [p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl"))]
+    if not existing:
+        raise FetchError("ytdlp_failed", f"{url}: yt-dlp finished without writing a file")
+    return existing[0]
+
+
+class _Job:
+    """Everything needed to fetch one source and cut its rows (run in a worker thread)."""
+
+    def __init__(self, source: str, rows: list[dict[str, Any]], *, out: Path, manifest_dir: Path, cut: str,
+                 fetcher: HttpFetcher, report: DownloadReport, lock: threading.Lock) -> None:
+        self.source, self.rows, self.out, self.manifest_dir = source, rows, out, manifest_dir
+        self.cut, self.fetcher, self.report, self.lock = cut, fetcher, report, lock
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self.report, name, getattr(self.report, name) + n)
+
+    def fetch(self) -> Path:
+        kind = classify(self.source)
+        if kind == "unsupported":
+            raise FetchError("unsupported_scheme", f"{self.source!r}: only http(s) URLs and local paths are accepted")
+        if kind == "local":
+            path = Path(self.source)
+            path = path if path.is_absolute() else self.manifest_dir / path
+            if not path.is_file():
+                raise FetchError("not_found", f"no such file: {path}")
+            self._count("local")
+            return path
+        dst = inside(self.out, f"videos/{_video_file_name(self.rows[0], self.source)}")
+        if kind == "youtube":
+            had = any(p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl")))
+            path = _ytdlp(self.source, dst, self.fetcher.limiter)
+            self._count("already_complete" if had else "downloaded")
+            return path
+        result = self.fetcher.fetch(self.source, dst)
+        self._count("already_complete" if result.skipped else "downloaded")
+        return result.path
+
+    def run(self) -> list[dict[str, Any]]:
+        try:
+            video = self.fetch()
+        except FetchError as exc:
+            return [_fail(r, exc.kind, str(exc)) for r in self.rows]
+        from soraprep.video.io import VideoError, probe, scan_packets
+
+        try:
+            info = probe(video)
+            index = scan_packets(video) if self.cut in ("copy", "keyframe", "exact") else None
+        except VideoError as exc:
+            return [_fail(r, exc.kind, f"{video}: {exc.message}") for r in self.rows]
+        return [self._cut_row(r, video, info, index) for r in self.rows]
+
+    def _rel(self, path: Path) -> str:
+        """Paths inside OUT are stored relative to it (the manifest's folder); others absolute."""
+        path = Path(path).resolve()
+        try:
+            return path.relative_to(self.out.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def _cut_row(self, row: dict[str, Any], video: Path, info, index) -> dict[str, Any]:
+        from soraprep.video.cut import cut_clip
+        from soraprep.video.io import VideoError
+
+        out = dict(row)
+        out.update({"download_path": self._rel(video), "fps": float(info.fps), "fps_rational": str(info.fps),
+                    "codec": info.codec})
+        start_s, end_s = row.get("start_s"), row.get("end_s")
+        if start_s is None and end_s is None:
+            span = Span(0, info.num_frames, info.fps)
+            whole = True
+        else:
+            span = Span.from_seconds(float(start_s or 0.0), float(end_s if end_s is not None else info.duration_s),
+                                     info.fps)
+            whole = False
+        end_frame = min(span.end_frame, info.num_frames)
+        if span.start_frame >= info.num_frames or end_frame <= span.start_frame:
+            return _fail(out, "span_outside_video", f"span {start_s}..{end_s} s is outside {video} "
+                                                    f"({info.num_frames} frames at {info.fps} fps)")
+        start_frame, mode = span.start_frame, self.cut
+        width, height = info.width, info.height
+        if whole or mode == "none":
+            path, mode = video, "none"
+        else:
+            name = safe_name(str(row.get("clip_id") or f"{row.get('video_id')}-{start_frame}"))
+            try:
+                dst = inside(self.out, f"clips/{name}.mp4")
+                done = inside(self.out, f"clips/.done/{name}.{mode}.json")
+            except ValueError as exc:
+                return _fail(out, "unsafe_path", str(exc))
+            record = _read_done(done)
+            if record and (self.out / record["path"]).exists():
+                self._count("clips_skipped")
+            else:
+                try:
+                    res = cut_clip(str(video), dst, start_frame=start_frame, end_frame=end_frame, mode=mode,
+                                   index=index)
+                except VideoError as exc:
+                    return _fail(out, exc.kind, f"{video} frames {start_frame}..{end_frame}: {exc.message}")
+                record = {"path": self._rel(Path(res.path)), "start_frame": res.start_frame, "end_frame": res.end_frame,
+                          "num_frames": res.num_frames, "width": res.width, "height": res.height}
+                _write_done(done, record)
+                self._count("clips_cut")
+            path = self.out / record["path"]
+            start_frame, end_frame = record["start_frame"], record["end_frame"]
+            width, height = record.get("width") or width, record.get("height") or height
+        num_frames = end_frame - start_frame
+        out.update({
+            "path": self._rel(path), "cut_mode": mode, "start_frame": start_frame, "end_frame": end_frame,
+            "num_frames": num_frames, "duration_s": float(num_frames / info.fps),
+            "width": width, "height": height, "aspect_ratio": height / width if width else None,
+            "resolution": height * width,
+        })
+        if not whole:  # the span really held (snapping may move it inwards)
+            out["start_s"], out["end_s"] = float(start_frame / info.fps), float(end_frame / info.fps)
+        return out
+
+
+def _fail(row: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
+    return dict(row, error=RowError("download", kind, message).to_dict())
+
+
+def _read_done(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_done(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
+def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency: int = 4,
+             rate_limits: dict[str, float] | None = None, cut: str = "exact",
+             fetcher: HttpFetcher | None = None) -> DownloadReport:
+    """Fetch every source of ``manifest`` into ``out``, cut each span, write ``out/manifest.parquet``."""
+    if cut not in CUT_MODES:
+        raise MetadataError(f"--cut {cut!r} is not one of {', '.join(CUT_MODES)}")
+    if concurrency < 1:
+        raise MetadataError(f"--concurrency must be at least 1, got {concurrency}")
+    manifest = Path(manifest)
+    try:
+        rows = read_manifest(manifest)
+    except ValueError as exc:  # ManifestError
+        raise MetadataError(str(exc)) from None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fetcher = fetcher or HttpFetcher(limiter=RateLimiter(rate_limits))
+    report, lock = DownloadReport(rows=len(rows)), threading.Lock()
+    by_source: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    results: dict[int, dict[str, Any]] = {}
+    for i, row in enumerate(rows):
+        if row.get("error"):
+            results[i] = row  # failed upstream: carried through unchanged
+        elif not row.get("source"):
+            results[i] = _fail(row, "missing_source", "row has no source")
+        else:
+            by_source[str(row["source"])].append((i, row))
+    report.sources = len(by_source)
+    jobs = [(src, items, _Job(src, [r for _, r in items], out=out, manifest_dir=manifest.resolve().parent,
+                              cut=cut, fetcher=fetcher, report=report, lock=lock))
+            for src, items in by_source.items()]
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [(items, pool.submit(job.run)) for _, items, job in jobs]
+        for items, fut in futures:
+            for (i, _), done_row in zip(items, fut.result(), strict=True):
+                results[i] = done_row
+    final = [results[i] for i in range(len(rows))]
+    for r in final:
+        if r.get("error"):
+            if r["error"].get("stage") == "download":
+                report.errors[r["error"]["kind"]] += 1
+            else:
+                report.upstream_errors += 1
+    dest = write_manifest(out / MANIFEST_NAME, final,
+                          metadata={"soraprep.download": json.dumps({"manifest": str(manifest), "cut": cut})})
+    report.output = str(dest)
+    return report

@@ -1,0 +1,268 @@
+"""HTTP(S) downloads that survive the real web: resume with ``Range``, retries with backoff, per-host
+rate limits that honour ``Retry-After``, and checks that what arrived is a video of a sane size.
+
+Standard library only (``urllib``), so ``soraprep download`` works on the core install. Files are
+written to ``NAME.part`` and renamed to ``NAME`` once complete and verified, so a complete file is
+never confused with a partial one, and an interrupted download resumes from the bytes already there.
+Redirects are followed only to http(s) URLs.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from soraprep.datasets.sniff import HEAD_BYTES, sniff_container
+
+USER_AGENT = "soraprep-download/0.1 (+https://github.com/soraprep)"
+CHUNK = 1 << 16
+
+#: Content types that are never a video (a dead link answered with an HTML page, a JSON error, ...)
+_BAD_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "image/", "audio/")
+_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class FetchError(Exception):
+    """A download that failed for good; ``kind`` becomes ``error.kind`` on the manifest rows."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    path: Path
+    size: int
+    attempts: int
+    resumed: bool           # some bytes came from a Range request after an interruption
+    skipped: bool = False   # the complete file was already there
+
+
+def parse_rate(text: str) -> tuple[str, float]:
+    """``'example.com=2/s'`` (or ``'=2'``, ``'*=0.5/s'``) -> ``('example.com', 2.0)``; ``'*'`` is every host."""
+    m = re.fullmatch(r"\s*([^=\s]+)\s*=\s*([0-9]*\.?[0-9]+)\s*(?:/s)?\s*", text)
+    if not m or float(m.group(2)) <= 0:
+        raise ValueError(f"rate limit {text!r} is not HOST=R/s (e.g. example.com=2/s, or *=1/s for every host)")
+    return m.group(1).lower(), float(m.group(2))
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class RateLimiter:
+    """At most ``rate`` request starts per second per host, plus pauses a server asked for.
+
+    Thread-safe; ``clock``/``sleep`` are injectable so tests run without waiting.
+    """
+
+    def __init__(self, rates: dict[str, float] | None = None, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rates = {k.lower(): v for k, v in (rates or {}).items()}
+        self.clock, self.sleep = clock, sleep
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def rate_for(self, host: str) -> float | None:
+        return self.rates.get(host.lower(), self.rates.get("*"))
+
+    def wait(self, host: str) -> None:
+        """Block until a request to ``host`` may start, and book the slot."""
+        host = host.lower()
+        while True:
+            with self._lock:
+                now = self.clock()
+                ready = self._next.get(host, now)
+                if ready <= now:
+                    rate = self.rate_for(host)
+                    self._next[host] = now + (1.0 / rate if rate else 0.0)
+                    return
+                delay = ready - now
+            self.sleep(delay)
+
+    def defer(self, host: str, seconds: float) -> None:
+        """The server asked for a pause (429/503 + Retry-After): no request to ``host`` before then."""
+        host = host.lower()
+        with self._lock:
+            until = self.clock() + seconds
+            self._next[host] = max(self._next.get(host, 0.0), until)
+
+
+class _SafeRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 - urllib hook
+        if urlparse(newurl).scheme.lower() not in ("http", "https"):
+            raise FetchError("unsupported_scheme", f"redirect to {newurl!r} refused: only http(s) is followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _Dropped(Exception):
+    """The connection ended before the announced body did."""
+
+
+class HttpFetcher:
+    """Download one URL to a file, resumably. One instance is shared by the download threads."""
+
+    def __init__(self, *, limiter: RateLimiter | None = None, retries: int = 5, backoff_s: float = 1.0,
+                 max_backoff_s: float = 60.0, max_retry_after_s: float = 600.0, timeout_s: float = 30.0,
+                 max_bytes: int | None = 20 * 2**30, check_video: bool = True) -> None:
+        self.limiter = limiter or RateLimiter()
+        self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
+        self.max_retry_after_s, self.timeout_s, self.max_bytes = max_retry_after_s, timeout_s, max_bytes
+        self.check_video = check_video
+        self._opener = urllib.request.build_opener(_SafeRedirects())
+
+    def _pause(self, failures: int) -> None:
+        self.limiter.sleep(min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1)))
+
+    def fetch(self, url: str, dst: str | os.PathLike) -> FetchResult:
+        """Download ``url`` to ``dst`` (resuming ``dst.part``). Raises :class:`FetchError`."""
+        dst = Path(dst)
+        parsed = urlparse(url)
+        if parsed.scheme.lower() not in ("http", "https") or not parsed.hostname:
+            raise FetchError("unsupported_scheme", f"{url!r}: only http(s) URLs are downloaded")
+        if dst.exists():
+            return FetchResult(dst, dst.stat().st_size, 0, False, skipped=True)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        part = dst.with_name(dst.name + ".part")
+        host = parsed.hostname
+        failures = attempts = 0
+        resumed = False
+        while True:
+            attempts += 1
+            have = part.stat().st_size if part.exists() else 0
+            self.limiter.wait(host)
+            try:
+                progressed, complete = self._attempt(url, part, have, host)
+            except _Retry as r:
+                failures += 1
+                if failures > self.retries:
+                    raise FetchError(r.kind, f"{url}: {r.message} (gave up after {attempts} attempts)") from None
+                if r.wait is None:
+                    self._pause(failures)
+                continue
+            if have and progressed:
+                resumed = True
+            if complete:
+                break
+            # the body ended early: progress resets the failure count, a stalled connection does not
+            failures = 0 if progressed else failures + 1
+            if failures > self.retries:
+                raise FetchError("connection_dropped", f"{url}: connection dropped {attempts} times without progress")
+            if not progressed:
+                self._pause(failures)
+        self._verify(url, part)
+        os.replace(part, dst)
+        return FetchResult(dst, dst.stat().st_size, attempts, resumed)
+
+    # one request ------------------------------------------------------------------------------------
+    def _attempt(self, url: str, part: Path, have: int, host: str) -> tuple[bool, bool]:
+        """One request; returns (bytes were added, the file is complete). Raises _Retry or FetchError."""
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        req = urllib.request.Request(url, headers=headers)
+        try:
+            resp = self._opener.open(req, timeout=self.timeout_s)
+        except urllib.error.HTTPError as exc:
+            return self._http_error(url, exc, part, have, host)
+        except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
+            raise _Retry("connection_failed", f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+        with resp:
+            ctype = (resp.headers.get("Content-Type") or "").lower()
+            if ctype.startswith(_BAD_TYPES):
+                raise FetchError("bad_content_type", f"{url} answered {ctype!r}, not a video")
+            length = resp.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            if resp.status == 206 and have:
+                m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range") or "")
+                if not m or int(m.group(1)) != have:
+                    part.unlink(missing_ok=True)  # the server resumed somewhere else: start over
+                    raise _Retry("bad_range", "server answered a different range; restarting")
+                mode, start = "ab", have
+            else:
+                mode, start = "wb", 0  # 200: the server ignored Range (or nothing to resume)
+            total = start + length if length is not None else None
+            if self.max_bytes is not None and total is not None and total > self.max_bytes:
+                raise FetchError("too_large", f"{url} is {total} bytes, over the {self.max_bytes} byte limit")
+            got = 0
+            try:
+                with open(part, mode) as fh:
+                    while True:
+                        chunk = resp.read(CHUNK)
+                        if not chunk:
+                            break
+                        fh.write(chunk)
+                        got += len(chunk)
+                        if self.max_bytes is not None and start + got > self.max_bytes:
+                            part.unlink(missing_ok=True)
+                            raise FetchError("too_large", f"{url} exceeds the {self.max_bytes} byte limit")
+            except (http.client.IncompleteRead, ConnectionError, TimeoutError):
+                return got > 0, False  # keep what arrived; the next attempt resumes with Range
+            if length is not None and got < length:
+                return got > 0, False
+            if start + got == 0:
+                raise _Retry("empty_body", "the server sent no bytes")
+            return got > 0, True
+
+    def _http_error(self, url: str, exc: urllib.error.HTTPError, part: Path, have: int,
+                    host: str) -> tuple[bool, bool]:
+        status = exc.code
+        headers = exc.headers
+        exc.close()
+        if status == 416 and have:
+            m = re.match(r"bytes \*/(\d+)", (headers.get("Content-Range") or "") if headers else "")
+            if m and int(m.group(1)) == have:
+                return False, True  # everything was already there
+            part.unlink(missing_ok=True)
+            raise _Retry("bad_range", "range not satisfiable; restarting")
+        if status in _RETRY_STATUS:
+            wait = parse_retry_after(headers.get("Retry-After") if headers else None, time.time())
+            if wait is not None:
+                if wait > self.max_retry_after_s:
+                    raise FetchError(f"http_{status}", f"{url}: server asks to wait {wait:.0f} s "
+                                                       f"(over the {self.max_retry_after_s:.0f} s limit)")
+                self.limiter.defer(host, wait)
+            raise _Retry(f"http_{status}", f"HTTP {status}", wait)
+        raise FetchError(f"http_{status}", f"{url}: HTTP {status} {exc.reason}")
+
+    def _verify(self, url: str, part: Path) -> None:
+        size = part.stat().st_size
+        if size == 0:
+            part.unlink(missing_ok=True)
+            raise FetchError("empty_body", f"{url}: empty file")
+        if self.check_video:
+            with open(part, "rb") as fh:
+                head = fh.read(HEAD_BYTES)
+            if sniff_container(head) is None:
+                part.unlink(missing_ok=True)
+                raise FetchError("not_video", f"{url}: the {size} bytes received are not a video container")
+
+
+class _Retry(Exception):
+    def __init__(self, kind: str, message: str, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.wait = kind, message, wait
