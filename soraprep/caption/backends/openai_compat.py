@@ -1,0 +1,204 @@
+"""OpenAI-compatible chat-completions backend: vLLM, SGLang, LMDeploy, Ollama, LM Studio, DashScope, ...
+
+Frames travel as base64 JPEG data URLs inside one user message (``image_url`` parts, then the text).
+Requests are non-streaming. At most ``concurrency`` requests are in flight at once (one semaphore shared
+by every thread that calls :meth:`OpenAICompatCaptioner.generate`). A request that gets 429, 408, a 5xx, a
+timeout or a connection error is retried up to ``max_attempts`` times in all, sleeping
+``Retry-After`` when the server sends one (capped by ``retry_after_max_s``) and otherwise an exponential
+back-off with jitter: ``d = min(backoff_max_s, backoff_base_s * 2**(attempt-1))``, sleep ``uniform(d/2, d)``.
+Other 4xx answers (bad request, auth, unknown model) fail at once: repeating them cannot help.
+
+The API key is read from the environment variable named by ``api_key_env`` (``OPENAI_API_KEY``); local
+servers usually need none.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from soraprep.caption.backends import BackendConfigError, VLMReply, VLMRequest
+
+try:  # httpx is part of the `caption` extra
+    import httpx
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("the openai caption backend needs httpx: pip install 'soraprep[caption]'", name="httpx") from exc
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def chat_url(base_url: str) -> str:
+    """``http://host:8000`` -> ``http://host:8000/v1/chat/completions``; a URL with a path keeps it."""
+    base = base_url.rstrip("/")
+    if base.endswith("/chat/completions"):
+        return base
+    if urlparse(base).path in ("", "/"):
+        base += "/v1"
+    return base + "/chat/completions"
+
+
+def encode_image(frame: np.ndarray, *, quality: int = 90) -> str:
+    """RGB uint8 (H, W, 3) -> ``data:image/jpeg;base64,...``."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"could not JPEG-encode a frame of shape {frame.shape}")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse ``Retry-After``: delta-seconds or an HTTP date. None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _error_kind(status: int) -> str:
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    if status == 408:
+        return "timeout"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    return "bad_request"
+
+
+class OpenAICompatCaptioner:
+    """Caption through ``POST {base_url}/chat/completions``."""
+
+    backend = "openai"
+
+    def __init__(self, *, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8, timeout_s: float = 120.0,
+                 connect_timeout_s: float = 10.0, max_attempts: int = 6, backoff_base_s: float = 1.0,
+                 backoff_max_s: float = 60.0, retry_after_max_s: float = 300.0, jpeg_quality: int = 90,
+                 extra_body: dict[str, Any] | None = None, seed: int | None = None) -> None:
+        if not model:
+            raise BackendConfigError("--model is required for the openai backend (the name the server serves)")
+        if concurrency < 1 or max_attempts < 1:
+            raise BackendConfigError(f"concurrency and max_attempts must be >= 1 (got {concurrency}, {max_attempts})")
+        if not base_url.startswith(("http://", "https://")):
+            raise BackendConfigError(f"base URL must start with http:// or https:// (got {base_url!r})")
+        self.model = model
+        self.url = chat_url(base_url)
+        self.parallelism = concurrency
+        self.max_attempts = max_attempts
+        self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
+        self.retry_after_max_s = retry_after_max_s
+        self.jpeg_quality = jpeg_quality
+        self.extra_body = dict(extra_body or {})
+        key = api_key if api_key is not None else os.environ.get(api_key_env)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self._client = httpx.Client(headers=headers, limits=limits,
+                                    timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s))
+        self._slots = threading.Semaphore(concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="caption-http")
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+
+    # -- public --------------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[VLMRequest]) -> list[VLMReply]:
+        if len(requests) == 1:
+            return [self._request(requests[0])]
+        return list(self._pool.map(self._request, requests))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._client.close()
+
+    def __getstate__(self) -> dict[str, Any]:  # pragma: no cover - clients are rebuilt per worker
+        raise TypeError("OpenAICompatCaptioner is not picklable: build it inside the worker (Stage.setup)")
+
+    # -- one request ---------------------------------------------------------------------------------
+    def payload(self, req: VLMRequest) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = []
+        if req.system:
+            messages.append({"role": "system", "content": req.system})
+        if req.images:
+            content: Any = [{"type": "image_url", "image_url": {"url": encode_image(im, quality=self.jpeg_quality)}}
+                            for im in req.images]
+            content.append({"type": "text", "text": req.prompt})
+        else:
+            content = req.prompt
+        messages.append({"role": "user", "content": content})
+        body = {"model": self.model, "messages": messages, "max_tokens": req.max_new_tokens,
+                "temperature": req.temperature, "stream": False}
+        body.update(self.extra_body)
+        return body
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_max_s)
+        d = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        with self._rng_lock:
+            return self._rng.uniform(d / 2, d)
+
+    def _request(self, req: VLMRequest) -> VLMReply:
+        t0 = time.perf_counter()
+        try:
+            body = self.payload(req)
+        except ValueError as exc:
+            return VLMReply(None, error_kind="bad_image", error_message=str(exc))
+        kind, message = "connection", ""
+        for attempt in range(1, self.max_attempts + 1):
+            retry_after = None
+            with self._slots:  # bounded concurrency: only in-flight HTTP requests hold a slot
+                try:
+                    resp = self._client.post(self.url, json=body)
+                except httpx.TimeoutException as exc:
+                    kind, message = "timeout", f"{type(exc).__name__}: {exc}"
+                    resp = None
+                except httpx.TransportError as exc:  # refused, reset, closed mid-response
+                    kind, message = "connection", f"{type(exc).__name__}: {exc}"
+                    resp = None
+            if resp is not None:
+                if resp.status_code == 200:
+                    return self._parse(resp, attempt, time.perf_counter() - t0)
+                kind = _error_kind(resp.status_code)
+                message = f"HTTP {resp.status_code}: {resp.text[:500]}"
+                if resp.status_code not in RETRY_STATUS:
+                    break
+                retry_after = retry_after_seconds(resp.headers.get("retry-after"))
+            if attempt < self.max_attempts:
+                time.sleep(self._backoff(attempt, retry_after))
+        return VLMReply(None, latency_s=time.perf_counter() - t0, attempts=attempt, error_kind=kind,
+                        error_message=f"{message} (after {attempt} attempt{'s' if attempt > 1 else ''})")
+
+    @staticmethod
+    def _parse(resp: httpx.Response, attempts: int, latency: float) -> VLMReply:
+        try:
+            data = resp.json()
+            content = data["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return VLMReply(None, latency_s=latency, attempts=attempts, error_kind="bad_response",
+                            error_message=f"unexpected response ({type(exc).__name__}): {resp.text[:300]}")
+        if isinstance(content, list):  # some servers return content parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        usage = data.get("usage") or {}
+        return VLMReply(str(content or ""), tokens_in=int(usage.get("prompt_tokens") or 0),
+                        tokens_out=int(usage.get("completion_tokens") or 0), latency_s=latency, attempts=attempts)
