@@ -57,6 +57,16 @@ COLUMNS: dict[str, pa.DataType] = {
     "bucket_frames": pa.int64(),
     "provenance": pa.string(),       # JSON: score column -> {"by": scorer, "params": {...}}
     "error": ERROR_TYPE,             # null when the row is fine
+    # captioning (soraprep.caption): failures go to caption_error, never to `error`
+    "caption": pa.string(),          # cleaned caption (also written to `text`)
+    "caption_model": pa.string(),
+    "caption_backend": pa.string(),  # openai | transformers
+    "caption_prompt_hash": pa.string(),
+    "caption_frames": pa.int64(),    # frames the model saw
+    "caption_tokens_in": pa.int64(),
+    "caption_tokens_out": pa.int64(),
+    "caption_latency_s": pa.float64(),
+    "caption_error": ERROR_TYPE,     # {stage: "caption", kind, message} or null
 }
 
 
