@@ -1,0 +1,87 @@
+"""Human-readable rendering of an :class:`~soraprep.estimate.plan.Estimate` as rich tables."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from soraprep.estimate.plan import Estimate, fmt_bytes, fmt_hours, fmt_si
+
+
+def _table(title: str) -> Table:
+    t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    t.add_column("what", style="bold")
+    t.add_column("value", justify="right")
+    t.add_column("note", style="dim")
+    return t
+
+
+def _money(x: float | None) -> str:
+    return "-" if x is None else f"${x:,.0f}" if x >= 100 else f"${x:,.2f}"
+
+
+def render(est: Estimate, console: Console) -> None:
+    """Print model, compute, time/cost, memory and data-preparation tables."""
+    d = est.to_dict()
+    big = est.largest.count
+    kinds = d["params_by_kind"]
+
+    t = _table(f"Model {est.model}")
+    t.add_row("parameters", f"{d['params']:,}", f"{fmt_si(d['params'])}; trainable {d['params_trainable']:,}")
+    t.add_row("  per token", f"{kinds['per_token']:,}", "act on every visual token")
+    t.add_row("  per sample", f"{kinds['per_sample']:,}", "adaLN / timestep MLP: once per sample")
+    if kinds["text"]:
+        t.add_row("  per text token", f"{kinds['text']:,}", "caption projection")
+    t.add_row("  lookup + positional", f"{kinds['lookup'] + kinds['positional']:,}", "embedding tables, pos_embed")
+    for s in est.shapes:
+        c, lt, lh, lw = s.count.latent
+        share = f"{s.weight:.1%} of samples; " if len(est.shapes) > 1 else ""
+        t.add_row(f"shape {s.frames}x{s.height}x{s.width}", f"{s.count.tokens:,} tokens",
+                  f"{share}latent {c}x{lt}x{lh}x{lw}")
+    console.print(t)
+
+    t = _table("Compute per sample (forward; FLOPs = 2 x MACs)")
+    total = d["forward_macs"] or 1
+    for k, v in d["forward_macs_by_component"].items():
+        t.add_row(f"  {k}", fmt_si(v, "MAC"), f"{v / total:.1%}")
+    t.add_row("forward", fmt_si(d["forward_macs"], "MAC"), f"= {fmt_si(d['forward_flops'], 'FLOP')}")
+    ratio = d["naive_6nd_train_flops_per_sample"] / (6 * big.forward_macs) if big.forward_macs else 0
+    t.add_row("6·N·D check", f"{ratio:.2f} x", "what the LLM rule would overestimate by")
+    console.print(t)
+
+    s = d["settings"]
+    t = _table(f"Training on {s['num_gpus']} x {est.gpu.description}")
+    t.add_row("samples seen", fmt_si(d["samples"]) if d["samples"] else "-",
+              "give --clips [--epochs] or --steps --batch" if d["samples"] is None else "")
+    t.add_row("train FLOPs", fmt_si(d["train_flops"], "FLOP"), f"{d['train_flops_factor']} x forward x samples")
+    t.add_row("peak x MFU", fmt_si(s["peak_flops_per_gpu"] * s["mfu"], "FLOP/s"),
+              f"{fmt_si(s['peak_flops_per_gpu'], 'FLOP/s')} {s['precision']} x {s['mfu']}")
+    t.add_row("GPU-hours", fmt_hours(d["gpu_hours"]), "")
+    t.add_row("wall time", fmt_hours(d["wall_hours"]), f"on {s['num_gpus']} GPUs, perfect scaling")
+    t.add_row("cost", _money(d["cost"]), f"${est.gpu.price_per_hour}/GPU-h ({est.gpu.price_source})")
+    console.print(t)
+
+    m = est.memory
+    t = _table(f"Memory per GPU (largest shape, micro-batch {m.micro_batch}, ZeRO {s['zero']}, "
+               f"recompute {s['recompute']})")
+    for name in ("weights", "gradients", "optimizer", "ema", "activations", "overhead"):
+        t.add_row(f"  {name}", fmt_bytes(getattr(m, name)), "")
+    verdict = "[green]fits[/]" if m.fits else "[red]does not fit[/]"
+    t.add_row("total", fmt_bytes(m.total), f"of {fmt_bytes(m.capacity)}: {verdict}")
+    t.add_row("largest micro-batch", str(m.max_micro_batch), f"{fmt_bytes(m.activation_per_sample)} activations per sample")
+    console.print(t)
+
+    p = d["data_prep"]
+    if p:
+        t = _table(f"Data preparation ({p['clips']:,} clips, once)")
+        for k in ("vae_encode", "text_encode", "captioning"):
+            t.add_row(f"  {k}", fmt_hours(p[k]["gpu_hours"]) + " GPU", f"{_money(p[k]['cost'])}; {p[k]['source']}")
+        cur = p["curation"]
+        t.add_row("  curation (decode)", fmt_hours(cur["cpu_core_hours"]) + " CPU",
+                  f"{_money(cur['cost'])}; {cur['source_video_hours']:,.0f} video hours, {cur['source']}")
+        t.add_row("total", _money(p["cost"]), "")
+        console.print(t)
+    if d["total_cost"] is not None:
+        console.print(f"[bold]total cost[/] (training + data preparation): {_money(d['total_cost'])}")
+    for a in d["assumptions"]:
+        console.print(f"[dim]· {a}[/]")
