@@ -87,16 +87,17 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
     """Demux (never decode) the first video stream and index its frames in display order."""
     own = container is None
     container = container or open_container(path)
+    pts: list[int] = []
+    key: list[bool] = []
     try:
         stream = container.streams.video[0]
-        pts, key, dts_order = [], [], []
+        time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
         for packet in container.demux(stream):
             if packet.size == 0 or packet.pts is None and packet.dts is None:
                 continue
             p = packet.pts if packet.pts is not None else packet.dts
             pts.append(p)
             key.append(bool(packet.is_keyframe))
-            dts_order.append(p)
     except av.error.FFmpegError as exc:
         if not pts:
             raise VideoError("demux_failed", str(exc)) from exc
@@ -107,7 +108,7 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
     order = np.argsort(arr, kind="stable")
     return PacketIndex(
         pts=arr[order], keyframe=np.asarray(key, dtype=bool)[order],
-        time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000),
+        time_base=time_base,
         start_pts=int(arr[order][0]) if len(arr) else 0,
         reorders=bool(len(arr) and np.any(order != np.arange(len(arr)))),
     )

@@ -1,0 +1,173 @@
+"""The probe and analyze stages: metadata first, then the single decode pass every frame-based step shares.
+
+``analyze`` decodes each video (or each input span) exactly once, converts every frame to the views the
+consumers need — gray at the analysis size, a half-size gray, and a small BGR image for the scene
+detector — taken straight from the decoder's YUV planes when it can (no colour conversion of the full
+frame), and feeds the scene detector and every frame scorer. It keeps a thumbnail about once a second
+for the report. The results ride on the row under private ``_``-prefixed keys until ``split`` and
+``score`` turn them into clips and columns; they never reach the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import cv2
+import numpy as np
+
+from soraprep.curate.registry import register
+from soraprep.curate.score.base import FrameViews, build_scorers
+from soraprep.curate.split import build_detector
+from soraprep.curate.stage import Resources, Row, error_dict, failed
+from soraprep.types import fps_fraction
+from soraprep.video.io import VideoError, analysis_size, decode, probe, scan_packets
+
+_PLANAR_8BIT = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv410p"}
+
+
+@register("probe")
+@dataclass
+class ProbeStage:
+    """Container metadata for each input video (no decoding); also indexes packets for seeking and cutting."""
+
+    name = "probe"
+    resources = Resources(cpus=1)
+    batch_size = 1
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, batch: list[Row]) -> list[Row]:
+        for row in batch:
+            if failed(row):
+                continue
+            try:
+                info = probe(row["source"])
+                row["_info"] = info
+                row["_index"] = scan_packets(row["source"])
+            except VideoError as exc:
+                row["error"] = error_dict("probe", exc.kind, exc.message)
+                continue
+            row.update(height=info.height, width=info.width, codec=info.codec, fps=float(info.fps),
+                       fps_rational=str(info.fps))
+            if row.get("_span_s"):
+                self._span_frames(row)
+        return batch
+
+    @staticmethod
+    def _span_frames(row: Row) -> None:
+        """Input span in seconds -> frames whose start time lies in [start_s, end_s)."""
+        index = row["_index"]
+        times = (index.pts - index.start_pts).astype(np.float64) * float(index.time_base)
+        start_s, end_s = row["_span_s"]
+        a = int(np.searchsorted(times, (start_s or 0.0) - 1e-6)) if start_s is not None else 0
+        b = int(np.searchsorted(times, end_s - 1e-6)) if end_s is not None else len(index)
+        if b <= a:
+            row["error"] = error_dict("probe", "empty_span", f"span {start_s}..{end_s} s holds no frame "
+                                      f"(video lasts {row['_info'].duration_s:.2f} s)")
+        row["_span_start_frame"], row["_span_end_frame"] = a, b
+
+
+def _plane(frame, i: int) -> np.ndarray:
+    p = frame.planes[i]
+    return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
+
+
+@register("analyze")
+@dataclass
+class AnalyzeStage:
+    """Decode once at ``short_side`` px; detect scenes; gather every frame scorer's per-frame signals."""
+
+    short_side: int = 144
+    detector: dict[str, Any] = field(default_factory=lambda: {"name": "adaptive"})
+    scorers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    thumb_every_s: float = 1.0
+    thumb_height: int = 96
+    max_thumbs: int = 600
+    name = "analyze"
+    resources = Resources(cpus=1, memory_gb=1.0)
+    batch_size = 1
+
+    def __post_init__(self) -> None:
+        if self.short_side < 32:
+            raise ValueError("analyze.short_side must be >= 32 pixels")
+        build_detector(self.detector, Fraction(25))  # validate now: configs fail loud
+        build_scorers(self.scorers)
+
+    def setup(self) -> None:
+        cv2.setNumThreads(1)
+
+    def __call__(self, batch: list[Row]) -> list[Row]:
+        for row in batch:
+            if failed(row):
+                continue
+            try:
+                self._analyze(row)
+            except VideoError as exc:
+                row["error"] = error_dict("analyze", exc.kind, exc.message)
+            except (ValueError, RuntimeError, MemoryError) as exc:
+                row["error"] = error_dict("analyze", type(exc).__name__, str(exc))
+        return batch
+
+    def _analyze(self, row: Row) -> None:
+        info, index = row["_info"], row["_index"]
+        start, end = row.get("_span_start_frame") or 0, row.get("_span_end_frame") or len(index)
+        end = min(end, len(index))
+        if end <= start:
+            raise VideoError("empty_span", f"input span {start}..{end} holds no frames")
+        fps = fps_fraction(info.fps)
+        detector = build_detector(self.detector, fps)
+        scorers = build_scorers(self.scorers)
+        for s in scorers:
+            s.begin(len(index), float(fps))
+        cuts: list[int] = []
+        thumbs: dict[int, bytes] = {}
+        thumb_step = max(1, int(round(float(fps) * self.thumb_every_s)))
+        n = 0
+        last = start - 1
+        w = h = None
+        for f in decode(row["source"], start_frame=start, end_frame=end, fmt=None, index=index):
+            frame = f.array
+            if w is None:
+                w, h = analysis_size(frame.width, frame.height, self.short_side)
+                planar = frame.format.name in _PLANAR_8BIT
+            if planar:
+                gray = cv2.resize(_plane(frame, 0), (w, h), interpolation=cv2.INTER_AREA)
+                small_gray = cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+                if detector is not None or f.index % thumb_step == 0:
+                    yuv = cv2.merge([small_gray] + [cv2.resize(_plane(frame, i), (w // 2, h // 2),
+                                                               interpolation=cv2.INTER_AREA) for i in (1, 2)])
+                    small_bgr = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
+            else:
+                small_bgr = frame.to_ndarray(width=w // 2, height=h // 2, format="bgr24")
+                gray = frame.to_ndarray(width=w, height=h, format="gray")
+                small_gray = cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+            if detector is not None:
+                cuts += detector.process(f.index, small_bgr)
+            views = FrameViews(f.index, f.time, gray, small_gray)
+            for s in scorers:
+                s.update(views)
+            if f.index % thumb_step == 0 and len(thumbs) < self.max_thumbs:
+                tw = max(2, int(round(self.thumb_height * w / h)))
+                ok, jpg = cv2.imencode(".jpg", cv2.resize(small_bgr, (tw, self.thumb_height)),
+                                       [cv2.IMWRITE_JPEG_QUALITY, 80])
+                if ok:
+                    thumbs[f.index] = jpg.tobytes()
+            n += 1
+            last = f.index
+        if n == 0:
+            raise VideoError("no_frames_decoded", "the decoder returned no frame (unsupported codec or damaged stream)")
+        if detector is not None:
+            cuts += detector.finish(last)
+        decoded_end = last + 1
+        if decoded_end < end:
+            # the stream stops early (truncated/damaged): clips end at the last frame really decoded
+            row["_decode_note"] = f"decoded frames {start}..{decoded_end} of {start}..{end}"
+        row["_analysis"] = {
+            "start": start, "end": decoded_end, "decoded": n,
+            "cuts": sorted({c for c in cuts if start < c < decoded_end}),
+            "signals": {k: v for s in scorers for k, v in s.finish().items()},
+            "thumbs": thumbs,
+        }

@@ -1,0 +1,104 @@
+"""The ``cut`` stage: write a file for every kept clip (see :mod:`soraprep.video.cut` for the modes).
+
+Clip files go to ``OUT/clips/<video_id>/<clip_id>.<ext>`` under names derived only from the ids (no
+timestamps, no worker ids), sanitised so that no id — ``../x``, an absolute path, odd characters — can
+place a file outside ``OUT``. The row's span is updated to the frames the file really holds.
+With ``copy``/``keyframe``, a clip whose inward snap to keyframes would lose more than ``max_snap_s`` at
+either end (or leave nothing) is re-encoded exactly instead, when ``fallback_exact`` is on (default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from soraprep.curate.registry import register
+from soraprep.curate.stage import Resources, Row, error_dict, failed
+from soraprep.video.cut import CUT_MODES, cut_clip
+from soraprep.video.io import VideoError
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str, max_len: int = 96) -> str:
+    """A file-name-safe, deterministic version of ``name`` (a short hash keeps distinct ids distinct)."""
+    clean = _SAFE.sub("_", str(name)).lstrip(".") or "x"
+    if clean != name or len(clean) > max_len:
+        clean = f"{clean[: max_len - 9]}-{hashlib.sha1(str(name).encode()).hexdigest()[:8]}"
+    return clean
+
+
+def confined(root: Path, *parts: str) -> Path:
+    """``root / parts`` with each part sanitised; raises if the result would escape ``root``."""
+    root = root.resolve()
+    path = root.joinpath(*[safe_name(p) for p in parts])
+    if root not in path.resolve().parents:
+        raise ValueError(f"refusing to write outside {root}: {path}")
+    return path
+
+
+@register("cut")
+@dataclass
+class CutStage:
+    out_dir: str = "."
+    mode: str = "copy"
+    max_snap_s: float = 1.0
+    fallback_exact: bool = True
+    crf: int = 18
+    preset: str = "veryfast"
+    name = "cut"
+    resources = Resources(cpus=1)
+    batch_size = 16
+
+    def __post_init__(self) -> None:
+        if self.mode not in CUT_MODES:
+            raise ValueError(f"cut.mode must be one of {', '.join(CUT_MODES)}, got {self.mode!r}")
+        if self.max_snap_s < 0:
+            raise ValueError("cut.max_snap_s must be >= 0")
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, batch: list[Row]) -> list[Row]:
+        for row in batch:
+            if failed(row) or not row.get("keep") or self.mode == "none":
+                continue
+            try:
+                self._cut(row)
+            except (VideoError, ValueError, OSError) as exc:
+                row["error"] = error_dict("cut", getattr(exc, "kind", type(exc).__name__), str(exc))
+                row["keep"], row["filter_reason"] = False, "error"
+        return batch
+
+    def _cut(self, row: Row) -> None:
+        root = Path(self.out_dir)
+        dst = confined(root, "clips", row["video_id"], f"{row['clip_id']}.mp4")
+        a, b = row["start_frame"], row["end_frame"]
+        index = row.get("_index")
+        fps = row.get("fps") or 25.0
+        res = None
+        if self.mode in ("copy", "keyframe"):
+            try:
+                res = cut_clip(row["source"], dst, start_frame=a, end_frame=b, mode=self.mode, index=index)
+                lost = max(res.start_frame - a, b - res.end_frame) / fps
+                if self.fallback_exact and lost > self.max_snap_s:
+                    res = None
+            except VideoError as exc:
+                if not self.fallback_exact or exc.kind not in ("empty_after_snap", "cut_failed"):
+                    raise
+        if res is None:
+            res = cut_clip(row["source"], dst, start_frame=a, end_frame=b, mode="exact", index=index,
+                           crf=self.crf, preset=self.preset)
+        for stale in dst.parent.glob(f"{dst.stem}.*"):  # a fallback may have changed the extension
+            if stale.name != Path(res.path).name:
+                stale.unlink(missing_ok=True)
+        row["path"] = str(Path(res.path).resolve().relative_to(root.resolve()))
+        row["cut_mode"] = res.mode
+        row["start_frame"], row["end_frame"], row["num_frames"] = res.start_frame, res.end_frame, res.num_frames
+        if index is not None:
+            row["start_s"], row["end_s"] = index.time_of(res.start_frame), index.time_of(res.end_frame)
+            row["duration_s"] = row["end_s"] - row["start_s"]
+        if res.width and res.height:
+            row["width"], row["height"] = res.width, res.height

@@ -1,0 +1,89 @@
+"""Inputs to curation: video files, folders (recursive), or manifests whose rows name sources and spans.
+
+Each input becomes one *work unit* (one source video, or one span of it), with a deterministic key so a
+rerun finds what an interrupted run already committed. Rows of an input manifest keep their extra
+columns (dataset, captions, published scores...) on every clip cut from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from soraprep.manifest import read_manifest, resolve_path
+from soraprep.video.io import video_id_for
+
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
+                    ".flv", ".wmv", ".3gp", ".ogv", ".vob", ".mxf", ".y4m", ".gif"}
+MANIFEST_EXTENSIONS = {".parquet", ".jsonl"}
+# columns an input manifest row may carry that curation recomputes for each clip
+_RECOMPUTED = {"path", "num_frames", "height", "width", "aspect_ratio", "resolution", "fps", "fps_rational",
+               "start_frame", "end_frame", "duration_s", "clip_index", "codec", "cut_mode", "keep",
+               "filter_reason", "bucket", "bucket_height", "bucket_width", "bucket_frames", "provenance"}
+
+
+class InputError(ValueError):
+    """An input argument that cannot be used (a usage error: exit code 2)."""
+
+
+def unit_key(source: str, start_s: float | None, end_s: float | None, base_id: str) -> str:
+    raw = f"{source}\x00{start_s}\x00{end_s}\x00{base_id}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def _file_unit(path: Path) -> dict[str, Any]:
+    src = str(path.resolve())
+    vid = video_id_for(path)
+    return {"source": src, "video_id": vid, "_base_id": vid, "_key": unit_key(src, None, None, vid)}
+
+
+def _manifest_units(path: Path) -> list[dict[str, Any]]:
+    units = []
+    for i, row in enumerate(read_manifest(path)):
+        src = row.get("source") or row.get("path")
+        if not src:
+            raise InputError(f"{path}: row {i} has no 'source' (or 'path') column naming its video")
+        if "://" not in src:
+            src = resolve_path(path, src)
+        vid = str(row.get("video_id") or video_id_for(src))
+        base = str(row.get("clip_id") or vid)
+        start, end = row.get("start_s"), row.get("end_s")
+        unit = {k: v for k, v in row.items() if k not in _RECOMPUTED and v is not None}
+        unit.update(source=src, video_id=vid, _base_id=base, _key=unit_key(src, start, end, base),
+                    _span_s=(start, end) if start is not None or end is not None else None)
+        units.append(unit)
+    return units
+
+
+def collect_units(inputs: list[str]) -> list[dict[str, Any]]:
+    """Work units for the given inputs, in a stable order; raises InputError for unusable arguments."""
+    if not inputs:
+        raise InputError("give at least one video file, folder or manifest (.parquet/.jsonl)")
+    units: list[dict[str, Any]] = []
+    for arg in inputs:
+        p = Path(arg)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+                           and not f.name.startswith(".partial-"))
+            units += [_file_unit(f) for f in files]
+        elif p.suffix.lower() in MANIFEST_EXTENSIONS and p.is_file():
+            units += _manifest_units(p)
+        elif p.exists() or p.is_symlink():
+            units.append(_file_unit(p))  # any file named explicitly is tried: bad ones become error rows
+        elif "://" in arg:
+            vid = video_id_for(arg)
+            units.append({"source": arg, "video_id": vid, "_base_id": vid, "_key": unit_key(arg, None, None, vid)})
+        else:
+            # a missing path named explicitly: record it (a row with an error), do not abort the run
+            vid = video_id_for(arg)
+            units.append({"source": os.path.abspath(arg), "video_id": vid, "_base_id": vid,
+                          "_key": unit_key(os.path.abspath(arg), None, None, vid)})
+    seen: set[str] = set()
+    unique = []
+    for u in units:  # the same video named twice is curated once
+        if u["_key"] not in seen:
+            seen.add(u["_key"])
+            unique.append(u)
+    return unique

@@ -1,0 +1,161 @@
+"""``curate()``: inputs -> clips, manifest and report, on one machine. The library behind ``soraprep curate``.
+
+    from soraprep.curate.pipeline import curate
+    result = curate(["videos/"], "out", workers=2)        # out/manifest.parquet, out/clips/, out/report.html
+    result = rethreshold("out", recipe="strict.yaml")     # new thresholds, no decoding
+
+The manifest is assembled from the committed units in input order, so it is the same whatever the
+number of workers and however often the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from soraprep.curate.inputs import collect_units
+from soraprep.curate.recipe import Recipe, load_recipe
+from soraprep.curate.runners.local import read_unit, run_local
+from soraprep.manifest import read_manifest, read_metadata, write_manifest
+
+MANIFEST = "manifest.parquet"
+
+
+@dataclass
+class CurateResult:
+    out: Path
+    manifest: Path
+    report: Path | None
+    rows: list[dict[str, Any]]
+    timings: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for r in self.rows if r.get("error"))
+
+    @property
+    def kept(self) -> int:
+        return sum(1 for r in self.rows if r.get("keep"))
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+
+def _progress(total: int, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]curate"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
+                    TimeRemainingColumn(), disable=not enabled, transient=False)
+
+
+def _clean_partials(out: Path) -> None:
+    for p in out.rglob(".partial-*"):  # half-written files of a killed run
+        p.unlink(missing_ok=True)
+    for p in out.rglob(".*.tmp*"):
+        p.unlink(missing_ok=True)
+
+
+def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | None = None, workers: int = 1,
+           cut: str | None = None, progress: bool = False, report: bool = True) -> CurateResult:
+    """Curate ``inputs`` (files, folders, manifests) into ``out``; resumes a previous run in ``out``."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if cut is not None:
+        rec = rec.with_overrides(cut={"mode": cut})
+    units = collect_units([str(i) for i in inputs])
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_partials(out)
+    with _progress(len(units), progress) as bar:
+        task = bar.add_task("curate", total=len(units))
+        done_before = len(units) - sum(1 for _ in _pending(units, out))
+        bar.advance(task, done_before)
+        for _summary in run_local(units, recipe=rec, out=out, workers=workers):
+            bar.advance(task, 1)
+    rows: list[dict[str, Any]] = []
+    timings: dict[str, float] = {}
+    for u in units:
+        unit_rows, unit_t = read_unit(out, u["_key"])
+        rows += unit_rows
+        for k, v in unit_t.items():
+            timings[k] = timings.get(k, 0.0) + v
+    return _finish(out, rows, rec, timings, t0, report, inputs=[str(i) for i in inputs])
+
+
+def _pending(units, out: Path):
+    from soraprep.curate.runners.local import unit_path
+
+    return (u for u in units if not unit_path(out, u["_key"]).exists())
+
+
+def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str]) -> CurateResult:
+    meta = {"soraprep.recipe": rec.to_yaml(), "soraprep.recipe_hash": rec.hash}
+    manifest = write_manifest(out / MANIFEST, rows, metadata=meta, jsonl=True)
+    wall = time.perf_counter() - t0
+    run = {"inputs": inputs, "recipe": rec.source, "recipe_hash": rec.hash, "stage_time_s": timings,
+           "wall_time_s": wall, "rows": len(rows)}
+    (out / "run.json").write_text(json.dumps(run, indent=2))
+    report_path = None
+    if report:
+        from soraprep.curate.report import write_report
+
+        report_path = write_report(out)
+    return CurateResult(out, manifest, report_path, rows, timings, wall)
+
+
+def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, cut: str | None = None,
+                report: bool = True) -> CurateResult:
+    """Re-apply the recipe's filters (and cut/bucket newly kept clips) to a finished run, without decoding.
+
+    Scores are read from ``out/manifest.parquet``; only the ``filter``, ``cut`` and ``bucket`` sections of
+    the new recipe matter. Clips that become kept are cut now; clips that become dropped keep their files.
+    """
+    from soraprep.video.io import scan_packets
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    manifest = out / MANIFEST
+    rows = read_manifest(manifest)
+    if recipe is None:
+        from soraprep.curate.recipe import validate
+
+        text = read_metadata(manifest).get("soraprep.recipe")
+        import yaml
+
+        data = yaml.safe_load(text) if text else {}
+        data.pop("version", None)
+        rec = validate(data, "previous run") if data else load_recipe()
+    else:
+        rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if cut is not None:
+        rec = rec.with_overrides(cut={"mode": cut})
+    stages = {s.name: s for s in rec.build(out) if s.name in ("filter", "cut", "bucket")}
+    timings: dict[str, float] = {}
+    indexes: dict[str, Any] = {}
+    for r in rows:
+        r.pop("bucket", None), r.pop("bucket_height", None), r.pop("bucket_width", None), r.pop("bucket_frames", None)
+    t = time.perf_counter()
+    rows = stages["filter"](rows)
+    timings["filter"] = time.perf_counter() - t
+    to_cut = [r for r in rows if r.get("keep") and not r.get("error") and r.get("cut_mode") in (None, "none")]
+    t = time.perf_counter()
+    if stages["cut"].mode != "none":
+        for r in to_cut:
+            src = r["source"]
+            if src not in indexes:
+                try:
+                    indexes[src] = scan_packets(src)
+                except Exception:  # the cut stage records the error on the row
+                    indexes[src] = None
+            r["_index"] = indexes[src]
+        stages["cut"](to_cut)
+        for r in to_cut:
+            r.pop("_index", None)
+    timings["cut"] = time.perf_counter() - t
+    rows = stages["bucket"](rows)
+    return _finish(out, rows, rec, timings, t0, report, inputs=[str(manifest)])

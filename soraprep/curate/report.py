@@ -1,0 +1,192 @@
+"""The curation report: one self-contained HTML file (inline CSS, SVG charts, base64 thumbnails).
+
+Built from ``OUT/manifest.parquet`` (+ ``OUT/run.json`` for stage times and ``OUT/thumbs/``), so
+``soraprep report OUT`` can rebuild it at any time, e.g. after re-thresholding.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from soraprep.curate.cutting import safe_name
+from soraprep.manifest import read_manifest, read_metadata
+
+SCORE_COLUMNS = ("duration_s", "motion_score", "sharpness", "brightness", "black_ratio", "static_ratio", "fps",
+                 "short_side", "aspect_ratio")
+MAX_THUMBS = 48
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2430;background:#fafbfc}
+h1{margin:0 0 4px}h2{margin-top:32px;border-bottom:1px solid #dde;padding-bottom:4px}
+.muted{color:#667}.cards{display:flex;gap:12px;flex-wrap:wrap}
+.card{background:#fff;border:1px solid #dde;border-radius:8px;padding:10px 16px;min-width:120px}
+.card b{display:block;font-size:24px}
+table{border-collapse:collapse;background:#fff}td,th{border:1px solid #dde;padding:4px 8px;font-size:13px;text-align:left}
+.grid{display:flex;flex-wrap:wrap;gap:10px}.thumb{width:190px;background:#fff;border:1px solid #dde;border-radius:6px;
+padding:4px;font-size:11px;word-break:break-all}.thumb img{width:100%;border-radius:4px;display:block}
+.kept{border-color:#3a3}.dropped{border-color:#c44}.hists{display:flex;flex-wrap:wrap;gap:14px}
+.hist{background:#fff;border:1px solid #dde;border-radius:8px;padding:6px}
+"""
+
+
+def _thresholds(recipe_yaml: str | None) -> dict[str, dict[str, float]]:
+    if not recipe_yaml:
+        return {}
+    data = yaml.safe_load(recipe_yaml) or {}
+    return {k: v for k, v in (data.get("filter") or {}).items() if isinstance(v, dict)}
+
+
+def _value(row: dict[str, Any], col: str):
+    if col == "short_side":
+        h, w = row.get("height"), row.get("width")
+        return None if h is None or w is None else min(h, w)
+    return row.get(col)
+
+
+def svg_histogram(values: list[float], title: str, lo: float | None = None, hi: float | None = None,
+                  bins: int = 30, width: int = 300, height: int = 150) -> str:
+    """A small SVG histogram with dashed lines at the filter's min/max."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    pad_l, pad_b, pad_t = 34, 20, 18
+    w, h = width - pad_l - 6, height - pad_b - pad_t
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<text x="{pad_l}" y="12" font-size="12" font-weight="bold">{html.escape(title)}</text>']
+    if v.size == 0:
+        parts.append(f'<text x="{pad_l}" y="{pad_t + h / 2}" font-size="11" fill="#888">no values</text></svg>')
+        return "".join(parts)
+    a, b = float(v.min()), float(v.max())
+    for t in (lo, hi):
+        if t is not None:
+            a, b = min(a, t), max(b, t)
+    if b <= a:
+        a, b = a - 0.5, b + 0.5
+    counts, edges = np.histogram(v, bins=bins, range=(a, b))
+    top = max(1, int(counts.max()))
+
+    def x(val: float) -> float:
+        return pad_l + (val - a) / (b - a) * w
+
+    bw = w / bins
+    for c, e in zip(counts, edges[:-1]):
+        bh = c / top * h
+        parts.append(f'<rect x="{x(e):.1f}" y="{pad_t + h - bh:.1f}" width="{max(bw - 1, 1):.1f}" '
+                     f'height="{bh:.1f}" fill="#4a7bd0"/>')
+    parts.append(f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" stroke="#333"/>')
+    parts.append(f'<text x="{pad_l}" y="{height - 4}" font-size="10">{a:.3g}</text>')
+    parts.append(f'<text x="{pad_l + w}" y="{height - 4}" font-size="10" text-anchor="end">{b:.3g}</text>')
+    parts.append(f'<text x="2" y="{pad_t + 8}" font-size="10">{top}</text>')
+    for t, name in ((lo, "min"), (hi, "max")):
+        if t is not None:
+            parts.append(f'<line x1="{x(t):.1f}" y1="{pad_t}" x2="{x(t):.1f}" y2="{pad_t + h}" stroke="#d22" '
+                         f'stroke-dasharray="4,3" stroke-width="2"><title>{name} {t}</title></line>')
+            parts.append(f'<text x="{x(t) + 2:.1f}" y="{pad_t + 10}" font-size="10" fill="#d22">{name} {t:g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_bars(items: list[tuple[str, float]], unit: str = "s", width: int = 520) -> str:
+    if not items:
+        return "<p class='muted'>no data</p>"
+    top = max(v for _, v in items) or 1.0
+    rowh = 22
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{rowh * len(items) + 6}">']
+    for i, (name, val) in enumerate(items):
+        y = 4 + i * rowh
+        bw = (width - 200) * val / top
+        parts.append(f'<text x="0" y="{y + 14}" font-size="12">{html.escape(name)}</text>'
+                     f'<rect x="100" y="{y}" width="{bw:.1f}" height="16" fill="#6a9f58"/>'
+                     f'<text x="{104 + bw:.1f}" y="{y + 13}" font-size="11">{val:.2f} {unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _thumb_html(out: Path, row: dict[str, Any], kept: bool) -> str:
+    p = out / "thumbs" / f"{safe_name(str(row.get('clip_id')))}.jpg"
+    img = (f'<img alt="thumbnail" src="data:image/jpeg;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+           if p.exists() else "<div class='muted'>(no thumbnail)</div>")
+    why = "kept" if kept else html.escape(row.get("filter_reason") or "")
+    span = f"{row.get('start_s') or 0:.2f}–{row.get('end_s') or 0:.2f} s"
+    return (f'<div class="thumb {"kept" if kept else "dropped"}">{img}<div><b>{html.escape(str(row.get("clip_id")))}'
+            f'</b><br>{span} · {row.get("num_frames")} f<br>{why}</div></div>')
+
+
+def build_report(out: Path) -> str:
+    out = Path(out)
+    rows = read_manifest(out / "manifest.parquet")
+    meta = read_metadata(out / "manifest.parquet")
+    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    thresholds = _thresholds(meta.get("soraprep.recipe"))
+    videos = {r.get("video_id") for r in rows}
+    errors = [r for r in rows if r.get("error")]
+    clips = [r for r in rows if not r.get("error")]
+    kept = [r for r in clips if r.get("keep")]
+    dropped = [r for r in clips if not r.get("keep")]
+    hours = sum((r.get("duration_s") or 0) for r in clips) / 3600
+    kept_hours = sum((r.get("duration_s") or 0) for r in kept) / 3600
+    err_stage = Counter(r["error"]["stage"] for r in errors)
+    reasons = Counter(part.split("=")[0].split(" ")[0] for r in dropped for part in (r.get("filter_reason") or "").split("; ") if part)
+    funnel = [("input videos / spans", len(videos)),
+              ("failed at probe", err_stage.get("probe", 0)),
+              ("failed at analyze (decode)", err_stage.get("analyze", 0)),
+              ("clips after split", len(clips) + err_stage.get("cut", 0)),
+              ("kept after filter", len(kept) + err_stage.get("cut", 0)),
+              ("failed at cut", err_stage.get("cut", 0)),
+              ("kept clips written", sum(1 for r in kept if r.get("cut_mode") not in (None, "none")) or len(kept)),
+              ("kept clips with a bucket", sum(1 for r in kept if r.get("bucket")))]
+    cards = "".join(f'<div class="card"><b>{v}</b>{html.escape(k)}</div>' for k, v in [
+        ("videos", len(videos)), ("clips", len(clips)), ("kept", len(kept)), ("dropped", len(dropped)),
+        ("errors", len(errors)), ("hours scanned", f"{hours:.2f}"), ("hours kept", f"{kept_hours:.2f}")])
+    hists = "".join(
+        f'<div class="hist">{svg_histogram([_value(r, c) for r in clips], c, thresholds.get(c, {}).get("min"), thresholds.get(c, {}).get("max"))}</div>'
+        for c in SCORE_COLUMNS if any(_value(r, c) is not None for r in clips))
+    stage_times = sorted((run.get("stage_time_s") or {}).items(), key=lambda kv: -kv[1])
+    buckets = Counter(r.get("bucket") for r in kept if r.get("bucket"))
+    err_rows = "".join(
+        f"<tr><td>{html.escape(str(r.get('source')))}</td><td>{html.escape(r['error']['stage'])}</td>"
+        f"<td>{html.escape(r['error']['kind'])}</td><td>{html.escape(r['error']['message'][:300])}</td></tr>"
+        for r in errors)
+    sections = [
+        f"<h1>soraprep curation report</h1><p class='muted'>{html.escape(str(out.resolve()))} · recipe "
+        f"{html.escape(str(run.get('recipe', meta.get('soraprep.recipe_hash', ''))))} "
+        f"({html.escape(meta.get('soraprep.recipe_hash', ''))}) · wall time {run.get('wall_time_s', 0):.1f} s</p>",
+        f'<div class="cards">{cards}</div>',
+        "<h2 id='stages'>Counts per stage</h2><table><tr><th>stage</th><th>count</th></tr>"
+        + "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in funnel) + "</table>",
+        "<h2 id='reasons'>Why clips were dropped</h2>"
+        + ("<table><tr><th>rule</th><th>clips</th></tr>" + "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in reasons.most_common()) + "</table>"
+           if reasons else "<p class='muted'>nothing dropped by the filters</p>"),
+        "<h2 id='scores'>Score distributions <span class='muted'>(dashed red: filter thresholds)</span></h2>"
+        f"<div class='hists'>{hists}</div>",
+        f"<h2 id='kept'>Kept clips <span class='muted'>({len(kept)}, first {min(len(kept), MAX_THUMBS)})</span></h2>"
+        f"<div class='grid'>{''.join(_thumb_html(out, r, True) for r in kept[:MAX_THUMBS])}</div>",
+        f"<h2 id='dropped'>Dropped clips <span class='muted'>({len(dropped)}, first {min(len(dropped), MAX_THUMBS)})</span></h2>"
+        f"<div class='grid'>{''.join(_thumb_html(out, r, False) for r in dropped[:MAX_THUMBS])}</div>",
+        "<h2 id='timing'>Time per stage <span class='muted'>(summed over workers)</span></h2>" + svg_bars(stage_times),
+        "<h2 id='buckets'>Buckets</h2>" + ("<table><tr><th>bucket</th><th>clips</th></tr>" + "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in sorted(buckets.items())) + "</table>"
+            if buckets else "<p class='muted'>no bucketed clips</p>"),
+        f"<h2 id='errors'>Errors ({len(errors)})</h2>" + (
+            "<table><tr><th>source</th><th>stage</th><th>kind</th><th>message</th></tr>" + err_rows + "</table>"
+            if errors else "<p class='muted'>no errors</p>"),
+    ]
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>soraprep report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>")
+
+
+def write_report(out: str | Path) -> Path:
+    out = Path(out)
+    path = out / "report.html"
+    tmp = out / ".report.html.partial"
+    tmp.write_text(build_report(out), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,182 @@
+"""Scene splitting: detector backends (fed by the shared decode pass) and the ``split`` stage.
+
+Detectors are PySceneDetect's ``content`` and ``adaptive`` detectors, driven frame by frame with the
+small BGR views of the ``analyze`` pass (so splitting costs no extra decode), or ``none``. The ``split``
+stage turns the cut frames into clip rows: scenes longer than ``max_clip_s`` are split into equal parts
+(each boundary moved to a keyframe when one lies within ``keyframe_tolerance_s``, so stream-copy cutting
+loses nothing), and ``trim_start_s``/``trim_end_s`` shave transition frames off each scene. Short scenes
+are *not* dropped here: they become rows that the duration filter rejects with a reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from soraprep.curate.registry import register
+from soraprep.curate.stage import Resources, Row, failed
+
+DETECTORS: dict[str, type] = {}
+
+
+def _register_detector(name: str):
+    def deco(cls):
+        DETECTORS[name] = cls
+        return cls
+
+    return deco
+
+
+class _SceneDetectBackend:
+    """Adapter: PySceneDetect detector <- (frame index, small BGR frame)."""
+
+    def __init__(self, detector, fps: Fraction):
+        from scenedetect.common import FrameTimecode
+
+        self._tc = FrameTimecode
+        self._det = detector
+        self._fps = fps if fps.denominator != 1 else Fraction(fps.numerator * 1001, 1001)  # needs a non-int rate
+
+    def process(self, index: int, bgr: np.ndarray) -> list[int]:
+        return [int(c.frame_num) for c in self._det.process_frame(self._tc(index, self._fps), bgr)]
+
+    def finish(self, last_index: int) -> list[int]:
+        return [int(c.frame_num) for c in self._det.post_process(self._tc(last_index, self._fps))]
+
+
+@_register_detector("adaptive")
+def _adaptive(fps: Fraction, threshold: float = 3.0, min_content_val: float = 15.0, window_width: int = 2,
+              min_scene_len: int = 8, luma_only: bool = False):
+    from scenedetect.detectors import AdaptiveDetector
+
+    return _SceneDetectBackend(AdaptiveDetector(adaptive_threshold=threshold, min_content_val=min_content_val,
+                                                window_width=window_width, min_scene_len=min_scene_len,
+                                                luma_only=luma_only), fps)
+
+
+@_register_detector("content")
+def _content(fps: Fraction, threshold: float = 27.0, min_scene_len: int = 8, luma_only: bool = False):
+    from scenedetect.detectors import ContentDetector
+
+    return _SceneDetectBackend(ContentDetector(threshold=threshold, min_scene_len=min_scene_len,
+                                               luma_only=luma_only), fps)
+
+
+@_register_detector("none")
+def _none(fps: Fraction):
+    return None
+
+
+def build_detector(config: dict[str, Any], fps: Fraction):
+    """``{"name": "adaptive", **params}`` -> a detector (None for ``none``); bad configs fail loudly."""
+    config = dict(config or {"name": "adaptive"})
+    name = config.pop("name", "adaptive")
+    if name not in DETECTORS:
+        raise ValueError(f"unknown scene detector {name!r}; choose one of {', '.join(sorted(DETECTORS))}")
+    try:
+        return DETECTORS[name](fps, **config)
+    except TypeError as exc:
+        raise ValueError(f"scene detector {name!r}: {exc}") from exc
+
+
+def scene_spans(start: int, end: int, cuts: list[int], *, fps: float, max_clip_s: float | None,
+                trim_start_s: float, trim_end_s: float, keyframes: np.ndarray | None = None,
+                keyframe_tolerance_s: float = 1.0) -> list[tuple[int, int]]:
+    """Frame spans ``[a, b)`` of the clips: scenes between cuts, trimmed, long ones split into equal parts."""
+    bounds = [start] + [c for c in cuts if start < c < end] + [end]
+    spans = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        a2, b2 = a + int(round(trim_start_s * fps)), b - int(round(trim_end_s * fps))
+        if b2 <= a2:
+            spans.append((a, b))  # too short to trim: keep the scene whole, the duration filter decides
+            continue
+        spans += _split_long(a2, b2, fps, max_clip_s, keyframes, keyframe_tolerance_s)
+    return spans
+
+
+def _split_long(a: int, b: int, fps: float, max_clip_s: float | None, keyframes, tol_s: float):
+    if not max_clip_s or (b - a) <= max_clip_s * fps:
+        return [(a, b)]
+    parts = math.ceil((b - a) / (max_clip_s * fps))
+    max_len = int(math.floor(max_clip_s * fps))
+    points = [a + round(k * (b - a) / parts) for k in range(1, parts)]
+    if keyframes is not None and len(keyframes):
+        tol = int(round(tol_s * fps))
+        moved = []
+        for p in points:
+            near = keyframes[(keyframes >= p - tol) & (keyframes <= p + tol)]
+            moved.append(int(near[np.argmin(np.abs(near - p))]) if len(near) else p)
+        points = moved
+    bounds = [a] + sorted(set(points)) + [b]
+    out = []
+    for x, y in zip(bounds[:-1], bounds[1:]):
+        while y - x > max_len:  # moving a boundary to a keyframe must not break the length limit
+            out.append((x, x + max_len))
+            x += max_len
+        if y > x:
+            out.append((x, y))
+    return out
+
+
+@register("split")
+@dataclass
+class SplitStage:
+    """One video row in, one row per clip out (rows that failed earlier pass through as they are)."""
+
+    max_clip_s: float | None = 20.0
+    trim_start_s: float = 0.0
+    trim_end_s: float = 0.0
+    keyframe_tolerance_s: float = 1.0
+    name = "split"
+    resources = Resources(cpus=0.1)
+    batch_size = 1
+
+    def __post_init__(self) -> None:
+        if self.max_clip_s is not None and self.max_clip_s <= 0:
+            raise ValueError("split.max_clip_s must be > 0 (or null for no forced split)")
+        if self.trim_start_s < 0 or self.trim_end_s < 0:
+            raise ValueError("split.trim_start_s / trim_end_s must be >= 0")
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, batch: list[Row]) -> list[Row]:
+        out: list[Row] = []
+        for row in batch:
+            if failed(row) or "_analysis" not in row:
+                out.append(row)
+                continue
+            out += self._split(row)
+        return out
+
+    def _split(self, row: Row) -> list[Row]:
+        an, index, info = row["_analysis"], row["_index"], row["_info"]
+        fps = float(info.fps)
+        keyframes = np.flatnonzero(index.keyframe)
+        spans = scene_spans(an["start"], an["end"], an["cuts"], fps=fps, max_clip_s=self.max_clip_s,
+                            trim_start_s=self.trim_start_s, trim_end_s=self.trim_end_s, keyframes=keyframes,
+                            keyframe_tolerance_s=self.keyframe_tolerance_s)
+        base = row.get("_base_id") or row["video_id"]
+        thumbs = an["thumbs"]
+        thumb_idx = np.array(sorted(thumbs), dtype=np.int64)
+        clips = []
+        for k, (a, b) in enumerate(spans):
+            clip = {key: val for key, val in row.items() if key not in ("_analysis",)}
+            clip.update(
+                clip_id=f"{base}-{k:04d}", clip_index=k, path=row["source"], cut_mode="none",
+                start_frame=a, end_frame=b, num_frames=b - a,
+                start_s=index.time_of(a), end_s=index.time_of(b),
+                _signals=an["signals"],
+                _scene={"cuts_in_source": len(an["cuts"]), "decode_note": row.get("_decode_note")},
+            )
+            clip["duration_s"] = clip["end_s"] - clip["start_s"]
+            if len(thumb_idx):
+                mid = (a + b) // 2
+                clip["_thumb"] = thumbs[int(thumb_idx[np.argmin(np.abs(thumb_idx - mid))])]
+            clips.append(clip)
+        return clips
+
