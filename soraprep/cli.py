@@ -31,6 +31,156 @@ def fail_usage(message: str) -> None:
 
 # --- curation (issue: curation pipeline) ----------------------------------------------------------
 
+CURATE_HELP = """Turn raw videos into training-ready clips, a manifest and a report.
+
+INPUTS are video files, folders (searched recursively) or manifests (.parquet/.jsonl, e.g. from
+`soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans.
+
+Writes OUT/manifest.parquet (+ manifest.jsonl), OUT/clips/, OUT/report.html. Rerunning the same command
+resumes an interrupted run. Exit code: 0 all rows fine, 1 some rows failed (see the `error` column),
+2 usage or recipe error.
+
+Examples:
+
+  soraprep curate videos/ -o out --workers 2
+
+  soraprep curate panda70m.parquet -o out --recipe opensora-like --cut exact
+
+  soraprep curate --rethreshold out --recipe strict.yaml     # new thresholds, no decoding
+"""
+
+
+@app.command("curate", help=CURATE_HELP)
+def curate_cmd(
+    inputs: list[str] = typer.Argument(None, help="Video files, folders or manifests."),
+    out: str = typer.Option(None, "--out", "-o", help="Output folder."),
+    recipe: str = typer.Option(None, "--recipe", "-r",
+                               help="Recipe YAML file, or a built-in name: default, opensora-like."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one video each)."),
+    cut: str = typer.Option(None, "--cut", help="none | copy | keyframe | exact (default from the recipe: copy)."),
+    rethreshold: str = typer.Option(None, "--rethreshold", metavar="OUT",
+                                    help="Re-apply filters of --recipe to a finished run in OUT; no decoding."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    from soraprep.curate.inputs import InputError
+    from soraprep.curate.pipeline import curate
+    from soraprep.curate.pipeline import rethreshold as rethreshold_run
+    from soraprep.curate.recipe import RecipeError
+    from soraprep.manifest import ManifestError
+    from soraprep.video.cut import CUT_MODES
+
+    if cut is not None and cut not in CUT_MODES:
+        fail_usage(f"--cut must be one of {', '.join(CUT_MODES)}, got {cut!r}")
+    try:
+        if rethreshold:
+            if inputs:
+                fail_usage("--rethreshold OUT takes no INPUTS: it re-filters the manifest in OUT")
+            result = rethreshold_run(rethreshold, recipe=recipe, cut=cut, report=not no_report)
+        else:
+            if not out:
+                fail_usage("missing --out/-o OUT (the output folder)")
+            if not inputs:
+                fail_usage("give at least one video file, folder or manifest")
+            result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
+                            report=not no_report)
+    except (RecipeError, InputError, ManifestError) as exc:
+        fail_usage(str(exc))
+    console.print(f"[green]{len(result.rows)} rows[/]: {result.kept} kept, "
+                  f"{len(result.rows) - result.kept - result.errors} dropped by filters, {result.errors} errors "
+                  f"· {result.wall_s:.1f} s")
+    console.print(f"manifest: {result.manifest}")
+    if result.report:
+        console.print(f"report:   {result.report}")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("probe")
+def probe_cmd(
+    videos: list[str] = typer.Argument(..., help="Video files."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
+) -> None:
+    """Print container/stream metadata without decoding (exit 1 if any file cannot be probed).
+
+    Example: soraprep probe clip.mp4 --json
+    """
+    import json
+
+    from rich.table import Table
+
+    from soraprep.video.io import VideoError, probe
+
+    table = Table("file", "duration", "fps", "frames", "size", "codec", "pix_fmt", "audio", "vfr")
+    bad = 0
+    for v in videos:
+        try:
+            info = probe(v)
+        except VideoError as exc:
+            bad += 1
+            if as_json:
+                print(json.dumps({"path": v, "error": {"kind": exc.kind, "message": exc.message}}))
+            else:
+                table.add_row(v, f"[red]{exc.kind}[/]", exc.message[:60], "", "", "", "", "", "")
+            continue
+        if as_json:
+            print(json.dumps(info.to_dict()))
+        else:
+            table.add_row(v, f"{info.duration_s:.2f}s", f"{info.fps} ({float(info.fps):.3f})",
+                          f"{info.num_frames}{'' if info.frames_exact else '?'}", f"{info.width}x{info.height}",
+                          info.codec, info.pix_fmt, "yes" if info.has_audio else "no", "yes" if info.vfr else "no")
+    if not as_json:
+        Console().print(table)
+    raise typer.Exit(EXIT_ROWS_FAILED if bad else EXIT_OK)
+
+
+@app.command("report")
+def report_cmd(out: str = typer.Argument(..., help="A curation output folder.")) -> None:
+    """Rebuild OUT/report.html from OUT/manifest.parquet.  Example: soraprep report out"""
+    from pathlib import Path
+
+    from soraprep.curate.report import write_report
+
+    if not (Path(out) / "manifest.parquet").exists():
+        fail_usage(f"{out}/manifest.parquet not found: run `soraprep curate ... -o {out}` first")
+    console.print(f"report: {write_report(out)}")
+
+
+@app.command("export")
+def export_cmd(
+    manifest: str = typer.Argument(..., help="A manifest.parquet."),
+    out: str = typer.Option(..., "--out", "-o", help="Output file."),
+    fmt: str = typer.Option("opensora-csv", "--format", help="opensora-csv | jsonl"),
+    all_rows: bool = typer.Option(False, "--all", help="Also rows that were dropped or failed."),
+) -> None:
+    """Export a manifest to another format.  Example: soraprep export out/manifest.parquet -o train.csv"""
+    from soraprep.manifest import ManifestError, export_opensora_csv, read_manifest, write_jsonl
+
+    try:
+        rows = read_manifest(manifest)
+    except ManifestError as exc:
+        fail_usage(str(exc))
+    if fmt == "opensora-csv":
+        n = export_opensora_csv(rows, out, manifest, only_kept=not all_rows)
+    elif fmt == "jsonl":
+        sel = rows if all_rows else [r for r in rows if r.get("keep") and not r.get("error")]
+        write_jsonl(out, sel)
+        n = len(sel)
+    else:
+        fail_usage(f"--format must be opensora-csv or jsonl, got {fmt!r}")
+    console.print(f"{n} rows -> {out}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: str = typer.Option("soraprep-demo", "--out", "-o", help="Folder for the demo videos and results."),
+    workers: int = typer.Option(2, "--workers", "-w", min=1),
+) -> None:
+    """Generate demo videos (known cuts, static/black/blurred shots, a bad file), curate them, show results."""
+    from soraprep.curate.demo import run_demo
+
+    result = run_demo(out, workers=workers, console=console)
+    raise typer.Exit(EXIT_OK if result.errors <= 1 else EXIT_ROWS_FAILED)
+
 # --- datasets: ingest / download -------------------------------------------------------------------
 
 INGEST_DATASETS = ("panda70m", "webvid", "internvid", "msrvtt", "videoinstruct", "shot2story", "youku-mplug",
