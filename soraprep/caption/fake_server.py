@@ -73,7 +73,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": {"message": "bad JSON body"}})
             return
         status, hang = self.server.next_status()
-        time.sleep(self.server.cfg.latency_s + hang)
+        self.server.enter()
+        try:
+            time.sleep(self.server.cfg.latency_s + hang)
+        finally:
+            self.server.leave()
         prompt, n_images = _prompt_and_images(messages)
         digest = hashlib.sha1(raw).hexdigest()[:10]
         self.server.log({"status": status, "digest": digest, "n_images": n_images, "t": time.time()})
@@ -119,6 +123,17 @@ class _Server(ThreadingHTTPServer):
         self.cfg = cfg
         self._lock = threading.Lock()
         self._count = 0
+        self.inflight = 0
+        self.max_inflight = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.inflight -= 1
 
     def next_status(self) -> tuple[int, float]:
         with self._lock:
@@ -150,7 +165,13 @@ class FakeChatServer:
 
     @property
     def requests(self) -> int:
+        """Requests received so far (every attempt counts)."""
         return self._srv._count
+
+    @property
+    def max_inflight(self) -> int:
+        """Most requests the server was handling at the same moment."""
+        return self._srv.max_inflight
 
     def __enter__(self) -> FakeChatServer:
         self._thread.start()

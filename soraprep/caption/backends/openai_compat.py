@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("the openai caption backend needs httpx: pip install 'soraprep[caption]'", name="httpx") from exc
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_sleep = time.sleep   # indirection so tests can record back-off without waiting
 
 
 def chat_url(base_url: str) -> str:
@@ -185,7 +186,7 @@ class OpenAICompatCaptioner:
                     break
                 retry_after = retry_after_seconds(resp.headers.get("retry-after"))
             if attempt < self.max_attempts:
-                time.sleep(self._backoff(attempt, retry_after))
+                _sleep(self._backoff(attempt, retry_after))
         return VLMReply(None, latency_s=time.perf_counter() - t0, attempts=attempt, error_kind=kind,
                         error_message=f"{message} (after {attempt} attempt{'s' if attempt > 1 else ''})")
 
