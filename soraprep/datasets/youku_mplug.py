@@ -43,11 +43,17 @@ def subset_of(columns: set[str]) -> str:
 
 
 def captions_of(cell: Any) -> list[str]:
-    """A caption cell: a plain string, or a list literal of strings (``"['...', '...']"``)."""
+    """A caption cell: a plain string, or a list literal of strings (``"['...', '...']"``).
+
+    A bracketed cell that is not a Python literal (``"[广告] ..."``) is a plain caption.
+    """
     if isinstance(cell, list):
         caps = cell
     elif isinstance(cell, str) and cell.strip().startswith("[") and cell.strip().endswith("]"):
-        caps = literal(cell, "golden_caption")
+        try:
+            caps = literal(cell, "golden_caption")
+        except RecordError:
+            return [cell]
     else:
         return [cell]
     if not caps or not all(isinstance(c, str) for c in caps):
