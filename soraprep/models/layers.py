@@ -188,7 +188,7 @@ class PatchEmbed3D(nn.Module):
 
 def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
     """(M,) positions -> (M, dim) as [sin | cos] with frequencies 1 / 10000^(i / (dim/2))."""
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64, device=pos.device) / (dim / 2.0))
     out = pos.double().reshape(-1)[:, None] * omega[None]  # (M, dim/2)
     return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
 
@@ -196,7 +196,8 @@ def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
     """(grid_h * grid_w, dim) row-major; first half encodes the column (w), second the row (h), as DiT/MAE."""
-    hh, ww = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+    # explicit CPU: the result is cached, and models may be built under `with torch.device("meta")`
+    hh, ww = torch.meshgrid(torch.arange(grid_h, device="cpu"), torch.arange(grid_w, device="cpu"), indexing="ij")
     return torch.cat([sincos_1d(dim // 2, ww), sincos_1d(dim // 2, hh)], dim=1).float()
 
 
@@ -204,7 +205,7 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
 def sincos_3d(dim: int, grid_t: int, grid_h: int, grid_w: int) -> torch.Tensor:
     """(T*H*W, dim) in (t, h, w) order: 2D spatial sin-cos plus a 1D temporal sin-cos (Latte / Open-Sora)."""
     spatial = sincos_2d(dim, grid_h, grid_w)  # (H*W, dim)
-    temporal = sincos_1d(dim, torch.arange(grid_t)).float()  # (T, dim)
+    temporal = sincos_1d(dim, torch.arange(grid_t, device="cpu")).float()  # (T, dim)
     return (temporal[:, None, :] + spatial[None, :, :]).reshape(grid_t * grid_h * grid_w, dim)
 
 
