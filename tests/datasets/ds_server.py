@@ -1,0 +1,124 @@
+"""A real HTTP server on 127.0.0.1 for the downloader tests: serves bytes with Range support and, per
+path, a queue of misbehaviours (404, 429 + Retry-After, dropped connections, HTML error pages)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class VideoServer:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.actions: dict[str, list] = {}
+        self.log: list[tuple[str, str | None]] = []  # (path, Range header) per request
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_GET(self):  # noqa: N802 - http.server API
+                with server._lock:
+                    server.log.append((self.path, self.headers.get("Range")))
+                    queue = server.actions.get(self.path) or []
+                    action = queue.pop(0) if queue else "ok"
+                server._serve(self, action)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> VideoServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def requests(self, path: str) -> list[str | None]:
+        return [r for p, r in self.log if p == path]
+
+    # --------------------------------------------------------------------------------------------
+    def _serve(self, h: BaseHTTPRequestHandler, action) -> None:
+        kind = action[0] if isinstance(action, tuple) else action
+        if kind == "404":
+            h.send_response(404)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        if kind in ("429", "503"):
+            h.send_response(int(kind))
+            if isinstance(action, tuple) and action[1] is not None:
+                h.send_header("Retry-After", str(action[1]))
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        if kind == "redirect":
+            h.send_response(302)
+            h.send_header("Location", action[1])
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        if kind == "html":
+            body = b"<html><body>This video is no longer available</body></html>"
+            h.send_response(200)
+            h.send_header("Content-Type", "text/html; charset=utf-8")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+            return
+        data = self.files.get(h.path)
+        if data is None:
+            h.send_response(404)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        start = 0
+        m = re.match(r"bytes=(\d+)-$", h.headers.get("Range") or "")
+        if m and kind != "norange":
+            start = int(m.group(1))
+            if start >= len(data):
+                h.send_response(416)
+                h.send_header("Content-Range", f"bytes */{len(data)}")
+                h.send_header("Content-Length", "0")
+                h.end_headers()
+                return
+            h.send_response(206)
+            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            h.send_response(200)
+        body = data[start:]
+        h.send_header("Content-Type", "application/octet-stream" if kind == "octet" else "video/mp4")
+        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Accept-Ranges", "bytes")
+        h.end_headers()
+        if kind == "drop":  # announce the whole body, send part of it, then cut the connection
+            h.wfile.write(body[: action[1]])
+            h.wfile.flush()
+            h.connection.shutdown(socket.SHUT_RDWR)
+            h.close_connection = True
+            return
+        h.wfile.write(body)
+
+
+class FakeClock:
+    """time() and sleep() for the rate limiter: sleeping advances time instantly and is recorded."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
