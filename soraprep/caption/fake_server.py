@@ -116,6 +116,7 @@ def _prompt_and_images(messages: list) -> tuple[str, int]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    block_on_close = False      # a hung request (timeout tests) must not hold up shutdown
     request_queue_size = 256
 
     def __init__(self, addr, cfg: FakeServerConfig) -> None:
@@ -157,7 +158,7 @@ class FakeChatServer:
 
     def __init__(self, cfg: FakeServerConfig | None = None, port: int = 0) -> None:
         self._srv = _Server(("127.0.0.1", port), cfg or FakeServerConfig())
-        self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._srv.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:

@@ -32,6 +32,12 @@ def make_clips(folder: Path, n: int = 4, frames: int = 30) -> list[dict]:
 
 
 @pytest.fixture
+def clips():
+    """The clip factory: ``clips(folder, n=4, frames=30) -> rows``."""
+    return make_clips
+
+
+@pytest.fixture
 def manifest(tmp_path) -> Path:
     """4 kept clips + 1 filtered-out row + 1 row with a curation error, as a Parquet manifest."""
     rows = make_clips(tmp_path)

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from soraprep.caption import CaptionSettings, Captioning, caption_manifest
+from soraprep.caption import Captioning, CaptionSettings, caption_manifest
 from soraprep.caption.backends import BackendConfigError, VLMRequest, make_captioner
 from soraprep.manifest import read_manifest
 
