@@ -156,9 +156,12 @@ def shaped_config(cfg, *, frames: int, height: int, width: int, compression: tup
     pt, ph, pw = cfg.patch_size
     for name, n, p, px, s in (("frames", lt, pt, frames, t), ("height", lh, ph, height, s_h),
                               ("width", lw, pw, width, s_w)):
+        if n % p and name == "frames":
+            raise ValueError(f"latent frames {n} (= ceil({px} / VAE factor {s})) is not divisible by the "
+                             f"temporal patch size {p}: choose --frames so that ceil(frames / {s}) is a multiple of {p}")
         if n % p:
-            raise ValueError(f"latent {name} {n} (from {px} px/frames with VAE factor {s}) is not divisible "
-                             f"by patch size {p}: choose --{name} so that the latent is a multiple of {p}")
+            raise ValueError(f"latent {name} {n} (= {px} px / {s}) is not divisible by patch size {p}: use a "
+                             f"--{name} that is a multiple of {p * s} (e.g. {_suggest(px, p * s)})")
     changes = {"input_size": (lt, lh, lw)}
     if latent_channels:
         changes["in_channels"] = latent_channels

@@ -2,7 +2,9 @@
 
 The data-preparation budget needs the cost of *encoding* every training clip once (latents are cached,
 see ``soraprep.train.latents``); the training budget of a VQ-VAE itself needs the full model. Conv MACs
-are ``output voxels x kernel volume x C_in x C_out`` (transposed convs: input voxels x ...); axial
+are ``output voxels x kernel volume x C_in x C_out``; transposed convs count ``padded input voxels x
+kernel volume x C_in x C_out`` as executed (VideoGPT's same-padding adds ``k - s`` voxels per axis, which
+on small latents is more than the useful work, as torch's FlopCounterMode also counts it); axial
 attention costs ``4 C^2`` projection MACs per voxel per axis plus ``2 n_axis C`` for scores and sum.
 """
 
@@ -78,7 +80,10 @@ def count_vqvae(cfg, *, name: str = "VQVAE", input_size: tuple[int, int, int] | 
         c_out = cfg.in_channels if i == n_conv - 1 else c
         stride = tuple(2 if x > 0 else 1 for x in left)
         t.param(f"decoder.convts.{i}", c * c_out * 64 + c_out, "per_token")
-        t.mac(f"decoder.convts.{i}", "conv", math.prod(shape) * c * c_out * 64)  # input voxels x k^3 x Cin x Cout
+        # as executed: the input is same-padded by k - s per dim, then every (padded) input voxel is
+        # scattered through the k^3 kernel (the padding=k-1 crop discards the border afterwards)
+        padded = math.prod(n + 4 - st for n, st in zip(shape, stride, strict=True))
+        t.mac(f"decoder.convts.{i}", "conv", padded * c * c_out * 64)
         shape = tuple(s * st for s, st in zip(shape, stride, strict=True))
         act += 2 * math.prod(shape) * c_out
         left = [x - 1 for x in left]
