@@ -75,7 +75,7 @@ class VideoServer:
             h.end_headers()
             h.wfile.write(body)
             return
-        data = self.files.get(h.path)
+        data = self.files.get(h.path.split("?", 1)[0])
         if data is None:
             h.send_response(404)
             h.send_header("Content-Length", "0")
