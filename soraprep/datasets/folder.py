@@ -23,13 +23,15 @@ from soraprep.datasets.sniff import VIDEO_EXTENSIONS, sniff_file
 
 
 def iter_files(root: Path) -> Iterator[Path]:
-    """Every regular file under ``root``, sorted, without following symlinked folders."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
+    """Every regular file under ``root``, sorted by relative path, without following symlinked folders."""
+    found = []
+    for dirpath, _dirnames, filenames in os.walk(root, followlinks=False):
+        for name in filenames:
             p = Path(dirpath) / name
             if p.is_file():
-                yield p
+                found.append((p.relative_to(root).as_posix(), p))
+    for _, p in sorted(found):
+        yield p
 
 
 def _sidecar_caption(path: Path) -> str | None:
