@@ -100,5 +100,6 @@ class CutStage:
         if index is not None:
             row["start_s"], row["end_s"] = index.time_of(res.start_frame), index.time_of(res.end_frame)
             row["duration_s"] = row["end_s"] - row["start_s"]
-        if res.width and res.height:
-            row["width"], row["height"] = res.width, res.height
+        if res.width and res.height and (res.width, res.height) != (row.get("width"), row.get("height")):
+            row["width"], row["height"] = res.width, res.height  # exact re-encode evens odd sizes
+            row["aspect_ratio"], row["resolution"] = res.height / res.width, res.height * res.width

@@ -34,7 +34,7 @@ def unit_key(source: str, start_s: float | None, end_s: float | None, base_id: s
 
 
 def _file_unit(path: Path) -> dict[str, Any]:
-    src = str(path.resolve())
+    src = os.path.abspath(path)  # not resolve(): a symlink stays the name the user gave
     vid = video_id_for(path)
     return {"source": src, "video_id": vid, "_base_id": vid, "_key": unit_key(src, None, None, vid)}
 

@@ -96,6 +96,7 @@ def _pending(units, out: Path):
 def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str]) -> CurateResult:
     meta = {"soraprep.recipe": rec.to_yaml(), "soraprep.recipe_hash": rec.hash}
     manifest = write_manifest(out / MANIFEST, rows, metadata=meta, jsonl=True)
+    rows = read_manifest(manifest)  # every row with every column, as readers will see them
     wall = time.perf_counter() - t0
     run = {"inputs": inputs, "recipe": rec.source, "recipe_hash": rec.hash, "stage_time_s": timings,
            "wall_time_s": wall, "rows": len(rows)}

@@ -167,8 +167,11 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True) -> VideoInfo:
     try:
         stream = container.streams.video[0]
         cc = stream.codec_context
-        codec = cc.name if cc else "unknown"
-        width, height = int(stream.width or 0), int(stream.height or 0)
+        if cc is None:
+            raise VideoError("unsupported_codec", "no decoder for this video stream's codec "
+                             f"(container {container.format.name})")
+        codec = cc.name
+        width, height = int(cc.width or 0), int(cc.height or 0)
         if width <= 0 or height <= 0:
             raise VideoError("no_dimensions", "video stream reports no frame size (codec unsupported?)")
         if width * height > MAX_PIXELS:
@@ -301,6 +304,9 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
                 i = counter
             if first:
                 first = False
+                if frame.width * frame.height > MAX_PIXELS:
+                    raise VideoError("too_large", f"decoded frames are {frame.width}x{frame.height}, over the "
+                                     f"{MAX_PIXELS} pixel limit (the container header said otherwise)")
                 if seek and i > start_frame and not keyframes_only:
                     yield None
                     return
@@ -352,6 +358,6 @@ def video_id_for(path: str | os.PathLike) -> str:
     import hashlib
 
     p = Path(path)
-    digest = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8]
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in p.stem)[:48] or "video"
     return f"{stem}-{digest}"

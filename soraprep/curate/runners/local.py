@@ -43,7 +43,12 @@ def _init_worker(recipe_sections: dict, recipe_source: str, out: str) -> None:
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if not k.startswith("_")}
+    """The manifest row: private ``_`` keys dropped, Open-Sora's derived geometry columns filled in."""
+    out = {k: v for k, v in row.items() if not k.startswith("_")}
+    h, w = out.get("height"), out.get("width")
+    if h and w:
+        out["aspect_ratio"], out["resolution"] = h / w, h * w
+    return out
 
 
 def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
