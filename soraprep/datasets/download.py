@@ -12,6 +12,10 @@ rate) and is cut with :func:`soraprep.video.cut.cut_clip` (``--cut exact`` re-en
 ``copy``/``keyframe`` snap inwards to keyframes, ``none`` leaves the span as a pointer into the
 source). Rows without a span are the whole video and are not cut.
 
+In the output manifest ``source`` is the local video (relative to OUT when downloaded into it) and
+``source_url`` the original URL, so ``soraprep curate OUT/manifest.parquet`` works offline; ``path`` is
+the clip file (or the video itself for whole videos and ``--cut none``).
+
 Nothing is written outside OUT: file names come from the ids through :func:`safe_name` (ids such as
 ``../../x`` or ``/etc/passwd`` become flat, deterministic names) and every path is checked to lie
 inside OUT. Complete downloads (``videos/NAME``) and complete clips (with their ``.done`` record) are
@@ -188,8 +192,9 @@ class _Job:
         from soraprep.video.io import VideoError
 
         out = dict(row)
-        out.update({"download_path": self._rel(video), "fps": float(info.fps), "fps_rational": str(info.fps),
-                    "codec": info.codec})
+        # the downloaded file becomes the source (curation reads `source` + span); the URL is kept
+        out.update({"source": self._rel(video), "source_url": row["source"], "fps": float(info.fps),
+                    "fps_rational": str(info.fps), "codec": info.codec})
         start_s, end_s = row.get("start_s"), row.get("end_s")
         if start_s is None and end_s is None:
             span = Span(0, info.num_frames, info.fps)

@@ -82,7 +82,9 @@ def test_ingest_then_download_cuts_exact_spans(server, videos, tmp_path):
     assert [r["error"]["kind"] if r["error"] else None for r in rows] == [
         None, None, "http_404", None, "unsupported_scheme", None, "span_outside_video"]
     assert all(r["error"]["stage"] == "download" for r in rows if r["error"])
-    assert rows[5]["download_path"] == str((videos / "b.mp4").resolve())  # local files are not copied
+    assert rows[5]["source"] == str((videos / "b.mp4").resolve())  # local files are not copied
+    assert rows[5]["source_url"] == str(videos / "b.mp4")
+    assert rows[0]["source"].startswith("videos/") and rows[0]["source_url"] == server.url("/a.mp4")
     assert len(server.requests("/a.mp4")) == 1  # two clips, one download
     assert server.requests("/drop.mp4") == [None, f"bytes={size_b // 2}-"]
     assert (report.downloaded, report.local, report.clips_cut) == (2, 1, 4)
@@ -115,7 +117,7 @@ def test_other_cut_modes_and_whole_videos(server, tmp_path):
     assert probe(tmp_path / "copy" / c["path"]).num_frames == c["num_frames"]
     n = got["none"][0]
     assert (n["start_frame"], n["end_frame"], n["cut_mode"]) == (10, 60, "none")
-    assert n["path"].startswith("videos/") and n["path"] == n["download_path"]
+    assert n["path"].startswith("videos/") and n["path"] == n["source"]
     for mode in got:
         w = got[mode][1]
         assert (w["cut_mode"], w["start_frame"], w["end_frame"], w["num_frames"]) == ("none", 0, 75, 75)
@@ -187,3 +189,20 @@ def test_cli_ingest_and_download(server, tmp_path):
         assert res.exit_code == 2, (bad, res.output)
     res = runner.invoke(app, ["download", str(tmp_path / "nope.parquet"), "-o", str(out)])
     assert res.exit_code == 2
+
+
+def test_curate_accepts_the_downloaded_manifest(server, tmp_path):
+    url = server.url("/a.mp4")
+    rows = [{"clip_id": "a-0", "video_id": "a", "source": url, "start_s": 0.0, "end_s": 1.2, "text": "one",
+             "dataset": "panda70m", "matching_score": 0.5},
+            {"clip_id": "a-1", "video_id": "a", "source": url, "start_s": 1.6, "end_s": 2.8, "text": "two",
+             "dataset": "panda70m", "matching_score": 0.4}]
+    write_manifest(tmp_path / "m.parquet", rows)
+    download(manifest=tmp_path / "m.parquet", out=tmp_path / "dl", cut="exact", fetcher=fake_fetcher())
+    res = CliRunner().invoke(app, ["curate", str(tmp_path / "dl" / "manifest.parquet"), "-o", str(tmp_path / "cur"),
+                                   "-q", "--no-report"])
+    assert res.exit_code == 0, res.output
+    cur = read_manifest(tmp_path / "cur" / "manifest.parquet")
+    assert sorted(r["text"] for r in cur) == ["one", "two"]  # published captions ride through curation
+    assert {r["source_url"] for r in cur} == {url} and {r["dataset"] for r in cur} == {"panda70m"}
+    assert sum(r["num_frames"] for r in cur) <= 30 + 30 and all(r["error"] is None for r in cur)
