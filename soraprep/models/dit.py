@@ -138,6 +138,8 @@ class DiT(nn.Module):
         """The unconditional ``y`` for classifier-free guidance: the null label or null text embedding."""
         if isinstance(self.y_embedder, PooledTextEmbedder):
             return self.y_embedder.null_embedding.expand(n, -1)
+        if self.config.class_dropout_prob <= 0:
+            raise ValueError("no null label: classifier-free guidance needs a model built with class_dropout_prob > 0")
         return torch.full((n,), self.config.num_classes, dtype=torch.long, device=self.pos_embed.device)
 
     def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float) -> torch.Tensor:
