@@ -115,6 +115,7 @@ def _ytdlp(url: str, dst: Path, limiter: RateLimiter) -> Path:
     except ImportError:
         raise FetchError("missing_extra", "YouTube sources need yt-dlp: pip install 'soraprep[download]'") from None
     limiter.wait(urlparse(url).hostname or "youtube.com")
+    dst.parent.mkdir(parents=True, exist_ok=True)
     opts = {
         "outtmpl": str(dst.with_suffix("")) + ".%(ext)s",  # our name, never one from the metadata
         "format": "bv*[ext=mp4]+ba[ext=m4a]/b[ext=mp4]/bv*+ba/b",

@@ -206,3 +206,55 @@ def test_curate_accepts_the_downloaded_manifest(server, tmp_path):
     assert sorted(r["text"] for r in cur) == ["one", "two"]  # published captions ride through curation
     assert {r["source_url"] for r in cur} == {url} and {r["dataset"] for r in cur} == {"panda70m"}
     assert sum(r["num_frames"] for r in cur) <= 30 + 30 and all(r["error"] is None for r in cur)
+
+
+class _FakeYDL:
+    """Stands in for yt_dlp.YoutubeDL (no network here): 'downloads' a generated video to outtmpl."""
+
+    calls: list[dict] = []
+    video: Path | None = None
+
+    def __init__(self, opts):
+        self.opts = opts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def download(self, urls):
+        _FakeYDL.calls.append({"opts": self.opts, "urls": urls})
+        if "fail" in urls[0] or "FAIL" in urls[0]:
+            raise RuntimeError("ERROR: [youtube] Video unavailable")
+        Path(self.opts["outtmpl"].replace("%(ext)s", "mp4")).write_bytes(self.video.read_bytes())
+
+
+def test_youtube_sources_go_through_ytdlp(videos, tmp_path, monkeypatch):
+    import types
+
+    fake = types.ModuleType("yt_dlp")
+    fake.YoutubeDL = _FakeYDL
+    _FakeYDL.video, _FakeYDL.calls = videos / "a.mp4", []
+    monkeypatch.setitem(__import__("sys").modules, "yt_dlp", fake)
+    rows = [{"clip_id": "yt-0", "video_id": "../../dQw4w9WgXcQ", "source": "https://www.youtube.com/watch?v=dQw4w9WgXcQ",
+             "start_s": 0.4, "end_s": 1.6},
+            {"clip_id": "yt-1", "video_id": "FAILFAILFAI", "source": "https://youtu.be/FAILFAILFAI"}]
+    write_manifest(tmp_path / "m.parquet", rows)
+    out = tmp_path / "out"
+    report = download(manifest=tmp_path / "m.parquet", out=out, cut="exact", fetcher=fake_fetcher())
+    got = read_manifest(out / "manifest.parquet")
+    assert got[0]["error"] is None and got[0]["num_frames"] == 30 and got[0]["source"].startswith("videos/")
+    assert got[1]["error"]["kind"] == "ytdlp_failed" and "Video unavailable" in got[1]["error"]["message"]
+    tmpl = Path(_FakeYDL.calls[0]["opts"]["outtmpl"])
+    assert tmpl.parent == (out / "videos").resolve() and ".." not in tmpl.name
+    assert _FakeYDL.calls[0]["opts"]["noplaylist"] is True
+    assert report.downloaded == 1
+    # the complete file is found on a re-run: yt-dlp is not called again
+    download(manifest=tmp_path / "m.parquet", out=out, cut="exact", fetcher=fake_fetcher())
+    assert [c["urls"][0] for c in _FakeYDL.calls] == [rows[0]["source"], rows[1]["source"], rows[1]["source"]]
+    # without the extra: a clear error naming it
+    monkeypatch.setitem(__import__("sys").modules, "yt_dlp", None)
+    download(manifest=tmp_path / "m.parquet", out=tmp_path / "out2", cut="exact", fetcher=fake_fetcher())
+    err = read_manifest(tmp_path / "out2" / "manifest.parquet")[0]["error"]
+    assert err["kind"] == "missing_extra" and "soraprep[download]" in err["message"]
