@@ -42,7 +42,7 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 
 #: Failure flags: a caption carrying one of these is recorded in caption_error, not written to `text`.
-FAILING_FLAGS = ("empty", "too_short", "wrong_language")
+FAILING_FLAGS = ("empty", "wrong_language", "too_short")    # in order of precedence
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class CleanResult:
 
     @property
     def failure(self) -> str | None:
-        """The first failing flag, or None when the caption is usable."""
-        return next((f for f in self.flags if f in FAILING_FLAGS), None)
+        """The most telling failing flag, or None when the caption is usable."""
+        return next((f for f in FAILING_FLAGS if f in self.flags), None)
 
 
 def detect_language(text: str) -> str:

@@ -73,14 +73,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": {"message": "bad JSON body"}})
             return
         status, hang = self.server.next_status()
+        prompt, n_images = _prompt_and_images(messages)
+        digest = hashlib.sha1(raw).hexdigest()[:10]
+        self.server.log({"status": status, "digest": digest, "n_images": n_images, "t": time.time()})  # on arrival
         self.server.enter()
         try:
             time.sleep(self.server.cfg.latency_s + hang)
         finally:
             self.server.leave()
-        prompt, n_images = _prompt_and_images(messages)
-        digest = hashlib.sha1(raw).hexdigest()[:10]
-        self.server.log({"status": status, "digest": digest, "n_images": n_images, "t": time.time()})
         if status == 429 or status == 503:
             self._send(status, {"error": {"message": "slow down"}}, {"Retry-After": self.server.cfg.retry_after})
             return
