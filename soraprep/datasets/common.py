@@ -254,28 +254,35 @@ def looks_like_path_or_url(value: str) -> bool:
 def read_records(path: Path) -> Iterator[Record]:
     """Records of a CSV/TSV, JSON list, JSON Lines or Parquet file, each with its starting line.
 
-    For a JSON object (not a list) the whole object is yielded once as line 1's record: the parser
-    decides what its keys mean (see :func:`json_object_arrays`).
+    CSV and JSON Lines are streamed (constant memory); a JSON document is read whole. For a JSON
+    object (not a list) the whole object is yielded once as line 1's record: the parser decides what
+    its keys mean (see :func:`json_object_arrays`).
     """
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         yield from _read_parquet(path)
         return
-    text = _read_text(path)
-    head = text.lstrip()[:1]
-    if suffix in (".json", ".jsonl", ".ndjson") or head in ("[", "{"):
-        yield from _read_json(text)
+    with _open_text(path) as fh:
+        head = fh.read(4096).lstrip()[:1]
+    if suffix in (".jsonl", ".ndjson"):
+        yield from _read_jsonl(path)
+    elif suffix == ".json" or head in ("[", "{"):
+        yield from _read_json(_read_text(path))
     else:
-        yield from _read_csv(text, path)
+        yield from _read_csv(path)
+
+
+def _open_text(path: Path):
+    try:
+        # surrogateescape keeps undecodable bytes visible so the record holding them becomes an error row
+        return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    except OSError as exc:
+        raise MetadataError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise MetadataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    # surrogateescape keeps undecodable bytes visible so the record holding them becomes an error row
-    return raw.decode("utf-8-sig", errors="surrogateescape")
+    with _open_text(path) as fh:
+        return fh.read()
 
 
 def has_bad_bytes(data: dict[str, Any]) -> bool:
@@ -285,37 +292,49 @@ def has_bad_bytes(data: dict[str, Any]) -> bool:
     return False
 
 
-def _read_csv(text: str, path: Path) -> Iterator[Record]:
-    first = text.split("\n", 1)[0]
-    delim = "\t" if path.suffix.lower() == ".tsv" or ("\t" in first and "," not in first) else ","
-    lines = text.splitlines(keepends=True)
-    reader = csv.reader(lines, delimiter=delim)
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        raise MetadataError(f"{path}:1: header is not CSV: {exc}") from None
-    while True:
-        start = reader.line_num + 1
+def _read_csv(path: Path) -> Iterator[Record]:
+    with _open_text(path) as fh:
+        first = fh.readline()
+        fh.seek(0)
+        delim = "\t" if path.suffix.lower() == ".tsv" or ("\t" in first and "," not in first) else ","
+        reader = csv.reader(fh, delimiter=delim)
         try:
-            cells = next(reader)
+            header = [h.strip() for h in next(reader)]
         except StopIteration:
             return
         except csv.Error as exc:
-            yield Record(start, None, RecordError("bad_csv", f"not valid CSV: {exc}"))
-            continue
-        if not cells or all(not c.strip() for c in cells):
-            continue  # blank line
-        if len(cells) != len(header):
-            yield Record(start, None, RecordError(
-                "bad_columns", f"{len(cells)} fields, the header has {len(header)}"))
-            continue
-        data = dict(zip(header, cells, strict=True))
-        if has_bad_bytes(data):
-            yield Record(start, None, RecordError("bad_encoding", "bytes that are not UTF-8"))
-            continue
-        yield Record(start, data)
+            raise MetadataError(f"{path}:1: header is not CSV: {exc}") from None
+        while True:
+            start = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield Record(start, None, RecordError("bad_csv", f"not valid CSV: {exc}"))
+                continue
+            if not cells or all(not c.strip() for c in cells):
+                continue  # blank line
+            if len(cells) != len(header):
+                yield Record(start, None, RecordError(
+                    "bad_columns", f"{len(cells)} fields, the header has {len(header)}"))
+                continue
+            data = dict(zip(header, cells, strict=True))
+            if has_bad_bytes(data):
+                yield Record(start, None, RecordError("bad_encoding", "bytes that are not UTF-8"))
+                continue
+            yield Record(start, data)
+
+
+def _read_jsonl(path: Path) -> Iterator[Record]:
+    with _open_text(path) as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield _json_record(i, json.loads(line))
+            except json.JSONDecodeError as exc:
+                yield Record(i, None, RecordError("bad_json", f"not JSON: {exc.msg} (column {exc.colno})"))
 
 
 def _read_json(text: str) -> Iterator[Record]:

@@ -9,18 +9,25 @@ the limit). Clip ids must be unique: a repeated one becomes a ``duplicate_clip``
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from soraprep.datasets.common import SPLITS, MetadataError, ParseContext, split_from_filename
 from soraprep.datasets.registry import get_spec
-from soraprep.manifest import write_manifest
+from soraprep.manifest import rows_to_table, write_manifest
 from soraprep.types import RowError, fps_fraction
+
+#: rows per Parquet row group when streaming a manifest out
+CHUNK_ROWS = 50_000
 
 
 @dataclass
@@ -62,9 +69,8 @@ def _check_args(split: str | None, limit: int | None, fps: Any) -> Fraction | No
     return rate
 
 
-def ingest_rows(*, dataset: str, path: str | os.PathLike, split: str | None = None, limit: int | None = None,
-                fps: Any = None) -> tuple[list[dict[str, Any]], IngestReport]:
-    """Parse ``path`` with the ``dataset`` parser; return (manifest rows, report). Raises MetadataError."""
+def _iter_rows(dataset: str, path: str | os.PathLike, split: str | None, limit: int | None, fps: Any,
+               report: IngestReport) -> Iterator[dict[str, Any]]:
     rate = _check_args(split, limit, fps)
     try:
         spec = get_spec(dataset)
@@ -77,11 +83,11 @@ def ingest_rows(*, dataset: str, path: str | os.PathLike, split: str | None = No
         raise MetadataError(f"{path} is a folder; --dataset {dataset} reads a metadata file "
                             "(use --dataset folder for a folder of videos)")
     ctx = ParseContext(path=path, dataset=dataset, fps=rate, license=spec.license)
-    report = IngestReport(dataset=dataset, metadata=str(path))
     file_split = split_from_filename(path) if path.is_file() else None
-    rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
+    n = 0
     for row in spec.parse(ctx):
+        report.records_read = ctx.records_read
         row_split = row.get("split")
         if split is not None and row_split is not None and row_split != split and row.get("error") is None:
             report.filtered_by_split += 1
@@ -91,34 +97,111 @@ def ingest_rows(*, dataset: str, path: str | os.PathLike, split: str | None = No
         cid = row.get("clip_id")
         if cid in seen:
             seen[cid] += 1
-            first = row.get("meta_line")
             row = dict(row, clip_id=f"{cid}-dup{seen[cid]}",
                        error=RowError("ingest", "duplicate_clip",
-                                      f"{path}:{first}: clip {cid!r} appears more than once").to_dict())
+                                      f"{path}:{row.get('meta_line')}: clip {cid!r} appears more than once").to_dict())
         else:
             seen[cid] = 0
-        rows.append(row)
-        if limit is not None and len(rows) >= limit:
+        if row.get("error"):
+            report.errors[row["error"]["kind"]] += 1
+        else:
+            report.clips += 1
+        yield row
+        n += 1
+        if limit is not None and n >= limit:
             report.limited = True
             break
     report.records_read = ctx.records_read
-    for r in rows:
-        if r.get("error"):
-            report.errors[r["error"]["kind"]] += 1
-        else:
-            report.clips += 1
+
+
+def ingest_rows(*, dataset: str, path: str | os.PathLike, split: str | None = None, limit: int | None = None,
+                fps: Any = None) -> tuple[list[dict[str, Any]], IngestReport]:
+    """Parse ``path`` with the ``dataset`` parser; return (manifest rows, report). Raises MetadataError."""
+    report = IngestReport(dataset=dataset, metadata=str(path))
+    rows = list(_iter_rows(dataset, path, split, limit, fps, report))
     return rows, report
+
+
+class _Incompatible(Exception):
+    pass
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Give a later chunk the first chunk's schema; raise _Incompatible where that would change data."""
+    if set(table.column_names) - set(schema.names):
+        raise _Incompatible
+    cols = []
+    for f in schema:
+        if f.name not in table.column_names:
+            cols.append(pa.nulls(len(table), f.type))
+            continue
+        col = table[f.name]
+        if col.type != f.type:
+            if col.null_count == len(col):
+                col = pa.nulls(len(table), f.type)
+            elif pa.types.is_integer(col.type) and pa.types.is_floating(f.type):
+                col = col.cast(f.type)
+            else:
+                raise _Incompatible
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _write_streaming(out: Path, rows: Iterator[dict[str, Any]], metadata: dict[str, str]) -> None:
+    """Write rows in chunks of CHUNK_ROWS (memory stays flat for Panda-70M-sized files).
+
+    The first chunk fixes the schema; a later chunk whose types cannot be matched without changing
+    data (rare: a column that was all null in the first chunk) makes the writer fall back to one
+    in-memory write of everything.
+    """
+    import pyarrow.parquet as pq
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    writer = schema = None
+    try:
+        while True:
+            chunk = list(itertools.islice(rows, CHUNK_ROWS))
+            if not chunk:
+                break
+            table = rows_to_table(chunk, metadata)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(tmp, schema)
+            else:
+                try:
+                    table = _conform(table, schema)
+                except _Incompatible:
+                    writer.close()
+                    writer = None
+                    done = pq.read_table(tmp).to_pylist()
+                    write_manifest(out, done + chunk + list(rows), metadata=metadata)
+                    return
+            writer.write_table(table)
+        if writer is None:
+            write_manifest(out, [], metadata=metadata)
+            return
+        writer.close()
+        writer = None
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
 
 
 def ingest(*, dataset: str, path: str | os.PathLike, out: str | os.PathLike, split: str | None = None,
            limit: int | None = None, fps: Any = None) -> IngestReport:
-    """Parse ``path`` and write the manifest ``out`` (Parquet). Returns the report."""
+    """Parse ``path`` and write the manifest ``out`` (Parquet), streaming. Returns the report."""
     out = Path(out)
     if out.suffix.lower() != ".parquet":
         raise MetadataError(f"-o {out} must be a .parquet path")
-    rows, report = ingest_rows(dataset=dataset, path=path, split=split, limit=limit, fps=fps)
+    report = IngestReport(dataset=dataset, metadata=str(path))
     params = {"dataset": dataset, "metadata": str(path), "split": split, "limit": limit,
               "fps": None if fps is None else str(fps)}
-    write_manifest(out, rows, metadata={"soraprep.ingest": json.dumps(params)})
+    _write_streaming(out, _iter_rows(dataset, path, split, limit, fps, report),
+                     {"soraprep.ingest": json.dumps(params)})
     report.output = str(out)
     return report
