@@ -248,7 +248,7 @@ def test_streaming_writer_matches_in_memory_rows(tmp_path, monkeypatch):
             w.writerow(next(csv.reader([ln])))
     ingest(dataset="webvid", path=src, out=out)
     back = read_manifest(out)
-    assert [r["page_idx"] for r in back] == [None] * 4 + [5032, 873, 27762, 32306, 66015]
+    assert [r["page_idx"] for r in back] == [None] * 4 + [13617, 5032, 873, 27762, 32306, 66015]
     import pyarrow.parquet as pq
 
     assert str(pq.read_schema(out).field("page_idx").type) == "int64"
