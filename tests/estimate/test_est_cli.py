@@ -79,5 +79,11 @@ def test_sweep_writes_json_and_html(tmp_path):
     assert saved["points"] == points
     page = (out / "sweep.html").read_text()
     assert page.count("<svg") == 2 and "polyline" in page
+    try:
+        import matplotlib  # noqa: F401  (the [estimate] extra)
+    except ImportError:
+        assert d["files"]["png"] is None and "no PNG written" in r.stderr
+    else:
+        assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = runner.invoke(app, ["estimate", "--model", "STDiT-S/2", "--sweep", "depth=1,2"])
     assert r.exit_code == 2 and "AXIS" in r.stderr
