@@ -70,6 +70,9 @@ def render(est: Estimate, console: Console) -> None:
     t.add_row("total", fmt_bytes(m.total), f"of {fmt_bytes(m.capacity)}: {verdict}")
     t.add_row("largest micro-batch", str(m.max_micro_batch), f"{fmt_bytes(m.activation_per_sample)} activations per sample")
     console.print(t)
+    if not m.fits:
+        console.print("[yellow]does not fit:[/] try --recompute full, --zero 3 with more GPUs, a smaller "
+                      "--micro-batch, or a GPU with more memory")
 
     p = d["data_prep"]
     if p:
