@@ -64,8 +64,9 @@ def svg_histogram(values: list[float], title: str, lo: float | None = None, hi: 
         parts.append(f'<text x="{pad_l}" y="{pad_t + h / 2}" font-size="11" fill="#888">no values</text></svg>')
         return "".join(parts)
     a, b = float(v.min()), float(v.max())
-    for t in (lo, hi):
-        if t is not None:
+    span = max(b - a, abs(b) * 0.1, 1e-9)
+    for t in (lo, hi):  # show a threshold on the axis only when it is near the data (else: off-scale label)
+        if t is not None and a - span <= t <= b + span:
             a, b = min(a, t), max(b, t)
     if b <= a:
         a, b = a - 0.5, b + 0.5
@@ -85,10 +86,20 @@ def svg_histogram(values: list[float], title: str, lo: float | None = None, hi: 
     parts.append(f'<text x="{pad_l + w}" y="{height - 4}" font-size="10" text-anchor="end">{b:.3g}</text>')
     parts.append(f'<text x="2" y="{pad_t + 8}" font-size="10">{top}</text>')
     for t, name in ((lo, "min"), (hi, "max")):
-        if t is not None:
+        if t is None:
+            continue
+        label = f"{name} {t:g}"
+        if a <= t <= b:
+            anchor, dx = ("start", 3) if name == "min" else ("end", -3)
             parts.append(f'<line x1="{x(t):.1f}" y1="{pad_t}" x2="{x(t):.1f}" y2="{pad_t + h}" stroke="#d22" '
-                         f'stroke-dasharray="4,3" stroke-width="2"><title>{name} {t}</title></line>')
-            parts.append(f'<text x="{x(t) + 2:.1f}" y="{pad_t + 10}" font-size="10" fill="#d22">{name} {t:g}</text>')
+                         f'stroke-dasharray="4,3" stroke-width="2"><title>{label}</title></line>')
+            parts.append(f'<text x="{x(t) + dx:.1f}" y="{pad_t + 10}" font-size="10" fill="#d22" '
+                         f'text-anchor="{anchor}">{label}</text>')
+        else:  # far outside the data: say so at the edge instead of squashing the histogram
+            edge, anchor, arrow = (pad_l, "start", "◂ ") if t < a else (pad_l + w, "end", "")
+            tail = "" if t < a else " ▸"
+            parts.append(f'<text x="{edge}" y="{pad_t + 10}" font-size="10" fill="#d22" text-anchor="{anchor}">'
+                         f'{arrow}{label} (off scale){tail}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
