@@ -62,6 +62,8 @@ def curate_cmd(
                                     help="Re-apply filters of --recipe to a finished run in OUT; no decoding."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    runner: str = typer.Option("local", "--runner", help="local (process pool) | ray (Ray Data; pip install 'soraprep[ray]')."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. auto); default: start a local Ray."),
 ) -> None:
     from soraprep.curate.inputs import InputError
     from soraprep.curate.pipeline import curate
@@ -82,8 +84,10 @@ def curate_cmd(
                 fail_usage("missing --out/-o OUT (the output folder)")
             if not inputs:
                 fail_usage("give at least one video file, folder or manifest")
+            if runner not in ("local", "ray"):
+                fail_usage(f"--runner must be local or ray, got {runner!r}")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
-                            report=not no_report)
+                            report=not no_report, runner=runner, ray_address=ray_address)
     except (RecipeError, InputError, ManifestError) as exc:
         fail_usage(str(exc))
     console.print(f"[green]{len(result.rows)} rows[/]: {result.kept} kept, "

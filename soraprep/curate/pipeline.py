@@ -61,8 +61,14 @@ def _clean_partials(out: Path) -> None:
 
 
 def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | None = None, workers: int = 1,
-           cut: str | None = None, progress: bool = False, report: bool = True) -> CurateResult:
-    """Curate ``inputs`` (files, folders, manifests) into ``out``; resumes a previous run in ``out``."""
+           cut: str | None = None, progress: bool = False, report: bool = True, runner: str = "local",
+           ray_address: str | None = None) -> CurateResult:
+    """Curate ``inputs`` (files, folders, manifests) into ``out``; resumes a previous run in ``out``.
+
+    ``runner="ray"`` runs the same stages on a Ray cluster (``ray_address``; a local one when None).
+    """
+    if runner not in ("local", "ray"):
+        raise ValueError(f"runner must be 'local' or 'ray', got {runner!r}")
     t0 = time.perf_counter()
     out = Path(out)
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
@@ -75,7 +81,13 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
         task = bar.add_task("curate", total=len(units))
         done_before = len(units) - sum(1 for _ in _pending(units, out))
         bar.advance(task, done_before)
-        for _summary in run_local(units, recipe=rec, out=out, workers=workers):
+        if runner == "ray":
+            from soraprep.curate.runners.ray import run_ray
+
+            summaries = run_ray(units, recipe=rec, out=out, workers=workers, address=ray_address)
+        else:
+            summaries = run_local(units, recipe=rec, out=out, workers=workers)
+        for _summary in summaries:
             bar.advance(task, 1)
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
