@@ -18,6 +18,7 @@ import base64
 import email.utils
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -115,7 +116,10 @@ class OpenAICompatCaptioner:
         key = api_key if api_key is not None else os.environ.get(api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._client = httpx.Client(headers=headers, limits=limits,
+        # TCP_NODELAY: a request's headers and body are separate writes; without it the body's last segment
+        # can wait for the server's delayed ACK (~40 ms per request on Linux)
+        transport = httpx.HTTPTransport(limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        self._client = httpx.Client(headers=headers, transport=transport,
                                     timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s))
         self._slots = threading.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="caption-http")
