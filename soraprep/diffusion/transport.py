@@ -76,6 +76,11 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
 
 
+def _time(t: float, x: torch.Tensor) -> torch.Tensor:
+    """(N,) times in float32 (float64 for float64 x): bf16 cannot resolve small steps of t."""
+    return torch.full((x.shape[0],), t, device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+
 def _mean_flat(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=list(range(1, x.ndim)))
 
@@ -209,7 +214,7 @@ class Sampler:
 
     def _v(self, model, x, t: float, kw):
         self.nfe += 1
-        return self.transport.velocity(model, x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype), kw)
+        return self.transport.velocity(model, x, _time(t, x), kw)
 
     def sample_ode(self, *, method: str = "heun", num_steps: int = 50, atol: float = 1e-6, rtol: float = 1e-3):
         """Probability-flow ODE from t0 (noise) to t1 (data): ``"euler"``, ``"heun"`` (fixed
@@ -286,7 +291,7 @@ class Sampler:
 
         def drift(model, x, t: float, kw) -> torch.Tensor:
             self.nfe += 1
-            tt = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
+            tt = _time(t, x)
             x0_hat, out = tr.noise_estimate(model, x, tt, kw)
             if tr.prediction == "velocity":
                 v = out
@@ -296,7 +301,7 @@ class Sampler:
             return v - 0.5 * w_over_sigma(tt, x) * x0_hat  # v + w/2 * score, score = -x0_hat / sigma
 
         def noise(x: torch.Tensor, t: float, h: float) -> torch.Tensor:
-            tt = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
+            tt = _time(t, x)
             w = w_over_sigma(tt, x) * _bcast(tr.path.coefficients(tt)[1], x)
             dw = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * math.sqrt(h)
             return torch.sqrt(w.clamp(min=0)) * dw

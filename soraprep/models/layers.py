@@ -67,7 +67,10 @@ class CrossAttention(nn.Module):
         s, h = cond.shape[1], self.num_heads  # cond: (N, S, D)
         q = self.q(x).reshape(n, length, h, d // h).transpose(1, 2)  # (N, heads, L, hd)
         k, v = self.kv(cond).reshape(n, s, 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)  # (N, heads, S, hd)
-        attn_mask = None if mask is None else mask.bool()[:, None, None, :]  # (N, 1, 1, S), True = attend
+        attn_mask = None
+        if mask is not None:  # (N, S), True = attend; an all-padding row attends to everything (no NaN)
+            mask = mask.bool()
+            attn_mask = (mask | ~mask.any(dim=1, keepdim=True))[:, None, None, :]  # (N, 1, 1, S)
         x = attention(q, k, v, mask=attn_mask)  # (N, heads, L, hd)
         return self.proj(x.transpose(1, 2).reshape(n, length, d))  # (N, L, D)
 

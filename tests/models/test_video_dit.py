@@ -69,6 +69,8 @@ def test_caption_mask_and_dropout():
     y2 = y.clone()
     y2[0, 3:] = 50.0  # padded tokens must not matter
     assert torch.allclose(out, model(x, t, y=y2, mask=mask), atol=1e-6)
+    empty = model(x, t, y=y, mask=torch.zeros(2, 6, dtype=torch.bool))  # all padding: finite, not NaN
+    assert torch.isfinite(empty).all()
     null_y, null_mask = model.null_condition(2, 6)
     dropped = model(x, t, y=y, mask=mask, force_drop_ids=torch.tensor([1, 1]))
     assert torch.allclose(dropped, model(x, t, y=null_y, mask=null_mask), atol=1e-6)
