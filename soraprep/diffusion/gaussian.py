@@ -34,11 +34,14 @@ Model = Callable[..., torch.Tensor]
 
 
 def get_named_beta_schedule(name: str, num_timesteps: int) -> torch.Tensor:
-    """Betas (float64, shape (T,)). ``linear``: DDPM's 1e-4..0.02 scaled to T steps; ``cosine``: Nichol &
+    """Betas (float64, shape (T,)). ``linear``: DDPM's 1e-4..0.02 scaled to T steps; ``scaled_linear``:
+    Stable Diffusion's (sqrt-spaced 0.00085..0.012, used by U-ViT's latent models); ``cosine``: Nichol &
     Dhariwal's alpha_bar(t) = cos^2((t/T + s) / (1 + s) * pi / 2), s = 0.008, betas clipped at 0.999."""
     if name == "linear":
         scale = 1000 / num_timesteps
         return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64)
+    if name == "scaled_linear":  # Stable Diffusion / U-ViT latent models: sqrt-linear from 0.00085 to 0.012
+        return torch.linspace(0.00085**0.5, 0.012**0.5, num_timesteps, dtype=torch.float64) ** 2
     if name == "cosine":
         def alpha_bar(s: float) -> float:
             return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
@@ -46,7 +49,7 @@ def get_named_beta_schedule(name: str, num_timesteps: int) -> torch.Tensor:
         betas = [min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), 0.999)
                  for i in range(num_timesteps)]
         return torch.tensor(betas, dtype=torch.float64)
-    raise ValueError(f"unknown noise schedule {name!r}; use 'linear' or 'cosine'")
+    raise ValueError(f"unknown noise schedule {name!r}; use 'linear', 'scaled_linear' or 'cosine'")
 
 
 def space_timesteps(num_timesteps: int, section_counts: str | int | Sequence[int]) -> list[int]:

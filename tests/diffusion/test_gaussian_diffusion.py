@@ -26,6 +26,9 @@ def test_schedules():
 
     assert ab[499].item() == pytest.approx(f(500 / 1000) / f(0), rel=1e-9)
     assert cos.max().item() <= 0.999
+    sd = get_named_beta_schedule("scaled_linear", 1000)
+    assert sd[0].item() == pytest.approx(0.00085) and sd[-1].item() == pytest.approx(0.012)
+    assert sd[500].item() == pytest.approx((0.00085**0.5 + (0.012**0.5 - 0.00085**0.5) * 500 / 999) ** 2)
     with pytest.raises(ValueError, match="schedule"):
         get_named_beta_schedule("sigmoid", 10)
 
