@@ -1,7 +1,8 @@
 """Captioning as a curation stage (recipe section ``caption:``), registered as ``"caption"``.
 
-Recipe keys are the constructor arguments (the fields of :class:`CaptionSettings` plus ``manifest_path``,
-``batch_size`` and ``gpus``)::
+The dataclass fields are the recipe keys: those of :class:`~soraprep.caption.pipeline.CaptionSettings`
+plus ``out_dir`` (the folder relative row paths live in, i.e. the output manifest's folder), ``batch_size``
+and ``gpus``::
 
     caption:
       backend: openai
@@ -9,15 +10,18 @@ Recipe keys are the constructor arguments (the fields of :class:`CaptionSettings
       base_url: http://127.0.0.1:8000/v1
       frames: 8
       concurrency: 16
-      cache_path: out/.soraprep-cache/captions.sqlite
 
-Construction is cheap and picklable (it only validates); ``setup()`` builds the backend and opens the cache
-once per worker; ``__call__`` captions a batch of rows (see :mod:`soraprep.caption.pipeline`).
+Construction is cheap and picklable (it only validates: configs fail loud, before any work); ``setup()``
+builds the backend and opens the cache (default ``<out_dir>/.soraprep-cache/captions.sqlite``, so a
+rerun or a resumed run costs nothing for clips already captioned) once per worker; ``__call__`` captions a
+batch of rows (see :mod:`soraprep.caption.pipeline`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from soraprep.caption.pipeline import Captioning, CaptionSettings, CaptionSummary
@@ -25,36 +29,57 @@ from soraprep.caption.run import default_cache_path
 from soraprep.curate.registry import register
 from soraprep.curate.stage import Resources
 
-_FIELDS = {f.name for f in dataclasses.fields(CaptionSettings)}
+_SETTINGS = [f.name for f in dataclasses.fields(CaptionSettings)]
 
 
 @register("caption")
+@dataclass
 class CaptionStage:
+    backend: str = "openai"
+    model: str = ""
+    base_url: str | None = None
+    frames: int | None = None
+    mode: str | None = None
+    lang: str = "en"
+    concurrency: int = 8
+    retry_failed: bool = False
+    frame_method: str = "uniform"
+    sample_fps: float | None = None
+    image_size: int | None = None
+    max_new_tokens: int | None = None
+    summary_backend: str | None = None
+    summary_model: str | None = None
+    summary_base_url: str | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    min_units: int = 3
+    max_units: int | None = None
+    score_text: bool = False
+    cache_path: str | None = None
+    out_dir: str = "."              # relative row paths resolve here (the output manifest's folder)
+    batch_size: int = 64
+    gpus: float = 0.0               # set 1 for the transformers backend on a GPU worker
     name = "caption"
 
-    def __init__(self, *, backend: str, model: str, manifest_path: str | None = None, batch_size: int = 64,
-                 gpus: float = 0.0, **settings: Any) -> None:
-        unknown = sorted(set(settings) - _FIELDS)
-        if unknown:
-            raise ValueError(f"unknown caption option(s) {unknown}; valid: {sorted(_FIELDS | {'manifest_path', 'batch_size', 'gpus'})}")
-        self.manifest_path = manifest_path or "manifest.parquet"   # relative row paths resolve beside it
-        if settings.get("cache_path") is None:   # a resumable cache by default, beside the manifest
-            settings["cache_path"] = str(default_cache_path(self.manifest_path))
-        self.settings = CaptionSettings(backend=backend, model=model, **settings)
-        self._job = Captioning(self.settings)     # validates now: configs fail loud, before any work
-        self._job_ready = False
-        self.batch_size = batch_size
-        self.resources = Resources(cpus=1.0, gpus=gpus, memory_gb=1.0)
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("caption.model is required: a served model name or a local path / hub id")
+        manifest = Path(self.out_dir) / "manifest.parquet"
+        cache = self.cache_path or str(default_cache_path(manifest))
+        self.settings = CaptionSettings(**{**{k: getattr(self, k) for k in _SETTINGS}, "cache_path": cache})
+        Captioning(self.settings)   # validates now; raises BackendConfigError (a ValueError) with the fix
+        self.resources = Resources(cpus=1.0, gpus=self.gpus, memory_gb=1.0)
         self.summary = CaptionSummary()
+        self._job: Captioning | None = None
 
     def setup(self) -> None:
-        self._job.setup()
-        self._job_ready = True
+        if self._job is None:
+            self._job = Captioning(self.settings)
+            self._job.setup()
 
     def __call__(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not self._job_ready:
-            self.setup()
-        rows, s = self._job.caption_rows(batch, manifest_path=self.manifest_path)
+        self.setup()
+        assert self._job is not None
+        rows, s = self._job.caption_rows(batch, manifest_path=Path(self.out_dir) / "manifest.parquet")
         for k, v in dataclasses.asdict(s).items():
             if k == "failures_by_kind":
                 for kind, n in v.items():
@@ -64,15 +89,9 @@ class CaptionStage:
         return rows
 
     def close(self) -> None:
-        self._job.close()
-        self._job_ready = False
+        if self._job is not None:
+            self._job.close()
+            self._job = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_job"] = None
-        state["_job_ready"] = False
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._job = Captioning(self.settings)
+        return {**self.__dict__, "_job": None}     # backends are rebuilt in each worker's setup()

@@ -90,14 +90,23 @@ def test_profile_backend_mismatch_and_bad_path_fail_loud(tiny_llava, tmp_path):
         make_captioner("transformers", model=str(tmp_path / "missing"), device="cpu")
 
 
-def test_stage_is_registered_and_picklable(tiny_llava, tmp_path):
+def test_stage_is_registered_picklable_and_captions_a_batch(tiny_llava, manifest):
     from soraprep.caption.stage import CaptionStage
     from soraprep.curate.registry import STAGES
+    from soraprep.curate.stage import Stage
+    from soraprep.manifest import read_manifest
 
     assert STAGES["caption"] is CaptionStage
     stage = CaptionStage(backend="transformers", model=str(tiny_llava), frames=2, min_units=0, max_new_tokens=4,
-                         manifest_path=str(tmp_path / "m.parquet"), backend_options={"device": "cpu"})
+                         out_dir=str(manifest.parent), backend_options={"device": "cpu"})
+    assert isinstance(stage, Stage) and stage.settings.cache_path.endswith(".soraprep-cache/captions.sqlite")
     clone = pickle.loads(pickle.dumps(stage))
     assert clone.settings == stage.settings and clone.batch_size == 64
-    with pytest.raises(ValueError, match="unknown caption option"):
-        CaptionStage(backend="openai", model="m", framez=3)
+    rows = clone(read_manifest(manifest))
+    clone.close()
+    assert [r.get("caption_frames") for r in rows] == [2, 2, 2, 2, None, None]
+    assert clone.summary.requests == 4 * (2 + 1) and clone.summary.eligible == 4     # llava profile: frames+summary
+    with pytest.raises(ValueError, match="unknown mode"):
+        CaptionStage(backend="openai", model="m", mode="dense")
+    with pytest.raises(ValueError, match="model is required"):
+        CaptionStage(backend="openai")
