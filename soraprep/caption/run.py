@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from soraprep.caption.pipeline import Captioning, CaptionSettings, CaptionSummary
-from soraprep.manifest import read_manifest, read_metadata, write_manifest
+from soraprep.manifest import read_manifest, read_metadata, rows_to_table, write_jsonl, write_manifest
 
 CACHE_ENV = "SORAPREP_CAPTION_CACHE"
 
@@ -44,6 +44,9 @@ def caption_manifest(manifest: str | os.PathLike, *, settings: CaptionSettings, 
         "backend": settings.backend, "model": job.model_label, "mode": job.mode, "frames": job.frames,
         "lang": settings.lang, "profile": job.profile.name, "prompt_hash": job.prompt_hash,
         "summary": summary.to_dict()}, ensure_ascii=False)
-    write_manifest(out, new_rows, metadata=meta)
+    if out.suffix == ".jsonl":
+        write_jsonl(out, rows_to_table(new_rows, meta).to_pylist())
+    else:
+        write_manifest(out, new_rows, metadata=meta)
     Path(str(out) + ".caption-summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary

@@ -157,3 +157,14 @@ def test_cli_flags_exit_codes_and_summary(manifest, tmp_path):
     assert r.exit_code == 2 and "unknown mode" in r.output
     r = runner.invoke(app, ["caption", str(tmp_path / "none.parquet"), "--backend", "openai", "--model", "m"])
     assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_jsonl_manifest_is_captioned_in_place(tmp_path, clips):
+    from soraprep.manifest import write_jsonl
+
+    write_jsonl(tmp_path / "m.jsonl", clips(tmp_path, n=2))
+    with FakeChatServer() as srv:
+        s = caption_manifest(tmp_path / "m.jsonl", settings=_settings(srv.url))
+    assert s.captioned == 2
+    rows = read_manifest(tmp_path / "m.jsonl")                  # still JSON lines, now with captions
+    assert [r["caption_frames"] for r in rows] == [4, 4] and all(r["text"] for r in rows)
