@@ -250,7 +250,8 @@ class Captioning:
                                     sample_fps=s.sample_fps, cuts=row.get("scene_cuts"), path=path)
         except VideoError as exc:
             return self._error_cols(exc.kind, exc.message, frames=0), "error", {}
-        key = cache_key(content=self._digests(path), span=(start, end), model=self.model_label,
+        content = f"url:{path}" if "://" in path else self._digests(path)   # remote sources: identity is the URL
+        key = cache_key(content=content, span=(start, end), model=self.model_label,
                         prompt_hash=self.prompt_hash, frames=indices)
         rec = self.cache.get(key)
         if rec is not None and (rec["status"] == "ok" or not s.retry_failed):
