@@ -168,3 +168,19 @@ def test_jsonl_manifest_is_captioned_in_place(tmp_path, clips):
     assert s.captioned == 2
     rows = read_manifest(tmp_path / "m.jsonl")                  # still JSON lines, now with captions
     assert [r["caption_frames"] for r in rows] == [4, 4] and all(r["text"] for r in rows)
+    # cleaning options (here: Open-Sora score text) apply to cached raw answers: no new request
+    with FakeChatServer() as srv:
+        s = caption_manifest(tmp_path / "m.jsonl", settings=_settings(srv.url, score_text=True))
+        assert srv.requests == 0 and s.cached == 2
+    rows = read_manifest(tmp_path / "m.jsonl")
+    assert all(r["caption"].endswith("tag " + r["caption"].split("tag ")[1].split(".")[0] + ". fps: 25.")
+               and r["text"] == r["caption"] for r in rows)
+
+
+def test_import_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, soraprep.caption, soraprep.caption.stage; "
+            "print([m for m in ('torch', 'httpx', 'transformers') if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
