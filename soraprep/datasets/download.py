@@ -45,6 +45,7 @@ from soraprep.types import RowError, Span
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
 MANIFEST_NAME = "manifest.parquet"
+YOUTUBE_HOST = "www.youtube.com"  # the --rate-limit key for every YouTube URL
 
 
 def safe_name(name: str, *, max_len: int = 80) -> str:
@@ -114,7 +115,7 @@ def _ytdlp(url: str, dst: Path, limiter: RateLimiter) -> Path:
         import yt_dlp
     except ImportError:
         raise FetchError("missing_extra", "YouTube sources need yt-dlp: pip install 'soraprep[download]'") from None
-    limiter.wait(urlparse(url).hostname or "youtube.com")
+    limiter.wait(YOUTUBE_HOST)  # youtu.be, m.youtube.com, ... share one limit
     dst.parent.mkdir(parents=True, exist_ok=True)
     opts = {
         "outtmpl": str(dst.with_suffix("")) + ".%(ext)s",  # our name, never one from the metadata
@@ -214,13 +215,15 @@ class _Job:
             path, mode = video, "none"
         else:
             name = safe_name(str(row.get("clip_id") or f"{row.get('video_id')}-{start_frame}"))
+            suffix = "" if mode == "exact" else f".{mode}"  # modes never overwrite each other's clips
             try:
-                dst = inside(self.out, f"clips/{name}.mp4")
-                done = inside(self.out, f"clips/.done/{name}.{mode}.json")
+                dst = inside(self.out, f"clips/{name}{suffix}.mp4")
+                done = inside(self.out, f"clips/.done/{name}{suffix}.json")
             except ValueError as exc:
                 return _fail(out, "unsafe_path", str(exc))
+            wanted = [start_frame, end_frame, str(video.name)]
             record = _read_done(done)
-            if record and (self.out / record["path"]).exists():
+            if record and record.get("requested") == wanted and (self.out / record["path"]).exists():
                 self._count("clips_skipped")
             else:
                 try:
@@ -228,8 +231,9 @@ class _Job:
                                    index=index)
                 except VideoError as exc:
                     return _fail(out, exc.kind, f"{video} frames {start_frame}..{end_frame}: {exc.message}")
-                record = {"path": self._rel(Path(res.path)), "start_frame": res.start_frame, "end_frame": res.end_frame,
-                          "num_frames": res.num_frames, "width": res.width, "height": res.height}
+                record = {"path": self._rel(Path(res.path)), "start_frame": res.start_frame,
+                          "end_frame": res.end_frame, "num_frames": res.num_frames, "width": res.width,
+                          "height": res.height, "requested": wanted}
                 _write_done(done, record)
                 self._count("clips_cut")
             path = self.out / record["path"]

@@ -259,3 +259,23 @@ def test_youtube_sources_go_through_ytdlp(videos, tmp_path, monkeypatch):
     download(manifest=tmp_path / "m.parquet", out=tmp_path / "out2", cut="exact", fetcher=fake_fetcher())
     err = read_manifest(tmp_path / "out2" / "manifest.parquet")[0]["error"]
     assert err["kind"] == "missing_extra" and "soraprep[download]" in err["message"]
+
+
+def test_cut_modes_share_an_output_folder_without_clobbering(server, tmp_path):
+    url = server.url("/a.mp4")
+    m = write_manifest(tmp_path / "m.parquet", [{"clip_id": "c", "video_id": "a", "source": url,
+                                                 "start_s": 0.4, "end_s": 2.4}])
+    out = tmp_path / "out"
+    runs = {}
+    for mode in ("exact", "keyframe", "exact"):
+        rep = download(manifest=m, out=out, cut=mode, fetcher=fake_fetcher())
+        (row,) = read_manifest(out / "manifest.parquet")
+        runs.setdefault(mode, []).append((rep.clips_cut, rep.clips_skipped, row["path"], row["num_frames"]))
+    assert runs["exact"][0][0] == 1 and runs["exact"][1][:2] == (0, 1)  # second exact run reuses the first
+    assert runs["exact"][0][2:] == runs["exact"][1][2:] and runs["exact"][1][3] == 50
+    assert runs["keyframe"][0][2] != runs["exact"][0][2] and runs["keyframe"][0][3] == 25
+    assert probe(out / runs["exact"][1][2]).num_frames == 50
+    # the published span changed: the clip is cut again, not reused
+    write_manifest(m, [{"clip_id": "c", "video_id": "a", "source": url, "start_s": 0.4, "end_s": 1.2}])
+    rep = download(manifest=m, out=out, cut="exact", fetcher=fake_fetcher())
+    assert rep.clips_cut == 1 and read_manifest(out / "manifest.parquet")[0]["num_frames"] == 20
