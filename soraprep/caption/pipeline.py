@@ -62,6 +62,7 @@ class CaptionSettings:
     summary_model: str | None = None
     summary_base_url: str | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)   # e.g. device, dtype, timeout_s, max_attempts
+    summary_backend_options: dict[str, Any] | None = None          # default: backend_options if same backend
     min_units: int = 3                       # shortest usable caption: words (en) / characters (zh)
     max_units: int | None = None             # longest: default 300 words / 600 characters
     score_text: bool = False                 # append "aesthetic score: ..., motion score: ..., fps: ..."
@@ -141,16 +142,21 @@ class Captioning:
     def setup(self) -> None:
         s = self.settings
         if self.vlm is None:
-            self.vlm = make_captioner(s.backend, **self._backend_kwargs(s.backend, s.model, s.base_url))
+            self.vlm = make_captioner(s.backend, **self._backend_kwargs(s.backend, s.model, s.base_url,
+                                                                        s.backend_options))
         if self.llm is None and self.mode == "frames+summary" and (s.summary_model or s.summary_backend):
             backend = s.summary_backend or s.backend
+            options = s.summary_backend_options
+            if options is None:
+                options = s.backend_options if backend == s.backend else {}
             self.llm = make_captioner(backend, **self._backend_kwargs(
-                backend, s.summary_model or s.model, s.summary_base_url or s.base_url))
+                backend, s.summary_model or s.model, s.summary_base_url or s.base_url, options))
         if self.cache is None:
             self.cache = CaptionCache(s.cache_path)
 
-    def _backend_kwargs(self, backend: str, model: str, base_url: str | None) -> dict[str, Any]:
-        kw: dict[str, Any] = {"model": model, **self.settings.backend_options}
+    def _backend_kwargs(self, backend: str, model: str, base_url: str | None,
+                        options: dict[str, Any]) -> dict[str, Any]:
+        kw: dict[str, Any] = {"model": model, **options}
         if backend == "openai":
             kw["concurrency"] = self.settings.concurrency
             if base_url:

@@ -51,6 +51,7 @@ class CaptionStage:
     summary_model: str | None = None
     summary_base_url: str | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
+    summary_backend_options: dict[str, Any] | None = None
     min_units: int = 3
     max_units: int | None = None
     score_text: bool = False

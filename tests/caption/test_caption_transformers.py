@@ -110,3 +110,24 @@ def test_stage_is_registered_picklable_and_captions_a_batch(tiny_llava, manifest
         CaptionStage(backend="openai", model="m", mode="dense")
     with pytest.raises(ValueError, match="model is required"):
         CaptionStage(backend="openai")
+
+
+def test_summary_by_a_local_text_llm_after_server_frame_descriptions(manifest, tmp_path, tiny_text_llm):
+    """frames+summary across backends: frames described over HTTP, merged by a local causal LM."""
+    from soraprep.caption.fake_server import FakeChatServer
+
+    llm = tiny_text_llm
+    cap = make_captioner("transformers", model=str(llm), device="cpu")
+    assert not cap.takes_images and type(cap._model).__name__ == "LlamaForCausalLM"
+    assert cap.generate([VLMRequest("x", _frames(1))])[0].error_kind == "no_vision"
+    cap.close()
+    with FakeChatServer() as srv:
+        s = caption_manifest(manifest, out=tmp_path / "o.parquet", settings=CaptionSettings(
+            backend="openai", model="fake-vlm", base_url=srv.url, frames=2, mode="frames+summary", min_units=0,
+            max_new_tokens=5, summary_backend="transformers", summary_model=str(llm),
+            backend_options={"max_attempts": 3}, summary_backend_options={"device": "cpu", "dtype": "float32"}))
+        assert srv.requests == 4 * 2                       # only the frame descriptions went over HTTP
+    assert s.requests == 4 * 3 and s.eligible == 4
+    rows = [r for r in read_manifest(tmp_path / "o.parquet") if r.get("caption_frames")]
+    assert len(rows) == 4 and all(r["caption_model"] == f"fake-vlm + {llm}" for r in rows)
+    assert all(r["caption_backend"] == "openai" for r in rows)
