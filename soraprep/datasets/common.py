@@ -12,9 +12,8 @@ import ast
 import csv
 import json
 import re
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
@@ -59,7 +58,6 @@ class ParseContext:
     fps: Fraction | None = None
     license: str | None = None
     records_read: int = 0
-    errors: Counter = field(default_factory=Counter)
 
     def where(self, line: int) -> str:
         return f"{self.path}:{line}"

@@ -172,6 +172,8 @@ class _Job:
             video = self.fetch()
         except FetchError as exc:
             return [_fail(r, exc.kind, str(exc)) for r in self.rows]
+        except ValueError as exc:  # inside(): a path that would resolve outside OUT (e.g. via a symlink)
+            return [_fail(r, "unsafe_path", str(exc)) for r in self.rows]
         from soraprep.video.io import VideoError, probe, scan_packets
 
         try:

@@ -13,6 +13,7 @@ import email.utils
 import http.client
 import os
 import re
+import ssl
 import threading
 import time
 import urllib.error
@@ -189,7 +190,11 @@ class HttpFetcher:
             resp = self._opener.open(req, timeout=self.timeout_s)
         except urllib.error.HTTPError as exc:
             return self._http_error(url, exc, part, have, host)
-        except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ssl.SSLCertVerificationError):  # not transient: do not retry
+                raise FetchError("tls_error", f"{url}: {exc.reason}") from None
+            raise _Retry("connection_failed", f"URLError: {exc.reason}") from None
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
             raise _Retry("connection_failed", f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
         with resp:
             ctype = (resp.headers.get("Content-Type") or "").lower()

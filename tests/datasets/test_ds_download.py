@@ -279,3 +279,15 @@ def test_cut_modes_share_an_output_folder_without_clobbering(server, tmp_path):
     write_manifest(m, [{"clip_id": "c", "video_id": "a", "source": url, "start_s": 0.4, "end_s": 1.2}])
     rep = download(manifest=m, out=out, cut="exact", fetcher=fake_fetcher())
     assert rep.clips_cut == 1 and read_manifest(out / "manifest.parquet")[0]["num_frames"] == 20
+
+
+def test_symlinked_subfolder_cannot_lead_outside_out(server, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "videos").symlink_to(outside, target_is_directory=True)
+    m = write_manifest(tmp_path / "m.parquet", [{"clip_id": "c", "video_id": "a", "source": server.url("/a.mp4")}])
+    download(manifest=m, out=out, cut="exact", fetcher=fake_fetcher())
+    (row,) = read_manifest(out / "manifest.parquet")
+    assert row["error"]["kind"] == "unsafe_path" and list(outside.iterdir()) == []
