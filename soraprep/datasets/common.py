@@ -88,7 +88,9 @@ class ParseContext:
         """The columns every good row has; parsers add their dataset's extras."""
         return {
             "clip_id": make_clip_id(video_id, clip_index), "video_id": video_id, "source": source,
-            "clip_index": clip_index, "start_s": start_s, "end_s": end_s, "text": text,
+            "clip_index": clip_index, "start_s": start_s, "end_s": end_s,
+            "duration_s": round(end_s - start_s, 6) if start_s is not None and end_s is not None else None,
+            "text": text,
             "captions": captions if captions is not None else ([text] if text is not None else None),
             "dataset": self.dataset, "license": self.license, "meta_line": line, "error": None,
         }

@@ -5,7 +5,8 @@ Format (CSV, one row per whole video): the 10M files use the header
 ``videoid,contentUrl,duration,page_dir,name``, so columns are looked up by name, never by position.
 ``duration`` is ISO-8601 (``PT00H00M17S``); ``videoid`` is kept as a string (``'1053841541'``);
 ``page_dir`` can be empty. The caption (``name``) is stored verbatim. Rows cover the whole video, so
-``start_s``/``end_s`` stay null and the published duration goes to ``published_duration_s``.
+``start_s``/``end_s`` stay null and the published duration goes to ``duration_s`` (and
+``published_duration_s``, which curation does not overwrite).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def parse(ctx: ParseContext) -> Iterator[dict[str, Any]]:
             yield ctx.error_row(rec.line, exc.kind, str(exc), video_id=video_id, source=source)
             continue
         row = ctx.base_row(rec.line, video_id=video_id, source=source, clip_index=0, text=data["name"])
-        row["published_duration_s"] = duration
+        row["published_duration_s"] = row["duration_s"] = duration  # the whole video is the clip
         row["page_idx"] = page_idx
         row["page_dir"] = str(data.get("page_dir") or "").strip() or None
         yield row

@@ -26,7 +26,7 @@ def test_panda70m_validation_csv_exact_clips_and_literal_quirks():
     first = rows[0]
     assert (first["video_id"], first["clip_id"], first["clip_index"]) == ("-1hTK0wGrTg", "-1hTK0wGrTg-0000", 0)
     assert first["source"] == "https://www.youtube.com/watch?v=-1hTK0wGrTg"
-    assert (first["start_s"], first["end_s"]) == (19.227, 28.278)
+    assert (first["start_s"], first["end_s"], first["duration_s"]) == (19.227, 28.278, 9.051)
     assert first["text"] == ("The speaker is standing in front of a purple background, wearing a blue shirt "
                              "and glasses.")
     assert first["captions"] == [first["text"]]
@@ -65,7 +65,7 @@ def test_webvid_both_header_orders_give_the_same_clips():
     for x, y in zip(a, b, strict=True):
         for key in ("clip_id", "video_id", "source", "text", "published_duration_s", "start_s", "end_s"):
             assert x[key] == y[key], key
-    assert a[0]["published_duration_s"] == 17.0 and a[6]["published_duration_s"] == 5.0
+    assert a[0]["published_duration_s"] == 17.0 and a[6]["published_duration_s"] == 5.0 == a[6]["duration_s"]
     assert a[0]["start_s"] is None and a[0]["end_s"] is None  # whole videos
     assert a[6]["text"] == "Moroccan flag waving in the wind in medieval town essaouira, morocco"
     assert a[1]["source"].endswith("/5641526/preview/stock-footage-horse-grazing-seperated-on-green-screen.mp4")
