@@ -10,7 +10,8 @@ Three layouts are in circulation, all read by this parser into one row per clip 
   "caption": [20 strings]}`` (or one ``caption`` string per record: the flattened LAVIS train file).
 * **flattened re-host** (HF ``AlexZigma/msr-vtt``): one record per sentence with the video's fields
   repeated (``video_id, caption, sen_id, category, url, start time, end time, split, id``), as
-  Parquet, CSV/TSV or JSON Lines; values may arrive as strings (``'211.93'``).
+  Parquet, CSV/TSV or JSON Lines; values may arrive as strings (``'211.93'``). The JSFusion/CLIP4Clip
+  split CSVs (``key,vid_key,video_id,sentence`` or just ``video_id``) read the same way.
 
 With a URL and a span the source is the YouTube video and the span is the clip; in the grouped layout
 the source is the published clip file name (relative: resolve it against your video folder).
@@ -77,7 +78,7 @@ def _video_key(data: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def _captions(data: dict[str, Any]) -> list[str]:
-    cap = data.get("caption")
+    cap = data.get("caption", data.get("sentence"))  # JSFusion / CLIP4Clip CSVs call it 'sentence'
     caps = cap if isinstance(cap, list) else [cap]
     if cap is None or not all(isinstance(c, str) for c in caps):
         raise RecordError("missing_field", "field 'caption' is missing or not text")
@@ -156,7 +157,7 @@ def parse(ctx: ParseContext) -> Iterator[dict[str, Any]]:
     else:
         for rec in read_records(ctx.path):
             # a record without 'caption' describes the video only (a videos[] record on its own)
-            has_caption = rec.data is not None and "caption" in rec.data
+            has_caption = rec.data is not None and ("caption" in rec.data or "sentence" in rec.data)
             take(rec, video_record=True, sentence_record=has_caption, original_layout=False)
 
     for g in groups.values():

@@ -252,3 +252,18 @@ def test_streaming_writer_matches_in_memory_rows(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
     assert str(pq.read_schema(out).field("page_idx").type) == "int64"
+
+
+def test_msrvtt_jsfusion_split_csvs(tmp_path):
+    p = tmp_path / "MSRVTT_JSFUSION_test.csv"
+    p.write_text("key,vid_key,video_id,sentence\nret0,msr7579,video7579,a girl wearing red top and black trouser "
+                 "is putting a sweater on a dog\nret1,msr7725,video7725,young people sit around the edges of a "
+                 "room clapping and raising their arms while others dance in the center during a party\n")
+    rows = rows_of("msrvtt", str(p))
+    assert [r["video_id"] for r in rows] == ["video7579", "video7725"]
+    assert rows[0]["text"].startswith("a girl wearing red top") and rows[0]["source"] == "video7579.mp4"
+    assert rows[0]["split"] == "test"
+    q = tmp_path / "MSRVTT_train.9k.csv"
+    q.write_text("video_id\nvideo0\nvideo1\n")
+    rows = rows_of("msrvtt", str(q))
+    assert [(r["video_id"], r["text"], r["split"]) for r in rows] == [("video0", None, "train"), ("video1", None, "train")]
