@@ -24,12 +24,12 @@ from soraprep.datasets.common import (
     check_span,
     looks_like_path_or_url,
     parse_hms,
-    read_records,
     require,
     snake,
     youtube_id,
     youtube_url,
 )
+from soraprep.datasets.records import read_records
 from soraprep.datasets.registry import register
 
 LICENSE = "InternVid: CC BY-NC-SA 4.0 (annotations); the videos remain the property of their YouTube owners"

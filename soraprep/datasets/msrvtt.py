@@ -23,17 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from soraprep.datasets.common import (
-    ParseContext,
-    Record,
-    RecordError,
-    as_id,
-    check_span,
-    json_object_arrays,
-    norm_split,
-    parse_seconds,
-    read_records,
-)
+from soraprep.datasets.common import ParseContext, RecordError, as_id, check_span, norm_split, parse_seconds
+from soraprep.datasets.records import Record, json_object_arrays, read_records
 from soraprep.datasets.registry import register
 
 LICENSE = ("MSR-VTT: research use (Microsoft Research; annotations released for research); the videos "

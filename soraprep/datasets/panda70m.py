@@ -24,10 +24,10 @@ from soraprep.datasets.common import (
     check_span,
     literal,
     parse_hms,
-    read_records,
     require,
     youtube_url,
 )
+from soraprep.datasets.records import read_records
 from soraprep.datasets.registry import register
 
 LICENSE = ("Panda-70M: research use only, non-commercial (Snap Inc. license); the videos remain "

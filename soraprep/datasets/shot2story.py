@@ -30,10 +30,10 @@ from soraprep.datasets.common import (
     check_span,
     literal,
     parse_hms,
-    read_records,
     require,
     youtube_url,
 )
+from soraprep.datasets.records import read_records
 from soraprep.datasets.registry import register
 
 LICENSE = ("Shot2Story: annotations CC BY-NC-SA 4.0 (ByteDance); the videos (from HD-VILA-100M) remain "

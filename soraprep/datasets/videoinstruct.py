@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from soraprep.datasets.common import ParseContext, RecordError, as_id, read_records, youtube_url
+from soraprep.datasets.common import ParseContext, RecordError, as_id, youtube_url
+from soraprep.datasets.records import read_records
 from soraprep.datasets.registry import register
 
 LICENSE = ("VideoInstruct-100K: CC BY 4.0 annotations (Video-ChatGPT); the ActivityNet videos remain "

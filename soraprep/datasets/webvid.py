@@ -20,9 +20,9 @@ from soraprep.datasets.common import (
     RecordError,
     as_id,
     parse_iso8601_duration,
-    read_records,
     require,
 )
+from soraprep.datasets.records import read_records
 from soraprep.datasets.registry import register
 
 LICENSE = ("WebVid: non-commercial research use only; distribution was stopped by its authors in "

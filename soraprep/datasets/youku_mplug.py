@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from soraprep.datasets.common import MetadataError, ParseContext, RecordError, literal, read_records
+from soraprep.datasets.common import MetadataError, ParseContext, RecordError, literal
+from soraprep.datasets.records import read_records
 from soraprep.datasets.registry import register
 
 LICENSE = ("Youku-mPLUG: research use only, non-commercial (Alibaba / Youku license terms on ModelScope); "
