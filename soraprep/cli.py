@@ -228,6 +228,10 @@ def ingest(
                                         "filtered by --split": report.filtered_by_split,
                                         "stopped at --limit": report.limited, "manifest": report.output},
                   report.errors)
+    from rich.markup import escape
+
+    for message in report.examples:  # metadata text is not rich markup: print it as plain text
+        console.print("[red]error row:[/]", escape(message), highlight=False)
     raise typer.Exit(EXIT_ROWS_FAILED if report.num_errors else EXIT_OK)
 
 

@@ -42,6 +42,7 @@ class IngestReport:
     filtered_by_split: int = 0
     limited: bool = False
     output: str | None = None
+    examples: list[str] = field(default_factory=list)   # the first few error messages, for the summary
 
     @property
     def num_errors(self) -> int:
@@ -104,6 +105,8 @@ def _iter_rows(dataset: str, path: str | os.PathLike, split: str | None, limit: 
             seen[cid] = 0
         if row.get("error"):
             report.errors[row["error"]["kind"]] += 1
+            if len(report.examples) < 5:
+                report.examples.append(row["error"]["message"])
         else:
             report.clips += 1
         yield row
