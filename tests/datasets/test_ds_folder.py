@@ -77,7 +77,7 @@ def test_cli_ingest_exit_codes_and_summary(folder, tmp_path):
     res = runner.invoke(app, ["ingest", "--dataset", "folder", str(folder), "-o", str(tmp_path / "f.parquet")])
     assert res.exit_code == 1  # two error rows, recorded
     assert "not_video" in res.output and len(read_manifest(tmp_path / "f.parquet")) == 4
-    assert "error row:" in res.output and "fake.mp4" in res.output
+    assert "error row:" in res.output
     res = runner.invoke(app, ["ingest", "--dataset", "shot2story",
                               str(DATA / "shot2story_annotations.constructed.json"), "-o", str(tmp_path / "s.parquet"),
                               "--fps", "30000/1001"])
