@@ -165,8 +165,8 @@ class HttpFetcher:
                 if r.wait is None:
                     self._pause(failures)
                 continue
-            if have and progressed:
-                resumed = True
+            if have and progressed and part.exists() and part.stat().st_size > progressed:
+                resumed = True  # bytes were appended to an earlier attempt's
             if complete:
                 break
             # the body ended early: progress resets the failure count, a stalled connection does not
@@ -180,8 +180,8 @@ class HttpFetcher:
         return FetchResult(dst, dst.stat().st_size, attempts, resumed)
 
     # one request ------------------------------------------------------------------------------------
-    def _attempt(self, url: str, part: Path, have: int, host: str) -> tuple[bool, bool]:
-        """One request; returns (bytes were added, the file is complete). Raises _Retry or FetchError."""
+    def _attempt(self, url: str, part: Path, have: int, host: str) -> tuple[int, bool]:
+        """One request; returns (bytes added, the file is complete). Raises _Retry or FetchError."""
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if have:
             headers["Range"] = f"bytes={have}-"
@@ -226,22 +226,22 @@ class HttpFetcher:
                             part.unlink(missing_ok=True)
                             raise FetchError("too_large", f"{url} exceeds the {self.max_bytes} byte limit")
             except (http.client.IncompleteRead, ConnectionError, TimeoutError):
-                return got > 0, False  # keep what arrived; the next attempt resumes with Range
+                return got, False  # keep what arrived; the next attempt resumes with Range
             if length is not None and got < length:
-                return got > 0, False
+                return got, False
             if start + got == 0:
                 raise _Retry("empty_body", "the server sent no bytes")
-            return got > 0, True
+            return got, True
 
     def _http_error(self, url: str, exc: urllib.error.HTTPError, part: Path, have: int,
-                    host: str) -> tuple[bool, bool]:
+                    host: str) -> tuple[int, bool]:
         status = exc.code
         headers = exc.headers
         exc.close()
         if status == 416 and have:
             m = re.match(r"bytes \*/(\d+)", (headers.get("Content-Range") or "") if headers else "")
             if m and int(m.group(1)) == have:
-                return False, True  # everything was already there
+                return 0, True  # everything was already there
             part.unlink(missing_ok=True)
             raise _Retry("bad_range", "range not satisfiable; restarting")
         if status in _RETRY_STATUS:

@@ -89,6 +89,7 @@ def test_server_ignoring_range_restarts_cleanly(server, video_bytes, tmp_path):
     server.actions["/v.mp4"] = [("drop", 1000), "norange"]
     res = fetcher(FakeClock()).fetch(server.url("/v.mp4"), tmp_path / "a.mp4")
     assert res.path.read_bytes() == video_bytes  # 200 to a Range request: the file is rewritten, not appended
+    assert not res.resumed
     assert server.requests("/v.mp4") == [None, "bytes=1000-"]
 
 
