@@ -108,7 +108,7 @@ def _video_file_name(row: dict[str, Any], source: str) -> str:
 
 def _ytdlp(url: str, dst: Path, limiter: RateLimiter) -> Path:
     """Download a YouTube video with yt-dlp to ``dst``'s stem (yt-dlp picks the extension)."""
-    existing = [p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl"))]
+    existing = [p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl", ".validator"))]
     if existing:
         return existing[0]
     try:
@@ -128,7 +128,7 @@ def _ytdlp(url: str, dst: Path, limiter: RateLimiter) -> Path:
             ydl.download([url])
     except Exception as exc:  # yt-dlp raises many types (DownloadError, ExtractorError, ...)
         raise FetchError("ytdlp_failed", f"{url}: {exc}") from None
-    existing = [p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl"))]
+    existing = [p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl", ".validator"))]
     if not existing:
         raise FetchError("ytdlp_failed", f"{url}: yt-dlp finished without writing a file")
     return existing[0]
@@ -159,7 +159,7 @@ class _Job:
             return path
         dst = inside(self.out, f"videos/{_video_file_name(self.rows[0], self.source)}")
         if kind == "youtube":
-            had = any(p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl")))
+            had = any(p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl", ".validator")))
             path = _ytdlp(self.source, dst, self.fetcher.limiter)
             self._count("already_complete" if had else "downloaded")
             return path

@@ -4,7 +4,9 @@ rate limits that honour ``Retry-After``, and checks that what arrived is a video
 Standard library only (``urllib``), so ``soraprep download`` works on the core install. Files are
 written to ``NAME.part`` and renamed to ``NAME`` once complete and verified, so a complete file is
 never confused with a partial one, and an interrupted download resumes from the bytes already there.
-Redirects are followed only to http(s) URLs.
+Resumes send ``If-Range`` with the first response's ETag (or Last-Modified), so a file that changed on
+the server between attempts is downloaded again whole instead of being spliced. Redirects are followed
+only to http(s) URLs.
 """
 
 from __future__ import annotations
@@ -150,6 +152,14 @@ class HttpFetcher:
         dst.parent.mkdir(parents=True, exist_ok=True)
         part = dst.with_name(dst.name + ".part")
         host = parsed.hostname
+        try:
+            return self._fetch(url, dst, part, host)
+        except FetchError:
+            if not part.exists():
+                _validator_file(part).unlink(missing_ok=True)
+            raise
+
+    def _fetch(self, url: str, dst: Path, part: Path, host: str) -> FetchResult:
         failures = attempts = 0
         resumed = False
         while True:
@@ -177,14 +187,18 @@ class HttpFetcher:
                 self._pause(failures)
         self._verify(url, part)
         os.replace(part, dst)
+        _validator_file(part).unlink(missing_ok=True)
         return FetchResult(dst, dst.stat().st_size, attempts, resumed)
 
     # one request ------------------------------------------------------------------------------------
     def _attempt(self, url: str, part: Path, have: int, host: str) -> tuple[int, bool]:
         """One request; returns (bytes added, the file is complete). Raises _Retry or FetchError."""
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        validator = _validator_file(part)
         if have:
             headers["Range"] = f"bytes={have}-"
+            if validator.exists():  # the server sends the whole (new) file if it changed meanwhile
+                headers["If-Range"] = validator.read_text().strip()
         req = urllib.request.Request(url, headers=headers)
         try:
             resp = self._opener.open(req, timeout=self.timeout_s)
@@ -210,6 +224,14 @@ class HttpFetcher:
                 mode, start = "ab", have
             else:
                 mode, start = "wb", 0  # 200: the server ignored Range (or nothing to resume)
+            # remember what identifies this version of the file, for If-Range on a later resume
+            tag = resp.headers.get("ETag") or ""
+            tag = tag if tag and not tag.startswith("W/") else (resp.headers.get("Last-Modified") or "")
+            if mode == "wb":
+                if tag:
+                    validator.write_text(tag)
+                else:
+                    validator.unlink(missing_ok=True)
             total = start + length if length is not None else None
             if self.max_bytes is not None and total is not None and total > self.max_bytes:
                 raise FetchError("too_large", f"{url} is {total} bytes, over the {self.max_bytes} byte limit")
@@ -265,6 +287,11 @@ class HttpFetcher:
             if sniff_container(head) is None:
                 part.unlink(missing_ok=True)
                 raise FetchError("not_video", f"{url}: the {size} bytes received are not a video container")
+
+
+def _validator_file(part: Path) -> Path:
+    """Where the ETag / Last-Modified of a partial download is kept (``NAME.part.validator``)."""
+    return part.with_name(part.name + ".validator")
 
 
 class _Retry(Exception):

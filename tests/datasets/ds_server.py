@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class VideoServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.etags: dict[str, str] = {}
+        self.if_ranges: list[str | None] = []  # If-Range header per request, aligned with log
         self.actions: dict[str, list] = {}
         self.log: list[tuple[str, str | None]] = []  # (path, Range header) per request
         self._lock = threading.Lock()
@@ -24,6 +26,7 @@ class VideoServer:
             def do_GET(self):  # noqa: N802 - http.server API
                 with server._lock:
                     server.log.append((self.path, self.headers.get("Range")))
+                    server.if_ranges.append(self.headers.get("If-Range"))
                     queue = server.actions.get(self.path) or []
                     action = queue.pop(0) if queue else "ok"
                 server._serve(self, action)
@@ -82,7 +85,11 @@ class VideoServer:
             h.end_headers()
             return
         start = 0
+        etag = self.etags.get(h.path.split("?", 1)[0])
         m = re.match(r"bytes=(\d+)-$", h.headers.get("Range") or "")
+        if_range = h.headers.get("If-Range")
+        if m and if_range is not None and if_range != etag:
+            m = None  # RFC 9110: the representation changed, send all of it
         if m and kind != "norange":
             start = int(m.group(1))
             if start >= len(data):
@@ -99,12 +106,17 @@ class VideoServer:
         h.send_header("Content-Type", "application/octet-stream" if kind == "octet" else "video/mp4")
         h.send_header("Content-Length", str(len(body)))
         h.send_header("Accept-Ranges", "bytes")
+        if etag:
+            h.send_header("ETag", etag)
         h.end_headers()
         if kind == "drop":  # announce the whole body, send part of it, then cut the connection
             h.wfile.write(body[: action[1]])
             h.wfile.flush()
             h.connection.shutdown(socket.SHUT_RDWR)
             h.close_connection = True
+            if len(action) == 4:  # ("drop", n, new_bytes, new_etag): the file changes after the drop
+                key = h.path.split("?", 1)[0]
+                self.files[key], self.etags[key] = action[2], action[3]
             return
         h.wfile.write(body)
 

@@ -151,3 +151,19 @@ def test_parsers_of_options():
     assert parse_retry_after("120", 0.0) == 120.0
     assert parse_retry_after(formatdate(1_000_030, usegmt=True), 1_000_000.0) == 30.0
     assert parse_retry_after("soon", 0.0) is None and parse_retry_after(None, 0.0) is None
+
+
+def test_resume_uses_if_range_and_never_splices_a_changed_file(server, video_bytes, tmp_path):
+    server.etags["/v.mp4"] = '"v1"'
+    cut = len(video_bytes) // 3
+    server.actions["/v.mp4"] = [("drop", cut)]
+    res = fetcher(FakeClock()).fetch(server.url("/v.mp4"), tmp_path / "a.mp4")
+    assert res.path.read_bytes() == video_bytes and res.resumed
+    assert server.if_ranges == [None, '"v1"']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]  # no .part / .validator left behind
+    # the file changes on the server between the dropped attempt and the resume
+    new = video_bytes[:4000] + bytes(reversed(video_bytes[4000:]))
+    server.actions["/v.mp4"] = [("drop", cut, new, '"v2"')]
+    res = fetcher(FakeClock()).fetch(server.url("/v.mp4"), tmp_path / "b.mp4")
+    assert res.path.read_bytes() == new and not res.resumed  # the whole new version, not old head + new tail
+    assert server.requests("/v.mp4")[-2:] == [None, f"bytes={cut}-"] and server.if_ranges[-1] == '"v1"'
