@@ -40,19 +40,26 @@ def _file_unit(path: Path) -> dict[str, Any]:
 
 
 def _manifest_units(path: Path) -> list[dict[str, Any]]:
+    rows = read_manifest(path)
+    if rows and not any(("source" in r or "path" in r) for r in rows):
+        raise InputError(f"{path}: no 'source' (or 'path') column naming the videos; is this a soraprep manifest?")
     units = []
-    for i, row in enumerate(read_manifest(path)):
+    for i, row in enumerate(rows):
         src = row.get("source") or row.get("path")
-        if not src:
-            raise InputError(f"{path}: row {i} has no 'source' (or 'path') column naming its video")
-        if "://" not in src:
+        if src and "://" not in src:
             src = resolve_path(path, src)
-        vid = str(row.get("video_id") or video_id_for(src))
+        vid = str(row.get("video_id") or (video_id_for(src) if src else f"row{i}"))
         base = str(row.get("clip_id") or vid)
         start, end = row.get("start_s"), row.get("end_s")
         unit = {k: v for k, v in row.items() if k not in _RECOMPUTED and v is not None}
-        unit.update(source=src, video_id=vid, _base_id=base, _key=unit_key(src, start, end, base),
+        unit.update(source=src, video_id=vid, _base_id=base,
+                    _key=unit_key(src or f"{path}#{i}", start, end, base),
                     _span_s=(start, end) if start is not None or end is not None else None)
+        if not src and not unit.get("error"):
+            unit["error"] = {"stage": "input", "kind": "no_source",
+                             "message": f"{path}: row {i} names no source video"}
+        if unit.get("error"):  # rows that failed upstream (e.g. at ingest) pass through, accounted for
+            unit["clip_id"] = base
         units.append(unit)
     return units
 

@@ -232,3 +232,22 @@ def test_manifest_input_with_spans(media, tmp_path):
     assert first[0]["start_frame"] == 0 and first[-1]["end_frame"] <= 60
     assert second[0]["start_frame"] >= 75 and second[-1]["end_frame"] <= 115
     assert {r["text"] for r in first} == {"a pan"} and first[0]["dataset"] == "panda70m"
+
+
+def test_manifest_error_rows_pass_through(media, tmp_path):
+    from soraprep.manifest import write_manifest
+
+    m = tmp_path / "ingested.parquet"
+    write_manifest(m, [
+        {"source": str(media["cuts.mp4"]), "video_id": "ok", "clip_id": "ok_0", "start_s": 0.0, "end_s": 1.5},
+        {"source": None, "video_id": "w2", "clip_id": "w2_0",
+         "error": {"stage": "ingest", "kind": "missing_field", "message": "w.csv:3: no videoid"}},
+        {"source": "https://example.com/x.mp4", "video_id": "w3", "clip_id": "w3_0",
+         "error": {"stage": "ingest", "kind": "bad_duration", "message": "w.csv:4: PT?"}},
+    ])
+    res = curate([str(m)], tmp_path / "out", report=False)
+    assert res.exit_code == 1
+    by_id = {r["clip_id"]: r for r in res.rows}
+    assert by_id["w2_0"]["error"]["kind"] == "missing_field" and not by_id["w2_0"]["keep"]
+    assert by_id["w3_0"]["error"]["stage"] == "ingest"  # not fetched or re-probed
+    assert any(r["clip_id"].startswith("ok_0") and not r["error"] for r in res.rows)
