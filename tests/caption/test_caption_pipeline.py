@@ -63,6 +63,11 @@ def test_columns_eligibility_and_cache(manifest, tmp_path):
         s2 = caption_manifest(manifest, out=out, settings=_settings(srv.url))
         assert srv.requests == 4 and (s2.cached, s2.captioned, s2.requests) == (4, 0, 0)
         assert [r["caption"] for r in read_manifest(out) if r["clip_id"] in KEPT] == captions
+        # cache gone (moved, deleted): rows already captioned by this model and prompt are kept as they are
+        (tmp_path / "sub" / ".soraprep-cache" / "captions.sqlite").unlink()
+        s2 = caption_manifest(out, settings=_settings(srv.url))
+        assert srv.requests == 4 and (s2.previous, s2.captioned, s2.requests) == (4, 0, 0)
+        assert [r["caption"] for r in read_manifest(out) if r["clip_id"] in KEPT] == captions
         # another prompt setting (language) is another cache key
         s3 = caption_manifest(manifest, out=tmp_path / "zh.parquet", settings=_settings(srv.url, lang="zh"))
         assert s3.captioned == 4 and srv.requests == 8
