@@ -183,7 +183,12 @@ class TransformersCaptioner:
             else:
                 content, system = req.prompt, req.system
             messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
-            return p.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            try:
+                return p.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            except Exception:  # noqa: BLE001 - some templates refuse a system turn (Gemma-style)
+                if not system:
+                    raise
+                return self.prompt_text(VLMRequest(f"{req.system}\n\n{req.prompt}", req.images, None))
         token = getattr(p, "image_token", None) or "<image>"
         head = f"{req.system}\n" if req.system else ""
         return f"{head}USER: {(token + chr(10)) * len(req.images)}{req.prompt} ASSISTANT:"
