@@ -112,7 +112,10 @@ def main() -> None:
         model = MODELS[preset](**overrides).to(device=device, dtype=dtype).train()
         args, kwargs = _inputs(name, model, a.batch, device, dtype)
         flops = count_flops(model, args, kwargs) if device.type == "cpu" else 0.0
-        tokens = model.config.num_tokens
+        patch = model.patch_size if isinstance(model.patch_size, tuple) else (model.patch_size,) * 2
+        tokens = 1
+        for n, p_ in zip(shape[1:], patch, strict=True):
+            tokens *= n // p_
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4) if device.type == "cuda" else None
         timed = time_steps(model, args, kwargs, a.reps, (True, False) if a.naive else (True,), device, opt)
         fused, naive = timed[True], timed.get(False, float("nan"))
