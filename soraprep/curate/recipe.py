@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from soraprep.caption import stage as _caption_stage  # noqa: F401  (registers "caption"; imports no torch)
 from soraprep.curate import analyze, bucket, cutting, split  # noqa: F401  (register stages)
 from soraprep.curate import filter as _filter  # noqa: F401
 from soraprep.curate.registry import STAGES
@@ -64,8 +65,8 @@ class Recipe:
         stages = []
         for name in self.stage_names():
             kw = self.stage_kwargs(name)
-            if name == "cut":
-                kw["out_dir"] = str(out_dir)
+            if "out_dir" in {f.name for f in fields(STAGES[name])}:
+                kw["out_dir"] = str(out_dir)  # cut writes there; caption resolves relative clip paths there
             stages.append(STAGES[name](**kw))
         return stages
 

@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import cut_frames
+from media_library import MEDIA, cut_frames
 
 from soraprep.curate.analyze import AnalyzeStage, ProbeStage
 from soraprep.curate.score.stage import ScoreStage
@@ -42,8 +42,6 @@ def test_hard_cuts_within_one_frame(media, name, detector):
 
 
 def _shots(name):
-    from conftest import MEDIA
-
     return MEDIA[name][0]
 
 
