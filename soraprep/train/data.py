@@ -1,0 +1,158 @@
+"""Cached latents -> bucketed, rank-sharded, seed-deterministic batches with CFG caption dropout.
+
+* :class:`LatentData` reads what ``soraprep encode`` wrote (shards are memory-mapped, not copied).
+* :class:`BatchPlan` fixes the order: every epoch, each bucket (frames x height x width of the clip, so
+  resolution, length and aspect ratio) is shuffled with ``numpy.random.default_rng([seed, epoch])`` and
+  cut into *global* micro-batches of ``micro_batch x world_size`` samples (a short bucket wraps around, so
+  no clip is dropped); then the batches are shuffled. Rank ``r`` takes slice ``r`` of each global batch,
+  so every rank sees the same shape at the same step and 1 rank x 2B equals 2 ranks x B.
+  Batch ``i`` depends only on ``(seed, i)``: resuming at step ``s`` needs no sampler state.
+* :func:`step_draws` gives the per-sample randomness of a global micro-batch (caption dropout, diffusion
+  timesteps, noise) from ``(seed, i)``, again sliced per rank.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from soraprep.train.latents import read_index
+
+
+class LatentData:
+    """All samples of a latents folder; ``batch(indices)`` -> dict of stacked tensors."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.index = read_index(folder)
+        if not self.index["shards"]:
+            raise ValueError(f"{folder} holds no encoded clips (see its index.json 'skipped' and 'errors')")
+        self.scale = float(self.index["latent_scale"])
+        self.shards: list[dict[str, Any]] = []
+        self.items: list[tuple[int, int]] = []
+        self.buckets: list[str] = []
+        for s in self.index["shards"]:
+            shard = torch.load(self.folder / s["file"], map_location="cpu", weights_only=True, mmap=True)
+            key = "x".join(str(v) for v in shard["latents"].shape[1:])  # (C, T', H', W') = the bucket
+            for j in range(shard["latents"].shape[0]):
+                self.items.append((len(self.shards), j))
+                self.buckets.append(key)
+            self.shards.append(shard)
+        self.has_text = "text" in self.shards[0]
+        self.has_labels = "labels" in self.shards[0]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def latent_shapes(self) -> list[tuple[int, ...]]:
+        """Distinct (C, T', H', W') shapes, largest first."""
+        shapes = {tuple(int(v) for v in k.split("x")) for k in self.buckets}
+        return sorted(shapes, key=lambda s: (-int(np.prod(s)), s))
+
+    @property
+    def text_shape(self) -> tuple[int, int] | None:
+        return tuple(self.shards[0]["text"].shape[1:]) if self.has_text else None  # type: ignore[return-value]
+
+    def batch(self, indices: list[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """Latents (N, C, T', H', W') float32 times ``latent_scale``; ``text`` (N, S, D), ``mask`` (N, S),
+        ``labels`` (N,) when the folder has them."""
+        picks = [self.items[int(i)] for i in indices]
+        out = {"latents": torch.stack([self.shards[s]["latents"][j] for s, j in picks]).float() * self.scale}
+        if self.has_text:
+            out["text"] = torch.stack([self.shards[s]["text"][j] for s, j in picks]).float()
+            out["mask"] = torch.stack([self.shards[s]["mask"][j] for s, j in picks]).bool()
+        if self.has_labels:
+            out["labels"] = torch.stack([self.shards[s]["labels"][j] for s, j in picks]).long()
+        return out
+
+
+class BatchPlan:
+    """Deterministic global micro-batches over buckets (see the module docstring)."""
+
+    def __init__(self, buckets: list[str], *, global_batch: int, seed: int):
+        if global_batch < 1:
+            raise ValueError("global_batch must be >= 1")
+        self.buckets, self.global_batch, self.seed = list(buckets), global_batch, seed
+        self._groups: dict[str, np.ndarray] = {}
+        for i, b in enumerate(self.buckets):
+            self._groups.setdefault(b, []).append(i)  # type: ignore[attr-defined]
+        self._groups = {k: np.asarray(v) for k, v in sorted(self._groups.items())}
+        self.batches_per_epoch = sum(-(-len(v) // global_batch) for v in self._groups.values())
+        self._cache: tuple[int, list[np.ndarray]] | None = None
+
+    def epoch(self, epoch: int) -> list[np.ndarray]:
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        rng = np.random.default_rng([self.seed, epoch])
+        batches = []
+        for idx in self._groups.values():
+            n = -(-len(idx) // self.global_batch) * self.global_batch
+            perm = np.resize(rng.permutation(idx), n)  # a short bucket wraps around
+            batches += [perm[k:k + self.global_batch] for k in range(0, n, self.global_batch)]
+        order = rng.permutation(len(batches))
+        self._cache = (epoch, [batches[o] for o in order])
+        return self._cache[1]
+
+    def global_batch_at(self, i: int) -> np.ndarray:
+        """Sample indices of global micro-batch ``i`` (counted over the whole run)."""
+        return self.epoch(i // self.batches_per_epoch)[i % self.batches_per_epoch]
+
+    def rank_batch_at(self, i: int, *, rank: int, world_size: int) -> np.ndarray:
+        g = self.global_batch_at(i)
+        per = len(g) // world_size
+        return g[rank * per:(rank + 1) * per]
+
+
+def step_draws(seed: int, i: int, *, global_batch: int, latent_shape: tuple[int, ...], caption_dropout: float,
+               rank: int, world_size: int) -> dict[str, torch.Tensor]:
+    """Randomness of global micro-batch ``i`` for this rank: ``drop`` (n,) bool, ``u`` (n,) uniform in
+    [0, 1) for the timestep, ``noise`` (n, *latent_shape). Same values whatever the number of ranks."""
+    per = global_batch // world_size
+    drop, u, noise = [], [], []
+    for j in range(rank * per, (rank + 1) * per):  # one generator per sample: ranks draw only their own
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i, j]).generate_state(1)[0]))
+        drop.append(torch.rand((), generator=g) < caption_dropout)
+        u.append(torch.rand((), generator=g, dtype=torch.float64))
+        noise.append(torch.randn(tuple(latent_shape), generator=g))
+    return {"drop": torch.stack(drop), "u": torch.stack(u), "noise": torch.stack(noise)}
+
+
+def pool_text(text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean over caption tokens: (N, S, D), (N, S) -> (N, D) (for DiT's pooled-text conditioning)."""
+    m = mask.to(text.dtype).unsqueeze(-1)
+    return (text * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def model_inputs(model_config: Any, batch: dict[str, torch.Tensor], drop: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """(x, model_kwargs) for any soraprep backbone. ``drop`` (N,) marks samples trained with the null
+    caption / label (classifier-free guidance); None when the model has no null condition."""
+    from soraprep.models.config import DiTConfig, UViTConfig, VideoDiTConfig
+
+    x = batch["latents"]  # (N, C, T', H', W')
+    n = x.shape[0]
+    labels = batch.get("labels", torch.zeros(n, dtype=torch.long))
+    kw: dict[str, Any] = {}
+    if isinstance(model_config, VideoDiTConfig):
+        if model_config.conditioning == "text":
+            kw.update(y=batch["text"], mask=batch["mask"])
+        elif model_config.conditioning == "class":
+            kw["y"] = labels
+        if drop is not None and model_config.conditioning != "none":
+            kw["force_drop_ids"] = drop.long()
+        return x, kw
+    if x.shape[2] != 1:
+        raise ValueError(f"{type(model_config).__name__} is an image model but the latents have {x.shape[2]} "
+                         "frames: encode with --frames 1, or train a VideoDiT-* / STDiT-* preset")
+    x = x[:, :, 0]  # (N, C, H, W)
+    if isinstance(model_config, DiTConfig):
+        kw["y"] = pool_text(batch["text"], batch["mask"]) if model_config.text_dim > 0 else labels
+        if drop is not None:
+            kw["force_drop_ids"] = drop.long()
+    elif isinstance(model_config, UViTConfig) and model_config.num_classes > 0:
+        kw["y"] = labels if drop is None else torch.where(drop, model_config.num_classes - 1, labels)
+    return x, kw
