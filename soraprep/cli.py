@@ -437,6 +437,114 @@ def estimate_cmd(
 # --- training / encoding / sampling ----------------------------------------------------------------
 
 
+def _hxw(text: str | None, flag: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        fail_usage(f"{flag} takes HEIGHTxWIDTH in pixels (e.g. {flag} 256x256), got {text!r}")
+    return h, w
+
+
+@app.command("encode")
+def encode_cmd(
+    manifest: str = typer.Argument(..., metavar="MANIFEST", help="Curated (and captioned) manifest."),
+    out: str = typer.Option(..., "-o", "--out", metavar="LATENTS_DIR", help="Folder for shards + index.json."),
+    vae: str = typer.Option(..., "--vae", help="soraprep VQ-VAE .pt, local diffusers VAE folder, or 'none'."),
+    text_encoder: str | None = typer.Option(None, "--text-encoder", help="Local T5 / CLIP text encoder folder."),
+    frames: int | None = typer.Option(None, "--frames", help="Frames per clip (default: each row's bucket_frames)."),
+    size: str | None = typer.Option(None, "--size", help="HxW in pixels (default: each row's bucket size)."),
+    text_len: int | None = typer.Option(None, "--text-len", help="Caption tokens (default: 120 T5, 77 CLIP)."),
+    label_column: str | None = typer.Option(None, "--label-column", help="Integer class-label column."),
+    shard_size: int = typer.Option(64, "--shard-size", min=1, help="Clips per shard (the resume unit)."),
+    batch: int = typer.Option(4, "--batch", min=1, help="Clips per autoencoder call."),
+    dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32 | float16 | bfloat16."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+) -> None:
+    """Encode kept clips once into latents (+ caption embeddings), in resumable shards.
+
+    Example: soraprep encode out/manifest.parquet -o latents --vae vqvae.pt --text-encoder /models/t5-v1_1-xxl
+    --frames 16 --size 256x256
+    """
+    from rich.progress import Progress
+
+    from soraprep.train.latents import encode
+
+    try:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("encoding", total=None)
+            res = encode(manifest, out, vae=vae, text_encoder=text_encoder, frames=frames, size=_hxw(size, "--size"),
+                         shard_size=shard_size, batch_size=batch, label_column=label_column, dtype=dtype,
+                         device=device, text_max_length=text_len,
+                         progress=lambda d, t: bar.update(task, completed=d, total=t))
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        fail_usage(str(exc))
+    idx, cost = res.index, res.index["cost"]
+    console.print(f"encoded {res.encoded} clips, reused {res.reused}; {idx['num_samples']} in {out}/index.json; "
+                  f"latent scale {idx['latent_scale']:.4g}; skipped {idx['skipped'] or 'none'}")
+    est, secs = cost["estimated_flops"], cost["measured_autoencoder_s"]
+    est_text = f"{est / 1e9:.3g} GFLOP estimated" if est is not None else "no estimate for this autoencoder"
+    rate = f" -> {cost['implied_flops_per_s'] / 1e9:.3g} GFLOP/s" if cost["implied_flops_per_s"] else ""
+    console.print(f"autoencoder cost: {est_text}, {secs:.2f} s measured{rate} (this run's clips; decode "
+                  f"{cost['decode_s']:.2f} s, text {cost['text_s']:.2f} s)")
+    for e in idx["errors"][:5]:
+        console.print(f"  [red]{e['clip_id']}[/]: {e['kind']}: {e['message']}", markup=True, highlight=False)
+    raise typer.Exit(EXIT_ROWS_FAILED if idx["errors"] else EXIT_OK)
+
+
+@app.command("train")
+def train_cmd(
+    config: str = typer.Option(..., "--config", help="Training YAML (keys = soraprep.train.TrainConfig fields)."),
+    overrides: list[str] = typer.Argument(None, metavar="[KEY=VALUE]...", help="Override config keys."),
+) -> None:
+    """Train on one process; for several use torchrun --nproc_per_node N -m soraprep.train --config train.yaml.
+
+    Example: soraprep train --config train.yaml steps=200
+    """
+    from soraprep.train.__main__ import main as train_main
+
+    code = train_main(["--config", config, *(overrides or [])])
+    raise typer.Exit(code)
+
+
+@app.command("sample")
+def sample_cmd(
+    checkpoint: str = typer.Argument(..., metavar="CHECKPOINT", help="OUT/checkpoints/step-XXXXXXX.pt"),
+    out: str = typer.Option(..., "-o", "--out", help="Folder for sample-NNN.mp4, grid.png, samples.json."),
+    prompt: list[str] | None = typer.Option(None, "--prompt", help="Caption (repeat for several samples)."),
+    class_label: list[int] | None = typer.Option(None, "--class-label", help="Class label (repeatable)."),
+    num_samples: int | None = typer.Option(None, "--num-samples", help="Samples of an unconditional model."),
+    steps: int = typer.Option(50, "--steps", help="Sampling steps."),
+    cfg: float = typer.Option(4.0, "--cfg", help="Classifier-free guidance scale (1 = off)."),
+    sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm (objective ddpm); ode | sde (transport)."),
+    seed: int = typer.Option(0, "--seed"),
+    weights: str = typer.Option("ema", "--weights", help="ema | model"),
+    vae: str | None = typer.Option(None, "--vae", help="Override the autoencoder saved in the checkpoint."),
+    text_encoder: str | None = typer.Option(None, "--text-encoder", help="Override the saved text encoder path."),
+    frames: int | None = typer.Option(None, "--frames", help="Frames (video DiTs; default: trained bucket)."),
+    size: str | None = typer.Option(None, "--size", help="HxW pixels (video DiTs)."),
+    fps: int = typer.Option(8, "--fps", help="Frame rate of the written mp4."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Sample clips from a checkpoint; writes one mp4 per sample and a PNG grid.
+
+    Example: soraprep sample runs/x/checkpoints/step-0020000.pt -o samples --prompt "a red car" --steps 50 --cfg 4
+    """
+    from soraprep.train.sample import sample
+
+    try:
+        res = sample(checkpoint, out, prompts=prompt or None, class_labels=class_label or None,
+                     num_samples=num_samples, steps=steps, cfg_scale=cfg, sampler=sampler, seed=seed, weights=weights,
+                     vae=vae, text_encoder=text_encoder, frames=frames, size=_hxw(size, "--size"), fps=fps,
+                     device=device)
+    except (ValueError, FileNotFoundError, ImportError, KeyError) as exc:
+        fail_usage(str(exc))
+    console.print(f"wrote {len(res.videos)} videos and {res.grid} ({res.frames.shape[1]} frames, "
+                  f"{res.frames.shape[3]}x{res.frames.shape[2]})")
+    raise typer.Exit(EXIT_OK)
+
+
 def main() -> None:
     """Entry point: Click's usage errors also exit with 2."""
     try:

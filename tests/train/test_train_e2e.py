@@ -1,0 +1,120 @@
+"""End to end on generated clips: curate -> encode -> train (CLI) -> sample (CLI) -> decode the mp4 back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from soraprep.cli import app
+from soraprep.estimate.vae import vqvae_encode_macs
+from soraprep.models.config import config_from_dict
+from soraprep.train.latents import encode, read_index
+from soraprep.video.io import decode
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def latents(curated):
+    out = curated["root"] / "latents"
+    res = runner.invoke(app, ["encode", str(curated["manifest"]), "-o", str(out), "--vae", str(curated["vae"]),
+                              "--text-encoder", str(curated["text_encoder"]), "--frames", "8", "--size", "32x32",
+                              "--text-len", "8", "--shard-size", "3"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_encode_index_shards_and_cost(curated, latents):
+    idx = read_index(latents)
+    assert idx["num_samples"] == 4 and idx["errors"] == [] and idx["skipped"] == {}
+    assert [s["count"] for s in idx["shards"]] == [3, 1]  # shard_size 3
+    assert all(s["latent_shape"] == [4, 2, 8, 8] for s in idx["shards"])  # 4-d codes, 8x32x32 / 4x4x4
+    assert idx["text_encoder"]["dim"] == 16 and idx["text_encoder"]["max_length"] == 8
+    shard = torch.load(latents / idx["shards"][0]["file"], weights_only=True)
+    assert shard["latents"].shape == (3, 4, 2, 8, 8) and shard["text"].shape == (3, 8, 16)
+    assert shard["mask"].sum(1).tolist() == [8, 4, 5]  # one token per word of the hand-written captions
+    # latents are codebook vectors of the VQ-VAE
+    vq = torch.load(curated["vae"], weights_only=True)
+    codes = vq["model"]["codebook.embeddings"]
+    flat = shard["latents"].movedim(1, -1).reshape(-1, 4)
+    dist = torch.cdist(flat, codes)
+    assert dist.min(1).values.max() < 1e-3
+    assert len(set(dist.argmin(1).tolist())) >= 8  # the clips use many codes
+    # the estimator's cost sits beside the measured one
+    cfg = config_from_dict(vq["config"])
+    assert idx["cost"]["estimated_flops"] == 4 * 2 * vqvae_encode_macs(cfg, frames=8, height=32, width=32)
+    assert idx["cost"]["measured_autoencoder_s"] > 0
+    assert idx["latent_scale"] == pytest.approx(1 / idx["latent_std"])
+
+
+def test_encode_resumes_committed_shards(curated, latents, tmp_path):
+    import shutil
+
+    work = tmp_path / "lat"
+    shutil.copytree(latents, work)
+    (work / "shard-8x32x32-00001.pt").unlink()  # as if killed before the second shard was committed
+    (work / "shard-8x32x32-00001.json").unlink()
+    before = (work / "shard-8x32x32-00000.pt").stat().st_mtime_ns
+    res = encode(curated["manifest"], work, vae=str(curated["vae"]), text_encoder=str(curated["text_encoder"]),
+                 frames=8, size=(32, 32), text_max_length=8, shard_size=3)
+    assert (res.reused, res.encoded) == (3, 1)
+    assert (work / "shard-8x32x32-00000.pt").stat().st_mtime_ns == before
+    a = torch.load(latents / "shard-8x32x32-00001.pt", weights_only=True)
+    b = torch.load(work / "shard-8x32x32-00001.pt", weights_only=True)
+    assert torch.equal(a["latents"], b["latents"]) and a["clip_ids"] == b["clip_ids"]
+    assert read_index(work)["latent_scale"] == pytest.approx(read_index(latents)["latent_scale"])
+
+
+def _train(tmp_path, latents, name, **overrides):
+    cfg = {"data": str(latents), "out": str(tmp_path / name), "model": "STDiT-S/2",
+           "model_args": {"hidden_size": 64, "depth": 2, "num_heads": 4}, "batch_size": 4, "lr": 1e-3,
+           "ema_decay": 0.9, "log_every": 25, "ckpt_every": 1000, "progress": False, **overrides}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = runner.invoke(app, ["train", "--config", str(path)])
+    assert res.exit_code == 0, res.output
+    log = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+    return tmp_path / name, log
+
+
+def test_train_ddpm_then_sample_mp4(tmp_path, latents):
+    run, log = _train(tmp_path, latents, "ddpm", steps=300)
+    first, last = log[0]["loss"], np.mean([r["loss"] for r in log[-4:]])
+    assert last < 0.35 * first, [r["loss"] for r in log]
+    assert log[-1]["step"] == 300 and log[-1]["samples_per_s"] > 0 and log[-1]["tokens_per_s"] > 0
+    assert log[-1]["tokens_per_s"] == pytest.approx(log[-1]["samples_per_s"] * 32)  # 2x8x8 latents, patch 1x2x2
+    ckpt = run / "checkpoints" / "step-0000300.pt"
+    out = tmp_path / "samples"
+    res = runner.invoke(app, ["sample", str(ckpt), "-o", str(out), "--prompt", "a red car drives along the coast road",
+                              "--prompt", "dog runs in park", "--steps", "10", "--cfg", "3", "--sampler", "ddim"])
+    assert res.exit_code == 0, res.output
+    for i in range(2):
+        frames = [f.array for f in decode(out / f"sample-{i:03d}.mp4")]
+        assert len(frames) == 8 and frames[0].shape == (32, 32, 3)
+    import cv2
+
+    assert cv2.imread(str(out / "grid.png")).shape == (2 * 32, 8 * 32, 3)
+    meta = json.loads((out / "samples.json").read_text())
+    assert meta["step"] == 300 and meta["cfg_scale"] == 3 and meta["latent_shape"] == [4, 2, 8, 8]
+    # the objective decides the sampler family; a mismatch is a usage error
+    res = runner.invoke(app, ["sample", str(ckpt), "-o", str(out), "--prompt", "dog", "--sampler", "ode"])
+    assert res.exit_code == 2 and "ddim" in res.output
+    res = runner.invoke(app, ["sample", str(ckpt), "-o", str(out), "--class-label", "1"])
+    assert res.exit_code == 2 and "--prompt" in res.output
+
+
+@pytest.mark.parametrize("sampler", ["ode", "sde"])
+def test_train_transport_and_sample(tmp_path, latents, sampler):
+    run, log = _train(tmp_path, latents, "sit", steps=150, objective="transport",
+                      transport_args={"path": "linear", "prediction": "velocity"})
+    assert np.mean([r["loss"] for r in log[-2:]]) < 0.5 * log[0]["loss"], [r["loss"] for r in log]
+    out = tmp_path / sampler
+    res = runner.invoke(app, ["sample", str(run / "checkpoints" / "step-0000150.pt"), "-o", str(out),
+                              "--prompt", "dog runs in park", "--steps", "8", "--sampler", sampler, "--cfg", "2"])
+    assert res.exit_code == 0, res.output
+    assert len([f for f in decode(out / "sample-000.mp4")]) == 8
