@@ -3,12 +3,14 @@
 * :class:`LatentData` reads what ``soraprep encode`` wrote (shards are memory-mapped, not copied).
 * :class:`BatchPlan` fixes the order: every epoch, each bucket (frames x height x width of the clip, so
   resolution, length and aspect ratio) is shuffled with ``numpy.random.default_rng([seed, epoch])`` and
-  cut into *global* micro-batches of ``micro_batch x world_size`` samples (a short bucket wraps around, so
-  no clip is dropped); then the batches are shuffled. Rank ``r`` takes slice ``r`` of each global batch,
-  so every rank sees the same shape at the same step and 1 rank x 2B equals 2 ranks x B.
-  Batch ``i`` depends only on ``(seed, i)``: resuming at step ``s`` needs no sampler state.
-* :func:`step_draws` gives the per-sample randomness of a global micro-batch (caption dropout, diffusion
-  timesteps, noise) from ``(seed, i)``, again sliced per rank.
+  cut into *global* batches of ``batch_size`` samples, one per optimizer step (a short bucket wraps
+  around, so no clip is dropped); then the batches are shuffled. Micro-batch ``k`` of rank ``r`` takes
+  positions ``(k * ranks + r) * micro ... + micro`` of the step's global batch (:func:`micro_positions`), so
+  every rank sees the same shape at the same step, and 1 rank x 4, 2 ranks x 2 and 1 rank x 2 x 2
+  accumulation all train on the same samples. Step ``s`` depends only on ``(seed, s)``: resuming needs no
+  sampler state.
+* :func:`step_draws` gives the per-sample randomness (caption dropout, diffusion timestep, noise) of
+  positions of a step's global batch from ``(seed, step, position)``, whatever the number of ranks.
 """
 
 from __future__ import annotations
@@ -97,24 +99,25 @@ class BatchPlan:
         self._cache = (epoch, [batches[o] for o in order])
         return self._cache[1]
 
-    def global_batch_at(self, i: int) -> np.ndarray:
-        """Sample indices of global micro-batch ``i`` (counted over the whole run)."""
-        return self.epoch(i // self.batches_per_epoch)[i % self.batches_per_epoch]
-
-    def rank_batch_at(self, i: int, *, rank: int, world_size: int) -> np.ndarray:
-        g = self.global_batch_at(i)
-        per = len(g) // world_size
-        return g[rank * per:(rank + 1) * per]
+    def global_batch_at(self, step: int) -> np.ndarray:
+        """Sample indices of the global batch of optimizer step ``step`` (counted over the whole run)."""
+        return self.epoch(step // self.batches_per_epoch)[step % self.batches_per_epoch]
 
 
-def step_draws(seed: int, i: int, *, global_batch: int, latent_shape: tuple[int, ...], caption_dropout: float,
-               rank: int, world_size: int) -> dict[str, torch.Tensor]:
-    """Randomness of global micro-batch ``i`` for this rank: ``drop`` (n,) bool, ``u`` (n,) uniform in
-    [0, 1) for the timestep, ``noise`` (n, *latent_shape). Same values whatever the number of ranks."""
-    per = global_batch // world_size
+def micro_positions(k: int, *, rank: int, world_size: int, micro: int) -> range:
+    """Positions in a step's global batch of micro-batch ``k`` (of the accumulation) on ``rank``."""
+    start = (k * world_size + rank) * micro
+    return range(start, start + micro)
+
+
+def step_draws(seed: int, step: int, positions: range, *, latent_shape: tuple[int, ...],
+               caption_dropout: float) -> dict[str, torch.Tensor]:
+    """Randomness of ``positions`` of step ``step``'s global batch: ``drop`` (n,) bool, ``u`` (n,) uniform in
+    [0, 1) for the timestep, ``noise`` (n, *latent_shape). One generator per sample, so ranks draw only
+    their own and the values do not depend on how the batch is split."""
     drop, u, noise = [], [], []
-    for j in range(rank * per, (rank + 1) * per):  # one generator per sample: ranks draw only their own
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i, j]).generate_state(1)[0]))
+    for j in positions:
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, j]).generate_state(1)[0]))
         drop.append(torch.rand((), generator=g) < caption_dropout)
         u.append(torch.rand((), generator=g, dtype=torch.float64))
         noise.append(torch.randn(tuple(latent_shape), generator=g))

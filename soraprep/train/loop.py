@@ -7,9 +7,9 @@ AdamW with linear warmup, global grad-norm clipping, gradient accumulation (``ba
 x ranks x accumulation), bf16 autocast where supported, an fp32 EMA, optional activation checkpointing.
 
 Determinism: the data order, the caption dropout, the diffusion timesteps and the noise of every sample
-derive from ``(seed, micro-batch number, position in the global batch)`` (:mod:`soraprep.train.data`), so
-N ranks with micro-batch B compute the same gradient as one rank with N x B, and a resumed run's next step
-equals the uninterrupted run's. Checkpoints (``OUT/checkpoints/step-0000100.pt``, loadable with
+derive from ``(seed, step, position in the step's global batch)`` (:mod:`soraprep.train.data`), so
+N ranks with micro-batch B, or one rank accumulating N micro-batches of B, compute the same gradient as one
+rank with N x B, and a resumed run's next step equals the uninterrupted run's. Checkpoints (``OUT/checkpoints/step-0000100.pt``, loadable with
 ``torch.load(weights_only=True)``) hold model, EMA, optimizer, step, RNG states and the full config as
 plain dicts. Logs: ``OUT/log.jsonl`` (loss, lr, grad norm, samples/s, tokens/s, FLOP/s from the compute
 estimator, MFU when the peak is known).
@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from soraprep.train.config import ConfigError, TrainConfig
-from soraprep.train.data import BatchPlan, LatentData, model_inputs, step_draws
+from soraprep.train.data import BatchPlan, LatentData, micro_positions, model_inputs, step_draws
 from soraprep.train.setup import (
     enable_activation_checkpointing,
     flops_per_sample,
@@ -104,7 +104,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # model init: identical on every rank (DDP also broadcasts it)
         self.data = LatentData(cfg.data)
-        self.plan = BatchPlan(self.data.buckets, global_batch=self.micro * self.world_size, seed=cfg.seed)
+        self.plan = BatchPlan(self.data.buckets, global_batch=cfg.batch_size, seed=cfg.seed)
         self.model_config = model_config_for(cfg, self.data)
         from soraprep.models import build_model
 
@@ -152,13 +152,12 @@ class Trainer:
         loss, samples and latent shapes seen."""
         self.ddp.train()
         total, samples, shapes = 0.0, 0, []
+        global_batch = self.plan.global_batch_at(step)
         for k in range(self.accum):
-            i = step * self.accum + k  # micro-batch number over the whole run
-            idx = self.plan.rank_batch_at(i, rank=self.rank, world_size=self.world_size)
-            batch = self.data.batch(idx)
+            pos = micro_positions(k, rank=self.rank, world_size=self.world_size, micro=self.micro)
+            batch = self.data.batch(global_batch[pos.start:pos.stop])
             shape = tuple(batch["latents"].shape[1:])
-            draws = step_draws(self.cfg.seed, i, global_batch=self.micro * self.world_size, latent_shape=shape,
-                               caption_dropout=self.cfg.caption_dropout, rank=self.rank, world_size=self.world_size)
+            draws = step_draws(self.cfg.seed, step, pos, latent_shape=shape, caption_dropout=self.cfg.caption_dropout)
             batch = {k2: v.to(self.device, non_blocking=True) for k2, v in batch.items()}
             x, kw = model_inputs(self.model_config, batch, draws["drop"].to(self.device) if self.cfg_dropout else None)
             noise = draws["noise"].to(self.device).reshape(x.shape)
@@ -279,7 +278,7 @@ class Trainer:
                     dt = max(time.perf_counter() - window["t0"], 1e-9)
                     rec = {"step": self.step, "loss": window["loss"] / window["n"], "last_loss": loss,
                            "lr": self.lr_at(self.step - 1), "grad_norm": norm,
-                           "epoch": (self.step * self.accum) / self.plan.batches_per_epoch,
+                           "epoch": self.step / self.plan.batches_per_epoch,
                            "samples_per_s": window["samples"] / dt, "tokens_per_s": window["tokens"] / dt,
                            "flops_per_s": window["flops"] / dt,
                            "mfu": window["flops"] / dt / (self.peak * self.world_size) if self.peak else None,
