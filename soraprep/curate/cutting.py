@@ -39,6 +39,11 @@ def confined(root: Path, *parts: str) -> Path:
     return path
 
 
+def thumb_path(out: Path, clip_id: str) -> Path:
+    """Where a clip's report thumbnail lives (written by the runner, read by the report)."""
+    return confined(Path(out), "thumbs", f"{clip_id}.jpg")
+
+
 @register("cut")
 @dataclass
 class CutStage:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from soraprep.curate.cutting import safe_name
+from soraprep.curate.cutting import thumb_path
 from soraprep.manifest import read_manifest, read_metadata
 
 SCORE_COLUMNS = ("duration_s", "motion_score", "sharpness", "brightness", "black_ratio", "static_ratio", "fps",
@@ -121,7 +121,7 @@ def svg_bars(items: list[tuple[str, float]], unit: str = "s", width: int = 520) 
 
 
 def _thumb_html(out: Path, row: dict[str, Any], kept: bool) -> str:
-    p = out / "thumbs" / f"{safe_name(str(row.get('clip_id')))}.jpg"
+    p = thumb_path(out, str(row.get("clip_id")))
     img = (f'<img alt="thumbnail" src="data:image/jpeg;base64,{base64.b64encode(p.read_bytes()).decode()}">'
            if p.exists() else "<div class='muted'>(no thumbnail)</div>")
     why = "kept" if kept else html.escape(row.get("filter_reason") or "")

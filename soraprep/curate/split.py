@@ -171,8 +171,9 @@ class SplitStage:
                 start_frame=a, end_frame=b, num_frames=b - a,
                 start_s=index.time_of(a), end_s=index.time_of(b),
                 _signals=an["signals"],
-                _scene={"cuts_in_source": len(an["cuts"]), "decode_note": row.get("_decode_note")},
             )
+            if row.get("_decode_note"):  # a truncated/damaged stream: say which frames really decoded
+                clip["decode_note"] = row["_decode_note"]
             clip["duration_s"] = clip["end_s"] - clip["start_s"]
             if len(thumb_idx):
                 mid = (a + b) // 2

@@ -251,3 +251,18 @@ def test_manifest_error_rows_pass_through(media, tmp_path):
     assert by_id["w2_0"]["error"]["kind"] == "missing_field" and not by_id["w2_0"]["keep"]
     assert by_id["w3_0"]["error"]["stage"] == "ingest"  # not fetched or re-probed
     assert any(r["clip_id"].startswith("ok_0") and not r["error"] for r in res.rows)
+
+
+def test_hostile_ids_stay_inside_out(media, tmp_path):
+    from soraprep.manifest import write_manifest
+
+    m = tmp_path / "in.parquet"
+    write_manifest(m, [{"source": str(media["cuts.mp4"]), "video_id": "../../escape", "clip_id": "/abs/../x y",
+                        "start_s": 0.0, "end_s": 1.6}])
+    out = tmp_path / "deep" / "out"
+    res = curate([str(m)], out)
+    assert res.kept == 1
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != m]
+    assert written and all(out.resolve() in p.resolve().parents for p in written)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/jpeg;base64") == 1  # the thumbnail is found under its sanitised name

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from soraprep.curate.cutting import thumb_path
 from soraprep.curate.stage import error_dict
 from soraprep.manifest import read_table, write_manifest
 
@@ -65,14 +66,11 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
                 if not r.get("error"):
                     r["error"] = error_dict(stage.name, "internal_error", f"{type(exc).__name__}: {exc}")
         timings[stage.name] = timings.get(stage.name, 0.0) + time.perf_counter() - t0
-    thumbs_dir = out / "thumbs"
     for r in rows:
         thumb = r.get("_thumb")
         if thumb and r.get("clip_id"):
-            from soraprep.curate.cutting import confined
-
-            p = confined(out, "thumbs", f"{r['clip_id']}.jpg")
-            thumbs_dir.mkdir(parents=True, exist_ok=True)
+            p = thumb_path(out, r["clip_id"])
+            p.parent.mkdir(parents=True, exist_ok=True)
             tmp = p.with_name(f".partial-{p.name}")
             tmp.write_bytes(thumb)
             os.replace(tmp, p)
