@@ -488,6 +488,8 @@ def encode_cmd(
     rate = f" -> {cost['implied_flops_per_s'] / 1e9:.3g} GFLOP/s" if cost["implied_flops_per_s"] else ""
     console.print(f"autoencoder cost: {est_text}, {secs:.2f} s measured{rate} (this run's clips; decode "
                   f"{cost['decode_s']:.2f} s, text {cost['text_s']:.2f} s)")
+    if idx.get("captions_missing"):
+        console.print(f"[yellow]warning:[/] {idx['captions_missing']} clips have no caption (encoded as empty text)")
     for e in idx["errors"][:5]:
         console.print(f"  [red]{e['clip_id']}[/]: {e['kind']}: {e['message']}", markup=True, highlight=False)
     raise typer.Exit(EXIT_ROWS_FAILED if idx["errors"] else EXIT_OK)

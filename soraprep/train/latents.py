@@ -172,12 +172,14 @@ def encode(manifest: str | Path, out: str | Path, *, vae: str | Autoencoder, tex
     total = sum(len(r) for _, _, r in plan)
     done = 0
     metas = []
+    settings = {"vae": ae.spec, "text_encoder": None if enc is None else str(getattr(enc.model, "name_or_path", "")),
+                "text_len": None if enc is None else enc.max_length, "label_column": label_column, "dtype": dtype}
     for name, shape, shard_rows in plan:
         ids = [_clip_id(r) for r in shard_rows]
         meta_path, shard_path = out / f"{name}.json", out / f"{name}.pt"
         if meta_path.is_file() and shard_path.is_file():
             meta = json.loads(meta_path.read_text())
-            if meta.get("planned") == ids:  # committed by an earlier run for the same rows
+            if meta.get("planned") == ids and meta.get("settings") == settings:  # same rows, same encoders
                 metas.append(meta)
                 result.reused += meta["count"]
                 done += len(ids)
@@ -186,6 +188,8 @@ def encode(manifest: str | Path, out: str | Path, *, vae: str | Autoencoder, tex
                 continue
         meta = _encode_shard(name, shape, shard_rows, ids, manifest, ae, enc, batch_size, label_column,
                              DTYPES[dtype], dev, out, progress=lambda k, d=done: progress and progress(d + k, total))
+        meta["settings"] = settings
+        _atomic_save(meta, meta_path, as_json=True)
         done += len(ids)
         metas.append(meta)
         result.encoded += meta["count"]
@@ -197,6 +201,7 @@ def encode(manifest: str | Path, out: str | Path, *, vae: str | Autoencoder, tex
 def _encode_shard(name, shape, rows, ids, manifest, ae: Autoencoder, enc, batch_size, label_column, dtype, dev,
                   out: Path, progress) -> dict[str, Any]:
     lat, texts, masks, labels, kept, errors = [], [], [], [], [], []
+    uncaptioned = 0
     stats = {"sum": 0.0, "sumsq": 0.0, "n": 0}
     t_decode = t_vae = t_text = 0.0
     for b in range(0, len(rows), batch_size):
@@ -223,7 +228,9 @@ def _encode_shard(name, shape, rows, ids, manifest, ae: Autoencoder, enc, batch_
             lat.append(z.to(dtype).cpu())
             if enc is not None:
                 t0 = time.perf_counter()
-                emb, mask = enc.encode([str(r.get("text") or r.get("caption") or "") for r in batch])
+                captions = [str(r.get("text") or r.get("caption") or "") for r in batch]
+                uncaptioned += sum(1 for c in captions if not c.strip())
+                emb, mask = enc.encode(captions)
                 t_text += time.perf_counter() - t0
                 texts.append(emb.to(dtype).cpu())
                 masks.append(mask.cpu())
@@ -244,9 +251,8 @@ def _encode_shard(name, shape, rows, ids, manifest, ae: Autoencoder, enc, batch_
     meta = {"name": name, "file": f"{name}.pt", "shape": list(shape), "planned": ids, "clip_ids": kept,
             "count": len(kept), "latent_shape": list(shard["latents"].shape[1:]) if kept else None,
             "errors": errors, "stats": stats, "seconds": {"decode": t_decode, "autoencoder": t_vae, "text": t_text},
-            "captions": sum(1 for r in rows if r.get("text") or r.get("caption")),
+            "uncaptioned": uncaptioned,
             "labels_max": max(labels) if labels else None}
-    _atomic_save(meta, out / f"{name}.json", as_json=True)
     return meta
 
 
@@ -288,7 +294,7 @@ def _write_index(out: Path, metas, skipped, manifest, ae: Autoencoder, enc, fram
         "num_samples": sum(m["count"] for m in metas),
         "skipped": skipped,
         "errors": [e for m in metas for e in m["errors"]],
-        "captions_missing": sum(m["count"] - m["captions"] for m in metas) if enc is not None else None,
+        "captions_missing": sum(m.get("uncaptioned", 0) for m in metas) if enc is not None else None,
         "cost": cost,
     }
     _atomic_save(index, out / INDEX, as_json=True)

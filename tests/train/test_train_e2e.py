@@ -68,6 +68,12 @@ def test_encode_resumes_committed_shards(curated, latents, tmp_path):
     b = torch.load(work / "shard-8x32x32-00001.pt", weights_only=True)
     assert torch.equal(a["latents"], b["latents"]) and a["clip_ids"] == b["clip_ids"]
     assert read_index(work)["latent_scale"] == pytest.approx(read_index(latents)["latent_scale"])
+    assert read_index(work)["captions_missing"] == 0
+    # other settings (here the storage dtype) never reuse shards
+    res = encode(curated["manifest"], work, vae=str(curated["vae"]), text_encoder=str(curated["text_encoder"]),
+                 frames=8, size=(32, 32), text_max_length=8, shard_size=3, dtype="float16")
+    assert (res.reused, res.encoded) == (0, 4)
+    assert torch.load(work / "shard-8x32x32-00001.pt", weights_only=True)["latents"].dtype == torch.float16
 
 
 def _train(tmp_path, latents, name, **overrides):
