@@ -24,7 +24,7 @@ def test_unknown_and_bad_keys_fail_with_a_fix(tmp_path):
     with pytest.raises(ConfigError, match=r"learning_rate.*valid keys.*'lr'"):
         load_train_config(path)
     res = runner.invoke(app, ["train", "--config", str(path)])
-    assert res.exit_code == 2 and "learning_rate" in res.output
+    assert res.exit_code == 2 and "learning_rate" in " ".join(res.output.split())
     with pytest.raises(ConfigError, match="needs"):
         TrainConfig.from_dict({"out": "y"})
     with pytest.raises(ConfigError, match="model_args.*hidden.*valid"):

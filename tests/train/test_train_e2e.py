@@ -109,9 +109,9 @@ def test_train_ddpm_then_sample_mp4(tmp_path, latents):
     assert meta["step"] == 300 and meta["cfg_scale"] == 3 and meta["latent_shape"] == [4, 2, 8, 8]
     # the objective decides the sampler family; a mismatch is a usage error
     res = runner.invoke(app, ["sample", str(ckpt), "-o", str(out), "--prompt", "dog", "--sampler", "ode"])
-    assert res.exit_code == 2 and "ddim" in res.output
+    assert res.exit_code == 2 and "ddim" in " ".join(res.output.split())
     res = runner.invoke(app, ["sample", str(ckpt), "-o", str(out), "--class-label", "1"])
-    assert res.exit_code == 2 and "--prompt" in res.output
+    assert res.exit_code == 2 and "--prompt" in " ".join(res.output.split())
 
 
 @pytest.mark.parametrize("sampler", ["ode", "sde"])
@@ -124,3 +124,25 @@ def test_train_transport_and_sample(tmp_path, latents, sampler):
                               "--prompt", "dog runs in park", "--steps", "8", "--sampler", sampler, "--cfg", "2"])
     assert res.exit_code == 0, res.output
     assert len([f for f in decode(out / "sample-000.mp4")]) == 8
+
+
+def test_encode_rows_fail_soft_and_configs_fail_loud(curated, tmp_path):
+    from soraprep.manifest import read_manifest, write_manifest
+
+    rows = read_manifest(curated["manifest"])
+    broken = dict(rows[0], clip_id="gone", path="clips/nowhere.mp4")
+    manifest = curated["manifest"].parent / "with_missing.parquet"
+    write_manifest(manifest, [*rows, broken])
+    out = tmp_path / "lat"
+    args = ["encode", str(manifest), "-o", str(out), "--vae", str(curated["vae"]), "--size", "32x32"]
+    res = runner.invoke(app, [*args, "--frames", "8"])
+    assert res.exit_code == 1, res.output  # some rows failed, the rest are encoded
+    idx = read_index(out)
+    assert idx["num_samples"] == 4 and [e["clip_id"] for e in idx["errors"]] == ["gone"]
+    res = runner.invoke(app, [*args, "--frames", "40"])  # longer than every 30-frame clip
+    assert res.exit_code == 1
+    assert all("30 frames" in e["message"] for e in read_index(out)["errors"][:4])
+    res = runner.invoke(app, [*args, "--frames", "6"])  # not a multiple of the VQ-VAE's temporal stride 4
+    assert res.exit_code == 2 and "temporal factor" in " ".join(res.output.split())
+    res = runner.invoke(app, ["encode", str(manifest), "-o", str(out), "--vae", str(tmp_path / "nope.pt")])
+    assert res.exit_code == 2 and "not found" in " ".join(res.output.split())
