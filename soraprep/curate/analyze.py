@@ -5,7 +5,9 @@ consumers need — gray at the analysis size, a half-size gray, and a small BGR 
 detector — taken straight from the decoder's YUV planes when it can (no colour conversion of the full
 frame), and feeds the scene detector and every frame scorer. It keeps a thumbnail about once a second
 for the report. The results ride on the row under private ``_``-prefixed keys until ``split`` and
-``score`` turn them into clips and columns; they never reach the manifest.
+``score`` turn them into clips and columns; they never reach the manifest. With ``sample_every_s`` > 0 it
+also keeps frames (JPEG, ``sample_short_side`` px) for model-based scorer stages, which read each clip's
+share as ``row["_samples"]`` — ``[(frame_index, jpeg_bytes), ...]``, at least one per clip.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class AnalyzeStage:
     thumb_every_s: float = 1.0
     thumb_height: int = 96
     max_thumbs: int = 600
+    sample_every_s: float = 0.0     # > 0: keep an RGB JPEG this often for model-based scorer stages
+    sample_short_side: int = 224
+    max_samples: int = 3600
     name = "analyze"
     resources = Resources(cpus=1, memory_gb=1.0)
     batch_size = 1
@@ -93,6 +98,8 @@ class AnalyzeStage:
     def __post_init__(self) -> None:
         if self.short_side < 32:
             raise ValueError("analyze.short_side must be >= 32 pixels")
+        if self.sample_every_s < 0 or self.sample_short_side < 16:
+            raise ValueError("analyze.sample_every_s must be >= 0 and sample_short_side >= 16")
         build_detector(self.detector, Fraction(25))  # validate now: configs fail loud
         build_scorers(self.scorers)
 
@@ -125,6 +132,8 @@ class AnalyzeStage:
         cuts: list[int] = []
         thumbs: dict[int, bytes] = {}
         thumb_step = max(1, int(round(float(fps) * self.thumb_every_s)))
+        samples: dict[int, bytes] = {}
+        sample_step = max(1, int(round(float(fps) * self.sample_every_s))) if self.sample_every_s > 0 else 0
         n = 0
         last = start - 1
         w = h = None
@@ -155,6 +164,12 @@ class AnalyzeStage:
                                        [cv2.IMWRITE_JPEG_QUALITY, 80])
                 if ok:
                     thumbs[f.index] = jpg.tobytes()
+            if sample_step and (f.index - start) % sample_step == 0 and len(samples) < self.max_samples:
+                sw, sh = analysis_size(frame.width, frame.height, self.sample_short_side)
+                rgb = frame.to_ndarray(width=sw, height=sh, format="bgr24")
+                ok, jpg = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                if ok:
+                    samples[f.index] = jpg.tobytes()
             n += 1
             last = f.index
         if n == 0:
@@ -170,4 +185,5 @@ class AnalyzeStage:
             "cuts": sorted({c for c in cuts if start < c < decoded_end}),
             "signals": {k: v for s in scorers for k, v in s.finish().items()},
             "thumbs": thumbs,
+            "samples": samples,
         }

@@ -65,14 +65,25 @@ class Recipe:
         stages = []
         for name in self.stage_names():
             kw = self.stage_kwargs(name)
+            if name == "analyze":  # model-based scorers need sampled frames from the one decode pass
+                wanted = [getattr(STAGES[n], "samples_every_s", 0) for n in self.stage_names()]
+                wanted = [w for w in wanted if w]
+                if wanted and not kw.get("sample_every_s"):
+                    kw["sample_every_s"] = min(wanted)
             if "out_dir" in {f.name for f in fields(STAGES[name])}:
                 kw["out_dir"] = str(out_dir)  # cut writes there; caption resolves relative clip paths there
             stages.append(STAGES[name](**kw))
         return stages
 
     def stage_names(self) -> list[str]:
+        """Pipeline order: extra stages with ``phase = "score"`` (model-based scorers) run right after
+        ``score`` so filters can threshold their columns; others (e.g. ``caption``) run after ``bucket``."""
         extra = [s for s in self.sections if s not in PIPELINE]
-        return list(PIPELINE) + extra
+        scorers = [s for s in extra if getattr(STAGES[s], "phase", "post") == "score"]
+        post = [s for s in extra if s not in scorers]
+        names = list(PIPELINE)
+        i = names.index("score") + 1
+        return names[:i] + scorers + names[i:] + post
 
 
 def load_recipe(spec: str | Path | None = None) -> Recipe:

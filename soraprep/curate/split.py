@@ -163,6 +163,8 @@ class SplitStage:
         base = row.get("_base_id") or row["video_id"]
         thumbs = an["thumbs"]
         thumb_idx = np.array(sorted(thumbs), dtype=np.int64)
+        samples = an.get("samples") or {}
+        sample_idx = np.array(sorted(samples), dtype=np.int64)
         clips = []
         for k, (a, b) in enumerate(spans):
             clip = {key: val for key, val in row.items() if key not in ("_analysis",)}
@@ -175,9 +177,14 @@ class SplitStage:
             if row.get("_decode_note"):  # a truncated/damaged stream: say which frames really decoded
                 clip["decode_note"] = row["_decode_note"]
             clip["duration_s"] = clip["end_s"] - clip["start_s"]
+            mid = (a + b) // 2
             if len(thumb_idx):
-                mid = (a + b) // 2
                 clip["_thumb"] = thumbs[int(thumb_idx[np.argmin(np.abs(thumb_idx - mid))])]
+            if len(sample_idx):
+                inside = sample_idx[(sample_idx >= a) & (sample_idx < b)]
+                if not len(inside):  # a clip shorter than the sampling step: its nearest sample
+                    inside = sample_idx[[np.argmin(np.abs(sample_idx - mid))]]
+                clip["_samples"] = [(int(i), samples[int(i)]) for i in inside]
             clips.append(clip)
         return clips
 

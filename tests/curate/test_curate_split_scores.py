@@ -96,3 +96,46 @@ def test_scene_spans_split_equal_parts_without_keyframes():
     spans = scene_spans(0, 250, [], fps=Fraction(25), max_clip_s=4.0, trim_start_s=0, trim_end_s=0)
     assert sorted(b - a for a, b in spans) == [83, 83, 84] and spans[-1][1] == 250
     assert np.all(np.diff([a for a, _ in spans]) > 0)
+
+
+def test_model_scorer_stage_gets_sampled_frames_and_runs_before_filter(media, tmp_path):
+    from dataclasses import dataclass
+
+    import cv2
+
+    from soraprep.curate.pipeline import curate
+    from soraprep.curate.recipe import validate
+    from soraprep.curate.registry import STAGES, register
+    from soraprep.curate.stage import Resources
+
+    @register("test_mean_luma")
+    @dataclass
+    class MeanLuma:  # stands in for a model-based scorer (aesthetics, OCR...): reads _samples, never decodes
+        name = "test_mean_luma"
+        phase = "score"
+        samples_every_s = 0.5
+        resources = Resources()
+        batch_size = 8
+
+        def setup(self):
+            pass
+
+        def __call__(self, rows):
+            for r in rows:
+                if r.get("_samples"):
+                    imgs = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_GRAYSCALE) for _, b in r["_samples"]]
+                    assert all(r["start_frame"] <= i < r["end_frame"] for i, _ in r["_samples"])
+                    assert min(imgs[0].shape) == 224 or min(imgs[0].shape) == 240
+                    r["mean_luma"], r["n_samples"] = float(np.mean(imgs)), len(imgs)
+            return rows
+
+    try:
+        rec = validate({"test_mean_luma": {}, "filter": {"mean_luma": {"min": 0.0, "required": True}}})
+        names = rec.stage_names()
+        assert names.index("score") < names.index("test_mean_luma") < names.index("filter")
+        res = curate([str(media["cuts.mp4"])], tmp_path / "o", recipe=rec, report=False)
+        assert len(res.rows) == 4 and all(r["mean_luma"] > 0 for r in res.rows)
+        # 0.5 s sampling at 25 fps (every 12th frame from 0): clips of 30-45 frames hold 2-4 samples
+        assert all(2 <= r["n_samples"] <= 4 for r in res.rows)
+    finally:
+        STAGES.pop("test_mean_luma", None)
