@@ -145,7 +145,7 @@ class AnalyzeStage:
             if planar:
                 gray = cv2.resize(_plane(frame, 0), (w, h), interpolation=cv2.INTER_AREA)
                 small_gray = cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-                if detector is not None or f.index % thumb_step == 0:
+                if detector is not None:
                     yuv = cv2.merge([small_gray] + [cv2.resize(_plane(frame, i), (w // 2, h // 2),
                                                                interpolation=cv2.INTER_AREA) for i in (1, 2)])
                     small_bgr = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
@@ -160,14 +160,14 @@ class AnalyzeStage:
                 s.update(views)
             if f.index % thumb_step == 0 and len(thumbs) < self.max_thumbs:
                 tw = max(2, int(round(self.thumb_height * w / h)))
-                ok, jpg = cv2.imencode(".jpg", cv2.resize(small_bgr, (tw, self.thumb_height)),
-                                       [cv2.IMWRITE_JPEG_QUALITY, 80])
+                thumb = frame.to_ndarray(width=tw, height=self.thumb_height, format="bgr24")
+                ok, jpg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])
                 if ok:
                     thumbs[f.index] = jpg.tobytes()
             if sample_step and (f.index - start) % sample_step == 0 and len(samples) < self.max_samples:
                 sw, sh = analysis_size(frame.width, frame.height, self.sample_short_side)
-                rgb = frame.to_ndarray(width=sw, height=sh, format="bgr24")
-                ok, jpg = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                bgr = frame.to_ndarray(width=sw, height=sh, format="bgr24")
+                ok, jpg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
                 if ok:
                     samples[f.index] = jpg.tobytes()
             n += 1
