@@ -26,9 +26,28 @@ def _every(fps: float, per_second: float) -> int:
     return max(1, int(round(fps / per_second))) if per_second > 0 else 1
 
 
+class PairScorer(ScorerBase):
+    """A scorer of consecutive frame pairs (i-1, i), stored at frame i, on every ``_step``-th frame."""
+
+    def begin(self, num_frames: int, fps: float) -> None:
+        super().begin(num_frames, fps)
+        self._step = 1
+        self._prev: np.ndarray | None = None
+        self._prev_index = -10
+
+    def update(self, frame: FrameViews) -> None:
+        img = frame.small_gray
+        if self._prev is not None and frame.index == self._prev_index + 1 and frame.index % self._step == 0:
+            self.pair(frame.index, self._prev, img)
+        self._prev, self._prev_index = img, frame.index
+
+    def pair(self, index: int, prev: np.ndarray, cur: np.ndarray) -> None:
+        raise NotImplementedError
+
+
 @register_scorer("motion")
 @dataclass
-class MotionScorer(ScorerBase):
+class MotionScorer(PairScorer):
     samples_per_s: float = 8.0
     name = "motion"
     version = "1"
@@ -38,17 +57,12 @@ class MotionScorer(ScorerBase):
     def begin(self, num_frames: int, fps: float) -> None:
         super().begin(num_frames, fps)
         self._step = _every(fps, self.samples_per_s)
-        self._prev: np.ndarray | None = None
-        self._prev_index = -10
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
 
-    def update(self, frame: FrameViews) -> None:
-        img = frame.small_gray
-        if self._prev is not None and frame.index == self._prev_index + 1 and frame.index % self._step == 0:
-            flow = self._dis.calc(self._prev, img, None)
-            mag = float(np.mean(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)))
-            self._put("flow", frame.index, mag * REF_SHORT_SIDE / min(img.shape))
-        self._prev, self._prev_index = img, frame.index
+    def pair(self, index: int, prev: np.ndarray, cur: np.ndarray) -> None:
+        flow = self._dis.calc(prev, cur, None)
+        mag = float(np.mean(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)))
+        self._put("flow", index, mag * REF_SHORT_SIDE / min(cur.shape))
 
     def aggregate(self, signals, start, end):
         # the flow stored at frame i describes the pair (i-1, i): only pairs inside the clip count
@@ -103,23 +117,15 @@ class BrightnessScorer(ScorerBase):
 
 @register_scorer("static")
 @dataclass
-class StaticScorer(ScorerBase):
+class StaticScorer(PairScorer):
     static_diff: float = 0.5
     name = "static"
     version = "1"
     columns = ("static_ratio",)
     signal_names = ("frame_diff",)
 
-    def begin(self, num_frames: int, fps: float) -> None:
-        super().begin(num_frames, fps)
-        self._prev: np.ndarray | None = None
-        self._prev_index = -10
-
-    def update(self, frame: FrameViews) -> None:
-        img = frame.small_gray
-        if self._prev is not None and frame.index == self._prev_index + 1:
-            self._put("frame_diff", frame.index, float(cv2.absdiff(img, self._prev).mean()))
-        self._prev, self._prev_index = img, frame.index
+    def pair(self, index: int, prev: np.ndarray, cur: np.ndarray) -> None:
+        self._put("frame_diff", index, float(cv2.absdiff(cur, prev).mean()))
 
     def aggregate(self, signals, start, end):
         d = signals["frame_diff"][start + 1:end]
