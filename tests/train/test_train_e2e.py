@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from soraprep.cli import app
 from soraprep.estimate.vae import vqvae_encode_macs
+from soraprep.manifest import read_manifest
 from soraprep.models.config import config_from_dict
 from soraprep.train.latents import encode, read_index
 from soraprep.video.io import decode
@@ -127,7 +128,7 @@ def test_train_transport_and_sample(tmp_path, latents, sampler):
 
 
 def test_encode_rows_fail_soft_and_configs_fail_loud(curated, tmp_path):
-    from soraprep.manifest import read_manifest, write_manifest
+    from soraprep.manifest import write_manifest
 
     rows = read_manifest(curated["manifest"])
     broken = dict(rows[0], clip_id="gone", path="clips/nowhere.mp4")
@@ -146,3 +147,32 @@ def test_encode_rows_fail_soft_and_configs_fail_loud(curated, tmp_path):
     assert res.exit_code == 2 and "temporal factor" in " ".join(res.output.split())
     res = runner.invoke(app, ["encode", str(manifest), "-o", str(out), "--vae", str(tmp_path / "nope.pt")])
     assert res.exit_code == 2 and "not found" in " ".join(res.output.split())
+
+
+def test_encode_with_a_diffusers_autoencoderkl_folder(curated, tmp_path):
+    """A local diffusers AutoencoderKL (tiny, random) encodes frame by frame; the estimator's per-frame
+    SD-encoder count is scaled to its channels."""
+    diffusers = pytest.importorskip("diffusers")
+    from soraprep.estimate.vae import ldm_encoder_macs
+    from soraprep.train.autoencoder import load_autoencoder
+    from soraprep.train.latents import load_clip
+
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4,
+                                  norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2,
+                                  up_block_types=("UpDecoderBlock2D",) * 2)
+    vae.save_pretrained(tmp_path / "akl")
+    res = encode(curated["manifest"], tmp_path / "lat", vae=str(tmp_path / "akl"), frames=3, size=(32, 48))
+    idx = res.index
+    assert idx["autoencoder"]["compression"] == [1, 2, 2] and idx["latent_scale"] == pytest.approx(0.18215)
+    assert idx["shards"][0]["latent_shape"] == [4, 3, 16, 24]
+    macs = ldm_encoder_macs(32, 48, ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=4)
+    assert idx["cost"]["estimated_flops"] == 2 * 4 * 3 * macs
+    shard = torch.load(tmp_path / "lat" / idx["shards"][0]["file"], weights_only=True)
+    rows = read_manifest(curated["manifest"])
+    clip = torch.from_numpy(load_clip(rows[0], str(curated["manifest"]), (3, 32, 48)))  # (3, 32, 48, 3)
+    with torch.no_grad():
+        want = vae.encode(clip.permute(0, 3, 1, 2).float() / 127.5 - 1).latent_dist.mode()  # (3, 4, 16, 24)
+    assert torch.allclose(shard["latents"][0].permute(1, 0, 2, 3), want, atol=1e-5)
+    decoded = load_autoencoder(str(tmp_path / "akl")).decode(shard["latents"][:1])
+    assert decoded.shape == (1, 3, 3, 32, 48)
