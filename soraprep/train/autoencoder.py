@@ -48,6 +48,15 @@ class Autoencoder:
         """The compute estimator's MACs to encode one clip (None when it has no model of this encoder)."""
         return None
 
+    def shape_problem(self, frames: int, height: int, width: int) -> str | None:
+        """Why a (frames, height, width) clip cannot be encoded, or None."""
+        t, h, w = self.compression
+        if height % h or width % w:
+            return f"size {height}x{width} is not a multiple of the autoencoder's spatial factor {h}x{w}"
+        if self.kind == "vqvae" and frames % t:  # causal video VAEs take 1 + k * t frames; the VQ-VAE k * t
+            return f"{frames} frames is not a multiple of the autoencoder's temporal factor {t}"
+        return None
+
 
 class IdentityAutoencoder(Autoencoder):
     kind, spec = "none", "none"

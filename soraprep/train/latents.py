@@ -159,15 +159,14 @@ def encode(manifest: str | Path, out: str | Path, *, vae: str | Autoencoder, tex
 
         enc = text_encoder if isinstance(text_encoder, TextEncoder) else \
             TextEncoder.from_pretrained(text_encoder, max_length=text_max_length, device=dev)
-    if frames is not None and ae.compression[0] > 1 and frames % ae.compression[0]:
-        raise ValueError(f"--frames {frames} is not a multiple of the autoencoder's temporal factor "
-                         f"{ae.compression[0]}")
-    if size is not None and (size[0] % ae.compression[1] or size[1] % ae.compression[2]):
-        raise ValueError(f"--size {size[0]}x{size[1]} is not a multiple of the autoencoder's spatial factor "
-                         f"{ae.compression[1]}x{ae.compression[2]}")
+    plan, skipped = _plan(rows, frames, size, shard_size)
+    for shape in sorted({shape for _, shape, _ in plan}):  # configs fail loud, before any work
+        problem = ae.shape_problem(*shape)
+        if problem:
+            where = "--frames/--size" if frames or size else "the manifest's buckets"
+            raise ValueError(f"{problem} (from {where}): pass --frames F --size HxW that fit it")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan, skipped = _plan(rows, frames, size, shard_size)
     result = EncodeResult(out, {})
     total = sum(len(r) for _, _, r in plan)
     done = 0

@@ -145,6 +145,9 @@ def test_encode_rows_fail_soft_and_configs_fail_loud(curated, tmp_path):
     assert all("30 frames" in e["message"] for e in read_index(out)["errors"][:4])
     res = runner.invoke(app, [*args, "--frames", "6"])  # not a multiple of the VQ-VAE's temporal stride 4
     assert res.exit_code == 2 and "temporal factor" in " ".join(res.output.split())
+    res = runner.invoke(app, ["encode", str(manifest), "-o", str(tmp_path / "b"), "--vae", str(curated["vae"])])
+    assert res.exit_code == 2  # the curated buckets (17 frames) do not fit the VQ-VAE's stride 4
+    assert "17 frames" in " ".join(res.output.split()) and "buckets" in res.output
     res = runner.invoke(app, ["encode", str(manifest), "-o", str(out), "--vae", str(tmp_path / "nope.pt")])
     assert res.exit_code == 2 and "not found" in " ".join(res.output.split())
 
