@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0  # data order, timesteps, noise and caption dropout all derive from it
     log_every: int = 10
     ckpt_every: int = 500  # also at the last step
+    keep_checkpoints: int = 0  # keep only the newest N step-*.pt files; 0 keeps all
     resume: bool = True  # continue from the newest checkpoint in out/checkpoints
     device: str = "auto"  # auto | cpu | cuda
     gpu: str | None = None  # GPU preset for MFU (soraprep.estimate.hardware); None -> detect from the device name
@@ -78,6 +79,7 @@ class TrainConfig:
         need(0.0 <= self.caption_dropout < 1.0, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         need(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)")
         need(self.log_every >= 1 and self.ckpt_every >= 1, "log_every and ckpt_every must be >= 1")
+        need(self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0 (0 keeps every checkpoint)")
         need(len(self.adam_betas) == 2, "adam_betas takes two numbers, e.g. [0.9, 0.999]")
         from soraprep.models.config import PRESETS
 

@@ -218,6 +218,9 @@ class Trainer:
             tmp = path.with_name(f".{path.name}.tmp")
             torch.save(self.checkpoint_dict(), tmp)
             os.replace(tmp, path)
+            if self.cfg.keep_checkpoints:
+                for old in checkpoints(self.cfg.out)[: -self.cfg.keep_checkpoints]:
+                    old.unlink(missing_ok=True)
         if self.distributed:
             dist.barrier()
         return path
@@ -286,6 +289,14 @@ class Trainer:
                     if log is not None:
                         log.write(json.dumps(rec) + "\n")
                         log.flush()
+                    if bar is not None:  # one plain line per log interval (kept in non-interactive logs)
+                        from soraprep.estimate.plan import fmt_si
+
+                        mfu = f" mfu {100 * rec['mfu']:.1f}%" if rec["mfu"] else ""
+                        bar[0].console.print(
+                            f"step {self.step} loss {rec['loss']:.4f} lr {rec['lr']:.3g} grad {norm:.3g} "
+                            f"{rec['samples_per_s']:.1f} samples/s {rec['tokens_per_s']:.0f} tokens/s "
+                            f"{fmt_si(rec['flops_per_s'], 'FLOP/s')}{mfu}", highlight=False, soft_wrap=True)
                     window = {"loss": 0.0, "n": 0, "samples": 0, "flops": 0.0, "tokens": 0.0,
                               "t0": time.perf_counter()}
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:

@@ -67,3 +67,9 @@ def test_warmup_and_grad_accumulation_equivalence(tmp_path):
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), n
     assert [one.lr_at(s) for s in range(4)] == [1e-3, 2e-3, 3e-3, 3e-3]
+
+
+def test_keep_checkpoints_prunes_old_ones(tmp_path):
+    data = make_latents(tmp_path / "lat", {(3, 2, 4, 4): 4})
+    train(_cfg(data, tmp_path / "run", steps=4, ckpt_every=1, keep_checkpoints=2))
+    assert [p.name for p in checkpoints(tmp_path / "run")] == ["step-0000003.pt", "step-0000004.pt"]
