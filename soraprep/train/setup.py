@@ -15,7 +15,7 @@ def model_config_for(cfg: TrainConfig, data: Any) -> Any:
     from soraprep.models.config import DiTConfig, UViTConfig, VideoDiTConfig, get_config
 
     base = get_config(cfg.model)
-    args = dict(cfg.model_args)
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model_args.items()}  # YAML lists
     shapes = data.latent_shapes  # [(C, T', H', W')], largest first
     c, t, h, w = shapes[0]
     num_classes = int(data.index.get("num_classes") or 0)
