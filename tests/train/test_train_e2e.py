@@ -179,3 +179,32 @@ def test_encode_with_a_diffusers_autoencoderkl_folder(curated, tmp_path):
     assert torch.allclose(shard["latents"][0].permute(1, 0, 2, 3), want, atol=1e-5)
     decoded = load_autoencoder(str(tmp_path / "akl")).decode(shard["latents"][:1])
     assert decoded.shape == (1, 3, 3, 32, 48)
+
+
+def test_label_column_trains_a_class_conditional_video_dit(curated, tmp_path):
+    from soraprep.manifest import write_manifest
+    from soraprep.train.data import LatentData
+
+    rows = read_manifest(curated["manifest"])
+    for i, r in enumerate(rows):
+        r["label"] = [0, 2, 2, 1][i]
+    manifest = curated["manifest"].parent / "labelled.parquet"
+    write_manifest(manifest, rows)
+    res = runner.invoke(app, ["encode", str(manifest), "-o", str(tmp_path / "lat"), "--vae", "none", "--frames", "4",
+                              "--size", "16x16", "--label-column", "label"])
+    assert res.exit_code == 0, res.output
+    data = LatentData(tmp_path / "lat")
+    assert data.index["num_classes"] == 3 and sorted(data.batch(range(4))["labels"].tolist()) == [0, 1, 2, 2]
+    assert data.latent_shapes == [(3, 4, 16, 16)]  # 'none': pixels are the latents
+    _, log = _train(tmp_path, tmp_path / "lat", "cls", steps=2, model="VideoDiT-S/2", log_every=1,
+                    model_args={"hidden_size": 32, "depth": 1, "num_heads": 2, "patch_size": [2, 4, 4]})
+    ckpt = torch.load(tmp_path / "cls" / "checkpoints" / "step-0000002.pt", weights_only=True)
+    assert ckpt["model_config"]["conditioning"] == "class" and ckpt["model_config"]["num_classes"] == 3
+    assert ckpt["model_config"]["patch_size"] == [2, 4, 4]
+    res = runner.invoke(app, ["sample", str(tmp_path / "cls" / "checkpoints" / "step-0000002.pt"), "-o",
+                              str(tmp_path / "s"), "--class-label", "2", "--steps", "2", "--frames", "8"])
+    assert res.exit_code == 0, res.output
+    assert len(list(decode(tmp_path / "s" / "sample-000.mp4"))) == 8  # a video DiT samples other lengths
+    res = runner.invoke(app, ["sample", str(tmp_path / "cls" / "checkpoints" / "step-0000002.pt"), "-o",
+                              str(tmp_path / "s"), "--class-label", "7"])
+    assert res.exit_code == 2 and "outside" in res.output
