@@ -185,7 +185,8 @@ class VideoDiT(nn.Module):
         if isinstance(self.y_embedder, CaptionEmbedder):
             return self.y_embedder.null(n, length)
         if isinstance(self.y_embedder, LabelEmbedder):
-            return torch.full((n,), self.config.num_classes, dtype=torch.long), None
+            device = self.y_embedder.embedding_table.weight.device
+            return torch.full((n,), self.config.num_classes, dtype=torch.long, device=device), None
         raise ValueError("an unconditional model (conditioning='none') has no null condition")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
