@@ -96,7 +96,40 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
         rows += unit_rows
         for k, v in unit_t.items():
             timings[k] = timings.get(k, 0.0) + v
+    rows = apply_global(rows, rec, timings, refilter=True)
     return _finish(out, rows, rec, timings, t0, report, inputs=[str(i) for i in inputs])
+
+
+def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, float], *,
+                 refilter: bool) -> list[dict[str, Any]]:
+    """Run the recipe's global stages (``phase = "global"``, e.g. ``dedup``) once over every row, in
+    manifest order, so their columns can be thresholded like any other.
+
+    In ``curate`` the units were already filtered without these columns: ``refilter`` re-applies the
+    same (pure) filter, which can only drop clips (they keep their files; their bucket labels go, as
+    bucket labels only kept clips). Deterministic over committed units, so resume still yields the
+    same manifest. ``rethreshold`` calls this before its own filter instead (``refilter=False``).
+    """
+    from soraprep.curate.registry import STAGES
+
+    names = rec.global_stage_names()
+    if not names:
+        return rows
+    t = time.perf_counter()
+    for name in names:
+        stage = STAGES[name](**rec.stage_kwargs(name))
+        stage.setup()
+        rows = stage(rows)
+    if refilter:
+        was_kept = [bool(r.get("keep")) for r in rows]
+        rows = STAGES["filter"](**rec.stage_kwargs("filter"))(rows)
+        for r, before in zip(rows, was_kept):
+            if before and not r.get("keep"):
+                for col in ("bucket", "bucket_height", "bucket_width", "bucket_frames"):
+                    if col in r:
+                        r[col] = None
+    timings["global"] = timings.get("global", 0.0) + time.perf_counter() - t
+    return rows
 
 
 def _pending(units, out: Path):
@@ -152,6 +185,7 @@ def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, c
     indexes: dict[str, Any] = {}
     for r in rows:
         r.pop("bucket", None), r.pop("bucket_height", None), r.pop("bucket_width", None), r.pop("bucket_frames", None)
+    rows = apply_global(rows, rec, timings, refilter=False)  # e.g. dedup with a new max_hamming, then filter
     t = time.perf_counter()
     rows = stages["filter"](rows)
     timings["filter"] = time.perf_counter() - t

@@ -23,6 +23,7 @@ from soraprep.caption import stage as _caption_stage  # noqa: F401  (registers "
 from soraprep.curate import analyze, bucket, cutting, split  # noqa: F401  (register stages)
 from soraprep.curate import filter as _filter  # noqa: F401
 from soraprep.curate.registry import STAGES
+from soraprep.curate.score import clip_scores, dedup, ocr  # noqa: F401  (model-based scorers; import no torch)
 from soraprep.curate.score import stage as _score_stage  # noqa: F401
 
 #: Curation stages in pipeline order; any other registered stage (e.g. caption) may follow `bucket`.
@@ -78,12 +79,17 @@ class Recipe:
     def stage_names(self) -> list[str]:
         """Pipeline order: extra stages with ``phase = "score"`` (model-based scorers) run right after
         ``score`` so filters can threshold their columns; others (e.g. ``caption``) run after ``bucket``."""
-        extra = [s for s in self.sections if s not in PIPELINE]
+        extra = [s for s in self.sections if s not in PIPELINE and s not in self.global_stage_names()]
         scorers = [s for s in extra if getattr(STAGES[s], "phase", "post") == "score"]
         post = [s for s in extra if s not in scorers]
         names = list(PIPELINE)
         i = names.index("score") + 1
         return names[:i] + scorers + names[i:] + post
+
+    def global_stage_names(self) -> list[str]:
+        """Stages with ``phase = "global"`` (e.g. ``dedup``) see every row at once: the pipeline runs them
+        after all units, never per unit (see pipeline.apply_global)."""
+        return [s for s in self.sections if getattr(STAGES.get(s), "phase", "post") == "global"]
 
 
 def load_recipe(spec: str | Path | None = None) -> Recipe:
@@ -146,8 +152,11 @@ def validate(sections: dict[str, Any], source: str = "recipe") -> Recipe:
         elif not isinstance(body, dict):
             raise RecipeError(f"{source}: section {name!r} must be a mapping of settings, got {body!r}")
     recipe = Recipe(sections, source)
-    for name in recipe.stage_names():
+    for name in recipe.stage_names() + recipe.global_stage_names():
         cls = STAGES[name]
+        for need in getattr(cls, "requires", ()):  # e.g. dedup compares the hashes the phash stage writes
+            if need not in sections:
+                raise RecipeError(f"{source}: section {name!r} needs section {need!r}: add `{need}: {{}}`")
         kw = recipe.stage_kwargs(name)
         known = {f.name for f in fields(cls)} - {"out_dir"}
         hints = typing.get_type_hints(cls)
