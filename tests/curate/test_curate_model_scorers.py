@@ -146,6 +146,10 @@ def test_ocr_stage_finds_subtitles_and_only_them():
     stage = OcrStage(frames=2)
     bad = {"clip_id": "bad", "_samples": [(0, b"not a jpeg")]}
     failed = {"clip_id": "failed", "error": error_dict("analyze", "x", "y"), "_samples": [(0, b"")]}
+    # fine noise over the whole frame: the detector returns one frame-sized "text" region, which is dropped
+    noise = next(iter(shot_frames(Shot(1, seed=0), 0, 1280, 720)))
+    assert stage.detect(cv2.imdecode(np.frombuffer(_jpeg(noise), np.uint8), 1)) is None
+    assert len(OcrStage(max_box_ratio=1.0).detect(cv2.imdecode(np.frombuffer(_jpeg(noise), np.uint8), 1))) == 1
     rows = stage([_row("text", 3), _row("moving", 4), _row("black", 5), bad, failed])
     text, plain, black = rows[:3]
     assert text["ocr_boxes"] == 3 and text["ocr_boxes_mean"] == 3.0  # three subtitle lines on every frame
@@ -217,6 +221,7 @@ def test_config_errors_say_how_to_fix(clip_weights, tmp_path):
         ({"ocr": {"frames": 0}}, "ocr.frames must be between 1 and 64"),
         ({"ocr": {"det_side": 8}}, "ocr.det_side must be between 32 and 2048"),
         ({"ocr": {"det_sid": 320}}, "did you mean 'det_side'"),
+        ({"ocr": {"max_box_ratio": 0}}, "ocr.max_box_ratio is a share of the frame in (0, 1]"),
         ({"aesthetic": {"model": str(model_dir)}}, "sac+logos+ava1-l14-linearMSE.pth"),
         ({"aesthetic": {"model": str(model_dir), "head": str(tmp_path / "h.bin")}}, ".pth/.pt"),
         ({"aesthetic": {"model": str(model_dir), "head": str(tmp_path / "missing.pth")}}, "does not exist"),

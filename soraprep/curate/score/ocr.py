@@ -75,6 +75,7 @@ class OcrStage:
     frames: int = 4             # at most this many sampled frames per clip (spread evenly)
     det_side: int = 320         # the detector's input short side in px (rapidocr default 736: ~6x slower)
     box_thresh: float = 0.5     # minimum detector confidence of a text box
+    max_box_ratio: float = 0.5  # a "box" covering more of the frame than this is dense texture, not a text line
     threads: int = 1            # onnxruntime threads per worker (workers are processes already)
     name = "ocr"
     phase = "score"             # runs after `score`, before `filter`
@@ -89,6 +90,8 @@ class OcrStage:
             raise ValueError(f"ocr.det_side must be between 32 and 2048 px (320 is a good default), got {self.det_side}")
         if not 0.0 < self.box_thresh < 1.0:
             raise ValueError(f"ocr.box_thresh is a confidence in (0, 1) (default 0.5), got {self.box_thresh}")
+        if not 0.0 < self.max_box_ratio <= 1.0:
+            raise ValueError(f"ocr.max_box_ratio is a share of the frame in (0, 1] (default 0.5), got {self.max_box_ratio}")
         if self.threads < 1:
             raise ValueError(f"ocr.threads must be >= 1, got {self.threads}")
         self._engine = None
@@ -117,10 +120,18 @@ class OcrStage:
                            "rapidocr": getattr(rapidocr, "__version__", "unknown")}}
 
     def detect(self, bgr: np.ndarray) -> np.ndarray | None:
-        """Text boxes (n, 4, 2) in pixel coordinates of ``bgr``, or None when there is no text."""
+        """Text boxes (n, 4, 2) in pixel coordinates of ``bgr``, or None when there is no text.
+
+        DBNet marks dense high-frequency texture (noise, gravel, foliage) as one region spanning most of
+        the frame; no text line does that, so boxes over ``max_box_ratio`` of the frame are dropped.
+        """
         self.setup()
-        out = self._engine(bgr, use_det=True, use_cls=False, use_rec=False)
-        return getattr(out, "boxes", None)
+        boxes = getattr(self._engine(bgr, use_det=True, use_cls=False, use_rec=False), "boxes", None)
+        if boxes is None or len(boxes) == 0:
+            return None
+        h, w = bgr.shape[:2]
+        keep = [b for b in boxes if abs(cv2.contourArea(np.asarray(b, np.float32))) <= self.max_box_ratio * h * w]
+        return np.stack(keep) if keep else None
 
     def __call__(self, batch: list[Row]) -> list[Row]:
         prov = None
