@@ -227,6 +227,7 @@ def test_config_errors_say_how_to_fix(clip_weights, tmp_path):
         ({"aesthetic": {"model": str(model_dir), "head": str(tmp_path / "missing.pth")}}, "does not exist"),
         ({"text_match": {}}, "e.g. model: openai/clip-vit-large-patch14"),
         ({"text_match": {"model": "/nonexistent/clip"}}, "does not exist"),
+        ({"text_match": {"model": str(tmp_path)}}, "has no config.json"),
         ({"text_match": {"model": str(model_dir), "dtype": "fp8"}}, "dtype must be one of"),
         ({"dedup": {}}, "needs section 'phash'"),
         ({"phash": {}, "dedup": {"max_hamming": 40}}, "dedup.max_hamming is a number of differing bits in 0..32"),
@@ -235,12 +236,17 @@ def test_config_errors_say_how_to_fix(clip_weights, tmp_path):
         with pytest.raises(RecipeError) as e:
             validate(sections)
         assert msg in str(e.value), (sections, str(e.value))
-    # a head that does not fit the model fails at setup, naming the pair that goes together
+    # what only loading can tell (a head that does not fit the model) fails every row with the reason,
+    # never the worker's setup (a pool would restart a worker whose initializer raises, forever)
     from soraprep.curate.score.clip_scores import AestheticStage, build_aesthetic_head
 
     torch.save(build_aesthetic_head(768).state_dict(), tmp_path / "l14.pth")
-    with pytest.raises(ValueError, match="expects 768-d embeddings but .* gives 16-d"):
-        AestheticStage(model=str(model_dir), head=str(tmp_path / "l14.pth")).setup()
+    stage = AestheticStage(model=str(model_dir), head=str(tmp_path / "l14.pth"))
+    stage.setup()
+    rows = stage([_row("moving", 4), _row("moving", 5), {"clip_id": "x", "error": error_dict("analyze", "k", "m")}])
+    assert [r["error"]["kind"] for r in rows] == ["setup_failed", "setup_failed", "k"]
+    assert "expects 768-d embeddings but" in rows[0]["error"]["message"] and "gives 16-d" in rows[0]["error"]["message"]
+    assert "aesthetic" not in rows[0]
 
 
 # --- end to end through `soraprep curate` ---------------------------------------------------------

@@ -21,6 +21,7 @@ with ``torch.load(..., weights_only=True)`` or safetensors. Install: ``pip insta
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -79,9 +80,17 @@ def _check_model(key: str, model: str) -> None:
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"{key}: give a CLIP/SigLIP model as a local folder (save_pretrained) or a hub id "
                          "already in the Hugging Face cache, e.g. model: openai/clip-vit-large-patch14")
-    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+    local = Path(model).expanduser()
+    if model.startswith(("/", "./", "../", "~")) and not local.exists():
         raise ValueError(f"{key}: {model!r} does not exist; give a folder saved with save_pretrained "
                          "or a hub id like openai/clip-vit-large-patch14")
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise ValueError(f"{key}: {model!r} has no config.json: give the folder save_pretrained wrote "
+                         "(e.g. huggingface-cli download openai/clip-vit-large-patch14 --local-dir DIR)")
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"{key}: needs {' and '.join(missing)}: pip install torch==2.13.0 && "
+                         "pip install 'soraprep[caption]'")
 
 
 def _features(out):
@@ -124,14 +133,20 @@ class _ClipScorer:
         return {**self.__dict__, "_m": {}}
 
     def setup(self) -> None:
+        """Load the weights once per worker. A failure (corrupt weights, a hub id not in the cache, a head
+        that does not fit the model) is kept and reported on every row instead of raised: a raising
+        setup would kill a pool worker at start-up, over and over."""
         if self._m:
             return
         try:
-            import torch
-            from transformers import AutoModel, AutoProcessor
-        except ImportError as exc:
-            raise ImportError(f"the {self.name} stage needs torch and transformers: pip install torch==2.13.0 "
-                              "&& pip install 'soraprep[caption]'") from exc
+            self._load()
+        except Exception as exc:
+            self._m = {"error": f"cannot load {self.model!r}: {type(exc).__name__}: {exc}"}
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModel, AutoProcessor
+
         if self.device == "cpu":
             torch.set_num_threads(self.torch_threads)
         path = str(Path(self.model).expanduser()) if Path(self.model).expanduser().exists() else self.model
@@ -195,6 +210,11 @@ class _ClipScorer:
             images += imgs
             todo.append(row)
         if not todo:
+            return batch
+        self.setup()
+        if "error" in self._m:
+            for row in todo:
+                row["error"] = error_dict(self.name, "setup_failed", self._m["error"])
             return batch
         try:
             self.score(todo, self.embed_images(images), spans)

@@ -20,6 +20,7 @@ Install: ``pip install 'soraprep[ocr]'`` (rapidocr + onnxruntime; no torch).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -94,16 +95,27 @@ class OcrStage:
             raise ValueError(f"ocr.max_box_ratio is a share of the frame in (0, 1] (default 0.5), got {self.max_box_ratio}")
         if self.threads < 1:
             raise ValueError(f"ocr.threads must be >= 1, got {self.threads}")
+        if importlib.util.find_spec("rapidocr") is None or importlib.util.find_spec("onnxruntime") is None:
+            raise ValueError("the ocr stage needs rapidocr and onnxruntime: pip install 'soraprep[ocr]'")
         self._engine = None
+        self._error: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # ship the config, never a loaded model
-        return {k: v for k, v in self.__dict__.items() if k != "_engine"} | {"_engine": None}
+        return {**self.__dict__, "_engine": None, "_error": None}
 
     def setup(self) -> None:
-        if self._engine is not None:
+        """Load the detector once per worker; a failure is reported on every row rather than raised (a
+        raising setup would kill a pool worker at start-up, over and over)."""
+        if self._engine is not None or self._error:
             return
+        try:
+            self._engine = self._load()
+        except Exception as exc:
+            self._error = f"cannot load the rapidocr text detector: {type(exc).__name__}: {exc}"
+
+    def _load(self):
         RapidOCR = _import_rapidocr()
-        self._engine = RapidOCR(params={
+        return RapidOCR(params={
             "Global.log_level": "error",
             "Det.limit_side_len": self.det_side,
             "Det.limit_type": "min",
@@ -126,6 +138,8 @@ class OcrStage:
         the frame; no text line does that, so boxes over ``max_box_ratio`` of the frame are dropped.
         """
         self.setup()
+        if self._error:
+            raise RuntimeError(self._error)
         boxes = getattr(self._engine(bgr, use_det=True, use_cls=False, use_rec=False), "boxes", None)
         if boxes is None or len(boxes) == 0:
             return None
@@ -135,8 +149,12 @@ class OcrStage:
 
     def __call__(self, batch: list[Row]) -> list[Row]:
         prov = None
+        self.setup()
         for row in batch:
             if failed(row):
+                continue
+            if self._error:
+                row["error"] = error_dict(self.name, "setup_failed", self._error)
                 continue
             samples = row.get("_samples")
             if not samples:
