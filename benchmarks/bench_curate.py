@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import shutil
 import subprocess
@@ -70,23 +71,29 @@ def _decode_baseline(path: str) -> int:
     return n
 
 
-def baseline(paths: list[Path]) -> tuple[float, int]:
-    t = time.perf_counter()
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def baseline(paths: list[Path]) -> tuple[float, int, float]:
+    """Wall time, frames, and CPU seconds (user+sys of the worker processes: robust to other load)."""
+    t, c = time.perf_counter(), _cpu_children()
     with mp.get_context("spawn").Pool(2) as pool:
         frames = sum(pool.map(_decode_baseline, [str(p) for p in paths], chunksize=1))
-    return time.perf_counter() - t, frames
+    return time.perf_counter() - t, frames, _cpu_children() - c
 
 
-def curate_cli(inputs: Path, out: Path, workers: int = 2, extra: list[str] | None = None) -> tuple[float, int]:
+def curate_cli(inputs: Path, out: Path, workers: int = 2, extra: list[str] | None = None) -> tuple[float, float]:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "soraprep.cli", "curate", str(inputs), "-o", str(out), "--workers", str(workers),
            "-q", *(extra or [])]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_children()
     res = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
     if res.returncode not in (0, 1):
         raise SystemExit(f"curate failed: {res.stderr}")
-    return wall, res.returncode
+    return wall, _cpu_children() - c
 
 
 def cut_mode_costs(out: Path) -> dict[str, tuple[float, int, int]]:
@@ -139,19 +146,23 @@ def main() -> None:
     # warm the page cache so neither side pays the first read
     for p in paths:
         p.read_bytes()
-    b1, frames = baseline(paths)
-    c1, rc = curate_cli(folder, WORK / "out")
-    b2, _ = baseline(paths)
-    c2, _ = curate_cli(folder, WORK / "out")
+    b1, frames, bc1 = baseline(paths)
+    c1, cc1 = curate_cli(folder, WORK / "out")
+    b2, _, bc2 = baseline(paths)
+    c2, cc2 = curate_cli(folder, WORK / "out")
     base, cur = min(b1, b2), min(c1, c2)
+    base_cpu, cur_cpu = min(bc1, bc2), min(cc1, cc2)
     costs = cut_mode_costs(WORK / "out")
     rss = None if args.skip_rss else peak_rss_1080p()
     print(f"\n### Curation vs. bare decode ({args.videos} x {args.seconds} s 1280x720 25 fps H.264, 2 workers)\n")
-    print("| measurement | wall time (s) | ratio to baseline |")
-    print("|---|---|---|")
-    print(f"| baseline: PyAV decode + rgb24 @256 px, 2 processes ({frames} frames) | {base:.2f} | 1.00 |")
-    print(f"| `soraprep curate` end to end, default recipe (cut: copy), report | {cur:.2f} | **{cur / base:.2f}** |")
-    print(f"\nRuns: baseline {b1:.2f} / {b2:.2f} s, curate {c1:.2f} / {c2:.2f} s (best of two each, interleaved). "
+    print("| measurement | wall time (s) | wall ratio | CPU time (s) | CPU ratio |")
+    print("|---|---|---|---|---|")
+    print(f"| baseline: PyAV decode + rgb24 @256 px, 2 processes ({frames} frames) | {base:.2f} | 1.00 | "
+          f"{base_cpu:.1f} | 1.00 |")
+    print(f"| `soraprep curate` end to end, default recipe (cut: copy), report | {cur:.2f} | **{cur / base:.2f}** | "
+          f"{cur_cpu:.1f} | **{cur_cpu / base_cpu:.2f}** |")
+    print(f"\nRuns: baseline {b1:.2f} / {b2:.2f} s, curate {c1:.2f} / {c2:.2f} s (best of two each, interleaved; "
+          f"load average before: {os.getloadavg()[0]:.1f}). "
           f"Throughput: {hours / (cur / 3600):.0f} video-hours per wall-hour ({frames / cur:.0f} frames/s).")
     print("\n| cut mode | time for all kept clips (s) | frames written | frames lost to inward snapping |")
     print("|---|---|---|---|")
