@@ -141,6 +141,7 @@ def main() -> None:
     ap.add_argument("--skip-rss", action="store_true")
     args = ap.parse_args()
     paths = make_inputs(args.videos, args.seconds, 1280, 720, "bench")
+    load0 = os.getloadavg()[0]
     folder = paths[0].parent
     hours = args.videos * args.seconds / 3600
     # warm the page cache so neither side pays the first read
@@ -162,7 +163,7 @@ def main() -> None:
     print(f"| `soraprep curate` end to end, default recipe (cut: copy), report | {cur:.2f} | **{cur / base:.2f}** | "
           f"{cur_cpu:.1f} | **{cur_cpu / base_cpu:.2f}** |")
     print(f"\nRuns: baseline {b1:.2f} / {b2:.2f} s, curate {c1:.2f} / {c2:.2f} s (best of two each, interleaved; "
-          f"load average before: {os.getloadavg()[0]:.1f}). "
+          f"1-min load average at start: {load0:.1f}). "
           f"Throughput: {hours / (cur / 3600):.0f} video-hours per wall-hour ({frames / cur:.0f} frames/s).")
     print("\n| cut mode | time for all kept clips (s) | frames written | frames lost to inward snapping |")
     print("|---|---|---|---|")
