@@ -69,6 +69,7 @@ def curate_cmd(
     from soraprep.curate.pipeline import curate
     from soraprep.curate.pipeline import rethreshold as rethreshold_run
     from soraprep.curate.recipe import RecipeError
+    from soraprep.curate.runners.local import StageSetupError
     from soraprep.manifest import ManifestError
     from soraprep.video.cut import CUT_MODES
 
@@ -88,7 +89,7 @@ def curate_cmd(
                 fail_usage(f"--runner must be local or ray, got {runner!r}")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
                             report=not no_report, runner=runner, ray_address=ray_address)
-    except (RecipeError, InputError, ManifestError) as exc:
+    except (RecipeError, InputError, ManifestError, StageSetupError) as exc:
         fail_usage(str(exc))
     console.print(f"[green]{len(result.rows)} rows[/]: {result.kept} kept, "
                   f"{len(result.rows) - result.kept - result.errors} dropped by filters, {result.errors} errors "

@@ -86,3 +86,43 @@ def test_cli_cut_override_and_none_mode(tmp_path, media):
     rows = read_manifest(out / "manifest.parquet")
     assert rows and all(r["path"] == str(media["cuts.mp4"]) and r["cut_mode"] == "none" for r in rows)
     assert not (out / "clips").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stage_setup_failure_stops_the_run_loudly(media, tmp_path, workers):
+    """A stage whose setup() fails stops the run with the reason (exit 2), commits nothing, never hangs."""
+    from dataclasses import dataclass
+
+    from soraprep.curate.pipeline import curate
+    from soraprep.curate.recipe import validate
+    from soraprep.curate.registry import STAGES, register
+    from soraprep.curate.runners.local import StageSetupError
+    from soraprep.curate.stage import Resources
+
+    @register("test_broken_model")
+    @dataclass
+    class Broken:
+        name = "test_broken_model"
+        resources = Resources()
+        batch_size = 1
+
+        def setup(self):
+            raise OSError("model weights not found at /nowhere")
+
+        def __call__(self, rows):
+            return rows
+
+    try:
+        rec = validate({"test_broken_model": {}})
+        for name in ("a.mp4", "b.mp4"):
+            (tmp_path / "in").mkdir(exist_ok=True)
+            (tmp_path / "in" / name).write_bytes(media["cuts.mp4"].read_bytes())
+        with pytest.raises(StageSetupError) as e:
+            # in spawned workers the test-only stage is unknown, which fails setup just the same
+            curate([str(tmp_path / "in")], tmp_path / "out", recipe=rec, workers=workers)
+        assert "failed to set up" in str(e.value)
+        if workers == 1:
+            assert "/nowhere" in str(e.value)
+        assert not list((tmp_path / "out" / ".soraprep" / "units").glob("*.parquet"))
+    finally:
+        STAGES.pop("test_broken_model", None)

@@ -32,15 +32,32 @@ def unit_path(out: Path, key: str) -> Path:
     return units_dir(out) / f"{key}.parquet"
 
 
+class StageSetupError(RuntimeError):
+    """A stage could not set up (e.g. a model path that does not load): the run stops, nothing is committed."""
+
+
 def _init_worker(recipe_sections: dict, recipe_source: str, out: str) -> None:
+    """Build the stages and run their ``setup()`` once per worker.
+
+    A failure is remembered rather than raised: a pool initializer that raises is respawned forever, so
+    ``run_unit`` reports it instead and the parent stops the run with the message.
+    """
     from soraprep.curate.recipe import validate
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    recipe = validate(recipe_sections, recipe_source)
-    stages = recipe.build(out)
-    for s in stages:
-        s.setup()
-    _STATE.update(stages=stages, out=Path(out), recipe_hash=recipe.hash)
+    _STATE.clear()
+    _STATE["out"] = Path(out)
+    name = "recipe"
+    try:
+        recipe = validate(recipe_sections, recipe_source)
+        stages = recipe.build(out)
+        for s in stages:
+            name = s.name
+            s.setup()
+    except Exception as exc:  # reported by run_unit, raised in the parent as StageSetupError
+        _STATE["setup_error"] = f"stage {name!r} failed to set up: {type(exc).__name__}: {exc}"
+        return
+    _STATE.update(stages=stages, recipe_hash=recipe.hash)
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +71,8 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
     """Run every stage on one unit and commit its rows. Returns a small summary for the progress bar."""
+    if "setup_error" in _STATE:
+        return {"key": unit["_key"], "fatal": _STATE["setup_error"]}
     stages, out = _STATE["stages"], _STATE["out"]
     rows = [dict(unit)]
     timings: dict[str, float] = {}
@@ -103,9 +122,15 @@ def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 
     if workers <= 1 or len(todo) == 1:
         _init_worker(*init)
         for u in todo:
-            yield run_unit(u)
+            yield _checked(run_unit(u))
         return
     ctx = mp.get_context("spawn")
-    with ctx.Pool(processes=min(workers, len(todo)), initializer=_init_worker, initargs=init,
-                  maxtasksperchild=None) as pool:
-        yield from pool.imap_unordered(run_unit, todo, chunksize=1)
+    with ctx.Pool(processes=min(workers, len(todo)), initializer=_init_worker, initargs=init) as pool:
+        for summary in pool.imap_unordered(run_unit, todo, chunksize=1):
+            yield _checked(summary)  # raising here terminates the pool
+
+
+def _checked(summary: dict[str, Any]) -> dict[str, Any]:
+    if summary.get("fatal"):
+        raise StageSetupError(summary["fatal"])
+    return summary

@@ -31,9 +31,10 @@ class _UnitActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         summaries = [self._run(_decode_unit(u)) for u in batch["unit"]]
         return {"key": np.array([s["key"] for s in summaries]),
-                "clips": np.array([s["clips"] for s in summaries]),
-                "errors": np.array([s["errors"] for s in summaries]),
-                "timings": np.array([json.dumps(s["timings"]) for s in summaries])}
+                "clips": np.array([s.get("clips", 0) for s in summaries]),
+                "errors": np.array([s.get("errors", 0) for s in summaries]),
+                "timings": np.array([json.dumps(s.get("timings", {})) for s in summaries]),
+                "fatal": np.array([s.get("fatal", "") for s in summaries])}
 
 
 def _encode_unit(unit: dict[str, Any]) -> str:
@@ -55,7 +56,7 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
         import ray.data
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError("the Ray runner needs Ray: pip install 'soraprep[ray]'") from exc
-    from soraprep.curate.runners.local import unit_path
+    from soraprep.curate.runners.local import _checked, unit_path
 
     todo = [u for u in units if not unit_path(out, u["_key"]).exists()]
     if not todo:
@@ -69,5 +70,5 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
                         fn_constructor_kwargs={"recipe_sections": recipe.sections,
                                                "recipe_source": recipe.source, "out": str(Path(out).resolve())})
     for row in ds.iter_rows():
-        yield {"key": row["key"], "clips": int(row["clips"]), "errors": int(row["errors"]),
-               "timings": json.loads(row["timings"])}
+        yield _checked({"key": row["key"], "clips": int(row["clips"]), "errors": int(row["errors"]),
+                        "timings": json.loads(row["timings"]), "fatal": str(row["fatal"])})
