@@ -1,7 +1,7 @@
 """Cost per clip of the model-based scorer stages on CPU (ocr, aesthetic, text_match, phash) and of the
 frame sampling they ask of the one decode pass.
 
-    python benchmarks/bench_scorers.py                       # 32 clips x 4 samples, CLIP ViT-B/32 and ViT-L/14
+    python benchmarks/bench_scorers.py                       # 16 clips x 4 samples, CLIP ViT-B/32 and ViT-L/14
     python benchmarks/bench_scorers.py --clips 8 --arch B32  # quick look
 
 Each clip row carries 4 sampled frames (JPEG at 224-px short side, what `analyze` keeps) from generated
@@ -75,6 +75,19 @@ def save_random_clip(root: Path, arch: str) -> tuple[Path, Path]:
     return d, root / f"head-{arch}.pth"
 
 
+class Both:
+    """Two stages in a row, as a recipe runs them (the second reuses the first's frame embeddings)."""
+
+    def __init__(self, a, b):
+        self.a, self.b, self.batch_size = a, b, a.batch_size
+
+    def setup(self):
+        self.a.setup(), self.b.setup()
+
+    def __call__(self, rows):
+        return self.b(self.a(rows))
+
+
 def per_clip(stage, rows, repeats: int) -> tuple[float, float]:
     """(setup seconds, median seconds per clip over ``repeats`` passes in batches of stage.batch_size)."""
     t = time.perf_counter()
@@ -113,7 +126,7 @@ def analyze_cost(seconds: int) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clips", type=int, default=32)
+    ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--frames", type=int, default=4, help="sampled frames per clip each stage looks at")
     ap.add_argument("--arch", default="B32,L14", help="CLIP sizes to time: B32, L14")
     ap.add_argument("--repeats", type=int, default=2)
@@ -136,9 +149,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for arch in [a for a in args.arch.split(",") if a]:
             model, head = save_random_clip(Path(tmp), arch)
-            for label, stage in [(f"aesthetic, CLIP {arch} + MLP", AestheticStage(model=str(model), head=str(head),
-                                                                                  frames=args.frames)),
-                                 (f"text_match, CLIP {arch}", TextMatchStage(model=str(model), frames=args.frames))]:
+            aes = AestheticStage(model=str(model), head=str(head), frames=args.frames)
+            tm = TextMatchStage(model=str(model), frames=args.frames)
+            for label, stage in [(f"aesthetic, CLIP {arch} + MLP", aes), (f"text_match, CLIP {arch}", tm),
+                                 (f"aesthetic + text_match, CLIP {arch} (frames embedded once)", Both(aes, tm))]:
                 results.append((label, *per_clip(stage, rows, args.repeats)))
     no_samples, with_samples = analyze_cost(args.analyze_seconds)
 

@@ -172,6 +172,11 @@ def test_clip_stages_match_a_direct_computation(clip_weights):
     aes = AestheticStage(model=str(model_dir), head=str(head), frames=2)
     tm = TextMatchStage(model=str(model_dir))
     rows = tm(aes(rows))
+    # the same model and frames embed each frame once: a second text_match stage reuses the embeddings
+    again = TextMatchStage(model=str(model_dir))
+    again.setup()
+    again.embed_images = None  # would raise if called
+    assert [r["text_match"] for r in again([dict(r) for r in rows])] == [r["text_match"] for r in rows]
     # the same numbers computed by hand from the saved weights
     model, proc = AutoModel.from_pretrained(model_dir).eval(), AutoProcessor.from_pretrained(model_dir)
     mlp = load_aesthetic_head(head)
@@ -294,6 +299,7 @@ def test_curate_end_to_end_with_model_scorers(videos, clip_weights, tmp_path):
     for r in rows:
         assert np.isfinite(r["aesthetic"]) and r["text_match"] is None and len(r["phash"]) == 16
         assert json.loads(r["provenance"])["aesthetic"]["params"]["model"] == str(model_dir)
+        assert not [k for k in r if k.startswith("_")]  # samples and embeddings never reach the manifest
 
     # resume: a unit lost to a kill is redone, and the manifest is the same (global dedup included)
     units = sorted((out / ".soraprep" / "units").glob("*.parquet"))

@@ -189,11 +189,15 @@ class _ClipScorer:
         params = {k: v for k, v in asdict(self).items() if k not in ("images_per_batch", "torch_threads")}
         return {"by": f"soraprep.{self.name}@{VERSION}", "params": params}
 
-    def score(self, rows: list[Row], embeddings, spans: list[tuple[int, int]]) -> None:
+    def score(self, rows: list[Row], embeddings: list[np.ndarray]) -> None:
+        """Write the columns; ``embeddings[i]`` holds row i's L2-normalised frame embeddings (n_i, D)."""
         raise NotImplementedError
 
     def __call__(self, batch: list[Row]) -> list[Row]:
-        todo, images, spans = [], [], []
+        # Stages with the same model, frames and dtype (aesthetic + text_match) embed each frame once:
+        # the first leaves the embeddings on the row under a private key, which never reaches the manifest.
+        key = f"{self.model}|{self.frames}|{self.dtype}"
+        todo, need, images = [], [], []
         for row in batch:
             if failed(row):
                 continue
@@ -201,13 +205,14 @@ class _ClipScorer:
                 row["error"] = error_dict(self.name, "no_samples", f"no sampled frames on the row: the "
                                           f"{self.name} stage must run inside a curation recipe")
                 continue
-            try:
-                imgs = [decode_sample(j)[:, :, ::-1] for _, j in pick_samples(row["_samples"], self.frames)]
-            except ValueError as exc:
-                row["error"] = error_dict(self.name, "bad_sample", str(exc))
-                continue
-            spans.append((len(images), len(images) + len(imgs)))
-            images += imgs
+            if (row.get("_clip_embeddings") or {}).get(key) is None:
+                try:
+                    imgs = [decode_sample(j)[:, :, ::-1] for _, j in pick_samples(row["_samples"], self.frames)]
+                except ValueError as exc:
+                    row["error"] = error_dict(self.name, "bad_sample", str(exc))
+                    continue
+                need.append((row, len(images), len(images) + len(imgs)))
+                images += imgs
             todo.append(row)
         if not todo:
             return batch
@@ -217,7 +222,11 @@ class _ClipScorer:
                 row["error"] = error_dict(self.name, "setup_failed", self._m["error"])
             return batch
         try:
-            self.score(todo, self.embed_images(images), spans)
+            if images:
+                emb = self.embed_images(images).numpy()  # (N_images, D)
+                for row, a, b in need:
+                    row.setdefault("_clip_embeddings", {})[key] = emb[a:b]
+            self.score(todo, [row["_clip_embeddings"][key] for row in todo])
         except Exception as exc:  # e.g. CUDA OOM on this batch: the rows record it, the run goes on
             for row in todo:
                 row["error"] = error_dict(self.name, type(exc).__name__, str(exc))
@@ -269,11 +278,13 @@ class AestheticStage(_ClipScorer):
         prov["params"]["head_sha256"] = self._m.get("head_sha256")
         return prov
 
-    def score(self, rows, embeddings, spans) -> None:
+    def score(self, rows, embeddings) -> None:
         torch = self._m["torch"]
         with torch.inference_mode():
-            s = self._m["head"].layers(embeddings).squeeze(-1).numpy()  # (N_images,)
-        for row, (a, b) in zip(rows, spans):
+            x = torch.from_numpy(np.concatenate(embeddings))           # (N_images, D)
+            s = self._m["head"].layers(x).squeeze(-1).numpy()          # (N_images,)
+        ends = np.cumsum([len(e) for e in embeddings])
+        for row, a, b in zip(rows, ends - [len(e) for e in embeddings], ends):
             row["aesthetic"] = round(float(s[a:b].mean()), 6)
 
 
@@ -285,13 +296,12 @@ class TextMatchStage(_ClipScorer):
     name = "text_match"
     columns = ("text_match",)
 
-    def score(self, rows, embeddings, spans) -> None:
+    def score(self, rows, embeddings) -> None:
         texts = [r.get("text") if isinstance(r.get("text"), str) and r.get("text").strip() else None for r in rows]
         with_text = [i for i, t in enumerate(texts) if t]
-        t_emb = self.embed_texts([texts[i] for i in with_text]) if with_text else None  # (N_text, D)
+        t_emb = self.embed_texts([texts[i] for i in with_text]).numpy() if with_text else None  # (N_text, D)
         for row in rows:
             row["text_match"] = None
         for k, i in enumerate(with_text):
-            a, b = spans[i]
-            sims = embeddings[a:b] @ t_emb[k]  # (n_frames,)
+            sims = embeddings[i] @ t_emb[k]  # (n_frames,)
             rows[i]["text_match"] = round(float(sims.mean()), 6)
