@@ -31,6 +31,13 @@ pytest.importorskip("transformers")
 pytest.importorskip("rapidocr")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_threads():
+    n = torch.get_num_threads()  # the CLIP stages set one thread per worker process; give pytest its own back
+    yield
+    torch.set_num_threads(n)
+
+
 def _jpeg(rgb: np.ndarray, short_side: int = 224) -> bytes:
     h, w = rgb.shape[:2]
     s = short_side / min(h, w)

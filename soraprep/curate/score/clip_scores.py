@@ -161,9 +161,14 @@ class _ClipScorer:
     def _setup_extra(self) -> None:
         pass
 
+    def _ready(self) -> None:
+        self.setup()
+        if "error" in self._m:
+            raise RuntimeError(self._m["error"])
+
     def embed_images(self, images: list[np.ndarray]):
         """RGB uint8 images -> L2-normalised embeddings, a float32 tensor (N, D) on the CPU."""
-        self.setup()
+        self._ready()
         torch, model, proc = self._m["torch"], self._m["model"], self._m["processor"]
         out = []
         with torch.inference_mode():
@@ -175,10 +180,10 @@ class _ClipScorer:
 
     def embed_texts(self, texts: list[str]):
         """Strings -> L2-normalised text embeddings (N, D), truncated to the model's context length."""
-        self.setup()
+        self._ready()
         torch, model, proc = self._m["torch"], self._m["model"], self._m["processor"]
         # SigLIP was trained on max_length-padded text; CLIP pools at the EOS token, padding is harmless
-        padding = "max_length" if model.config.model_type == "siglip" else True
+        padding = "max_length" if model.config.model_type.startswith("siglip") else True
         with torch.inference_mode():
             tok = proc(text=texts, return_tensors="pt", padding=padding, truncation=True)
             tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
