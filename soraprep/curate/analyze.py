@@ -18,6 +18,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from soraprep.curate.registry import register
 from soraprep.curate.score.base import FrameViews, build_scorers
@@ -137,6 +138,8 @@ class AnalyzeStage:
         n = 0
         last = start - 1
         w = h = None
+        # reformatters keep their swscale context between calls (a fresh one per frame costs ~2 ms)
+        thumb_fmt, sample_fmt = VideoReformatter(), VideoReformatter()
         for f in decode(row["source"], start_frame=start, end_frame=end, fmt=None, index=index):
             frame = f.array
             if w is None:
@@ -146,8 +149,9 @@ class AnalyzeStage:
                 gray = cv2.resize(_plane(frame, 0), (w, h), interpolation=cv2.INTER_AREA)
                 small_gray = cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
                 if detector is not None:
+                    # chroma only feeds the scene detector: bilinear is plenty (and 7x cheaper than area)
                     yuv = cv2.merge([small_gray] + [cv2.resize(_plane(frame, i), (w // 2, h // 2),
-                                                               interpolation=cv2.INTER_AREA) for i in (1, 2)])
+                                                               interpolation=cv2.INTER_LINEAR) for i in (1, 2)])
                     small_bgr = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
             else:
                 small_bgr = frame.to_ndarray(width=w // 2, height=h // 2, format="bgr24")
@@ -160,13 +164,13 @@ class AnalyzeStage:
                 s.update(views)
             if f.index % thumb_step == 0 and len(thumbs) < self.max_thumbs:
                 tw = max(2, int(round(self.thumb_height * w / h)))
-                thumb = frame.to_ndarray(width=tw, height=self.thumb_height, format="bgr24")
+                thumb = thumb_fmt.reformat(frame, width=tw, height=self.thumb_height, format="bgr24").to_ndarray()
                 ok, jpg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])
                 if ok:
                     thumbs[f.index] = jpg.tobytes()
             if sample_step and (f.index - start) % sample_step == 0 and len(samples) < self.max_samples:
                 sw, sh = analysis_size(frame.width, frame.height, self.sample_short_side)
-                bgr = frame.to_ndarray(width=sw, height=sh, format="bgr24")
+                bgr = sample_fmt.reformat(frame, width=sw, height=sh, format="bgr24").to_ndarray()
                 ok, jpg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
                 if ok:
                     samples[f.index] = jpg.tobytes()

@@ -59,6 +59,12 @@ class Recipe:
             kw = {"scorers": self.sections.get("analyze", {}).get("scorers", {})}
         elif name == "filter":  # the section *is* the rule set: {column: {min, max}}
             kw = {"rules": kw}
+        elif name == "split" and "keyframe_split_s" not in kw:
+            # stream-copy cuts: split a scene at its first keyframe when that is more than max_snap_s in,
+            # so only the head is re-encoded (exact and none cuts need no such split)
+            cut = self.sections.get("cut", {})
+            if cut.get("mode", "copy") in ("copy", "keyframe") and cut.get("fallback_exact", True):
+                kw["keyframe_split_s"] = float(cut.get("max_snap_s", 1.0))
         return kw
 
     def build(self, out_dir: str | Path) -> list:

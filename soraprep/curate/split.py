@@ -4,7 +4,9 @@ Detectors are PySceneDetect's ``content`` and ``adaptive`` detectors, driven fra
 small BGR views of the ``analyze`` pass (so splitting costs no extra decode), or ``none``. The ``split``
 stage turns the cut frames into clip rows: scenes longer than ``max_clip_s`` are split into equal parts
 (each boundary moved to a keyframe when one lies within ``keyframe_tolerance_s``, so stream-copy cutting
-loses nothing), and ``trim_start_s``/``trim_end_s`` shave transition frames off each scene. Short scenes
+loses nothing), a scene whose first keyframe comes more than ``keyframe_split_s`` after its start is split
+there (for stream-copy cuts: only the short head needs re-encoding), and ``trim_start_s``/``trim_end_s``
+shave transition frames off each scene. Short scenes
 are *not* dropped here: they become rows that the duration filter rejects with a reason.
 """
 
@@ -85,7 +87,8 @@ def build_detector(config: dict[str, Any], fps: Fraction):
 
 def scene_spans(start: int, end: int, cuts: list[int], *, fps: float, max_clip_s: float | None,
                 trim_start_s: float, trim_end_s: float, keyframes: np.ndarray | None = None,
-                keyframe_tolerance_s: float = 1.0) -> list[tuple[int, int]]:
+                keyframe_tolerance_s: float = 1.0,
+                keyframe_split_s: float | None = None) -> list[tuple[int, int]]:
     """Frame spans ``[a, b)`` of the clips: scenes between cuts, trimmed, long ones split into equal parts."""
     bounds = [start] + [c for c in cuts if start < c < end] + [end]
     spans = []
@@ -95,7 +98,20 @@ def scene_spans(start: int, end: int, cuts: list[int], *, fps: float, max_clip_s
             spans.append((a, b))  # too short to trim: keep the scene whole, the duration filter decides
             continue
         spans += _split_long(a2, b2, fps, max_clip_s, keyframes, keyframe_tolerance_s)
+    if keyframe_split_s is not None and keyframes is not None and len(keyframes):
+        spans = [part for span in spans for part in _split_at_first_keyframe(span, keyframes, keyframe_split_s * fps)]
     return spans
+
+
+def _split_at_first_keyframe(span: tuple[int, int], keyframes: np.ndarray, max_gap: float):
+    """A scene whose first keyframe lies more than ``max_gap`` frames after its start becomes two clips:
+    the head (no keyframe: re-encoded exactly, or dropped by the duration filter when short) and the body
+    from the keyframe (stream-copied losslessly). Cheaper than re-encoding the whole scene, loses nothing."""
+    a, b = span
+    first = keyframes[np.searchsorted(keyframes, a):]  # keyframes at or after the start
+    if len(first) and a < first[0] < b and first[0] - a > max_gap:
+        return [(a, int(first[0])), (int(first[0]), b)]
+    return [span]
 
 
 def _split_long(a: int, b: int, fps: float, max_clip_s: float | None, keyframes, tol_s: float):
@@ -131,6 +147,7 @@ class SplitStage:
     trim_start_s: float = 0.0
     trim_end_s: float = 0.0
     keyframe_tolerance_s: float = 1.0
+    keyframe_split_s: float | None = None   # see _split_at_first_keyframe; the recipe sets it for copy cuts
     name = "split"
     resources = Resources(cpus=0.1)
     batch_size = 1
@@ -159,7 +176,8 @@ class SplitStage:
         keyframes = np.flatnonzero(index.keyframe)
         spans = scene_spans(an["start"], an["end"], an["cuts"], fps=fps, max_clip_s=self.max_clip_s,
                             trim_start_s=self.trim_start_s, trim_end_s=self.trim_end_s, keyframes=keyframes,
-                            keyframe_tolerance_s=self.keyframe_tolerance_s)
+                            keyframe_tolerance_s=self.keyframe_tolerance_s,
+                            keyframe_split_s=self.keyframe_split_s)
         base = row.get("_base_id") or row["video_id"]
         thumbs = an["thumbs"]
         thumb_idx = np.array(sorted(thumbs), dtype=np.int64)

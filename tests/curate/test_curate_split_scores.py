@@ -139,3 +139,24 @@ def test_model_scorer_stage_gets_sampled_frames_and_runs_before_filter(media, tm
         assert all(2 <= r["n_samples"] <= 4 for r in res.rows)
     finally:
         STAGES.pop("test_mean_luma", None)
+
+
+def test_scene_far_from_a_keyframe_is_split_there_for_stream_copy():
+    keyframes = np.array([0, 250, 300])
+    # the second scene starts at 266: its first keyframe (300) is 34 frames in, more than 1 s at 25 fps
+    spans = scene_spans(0, 400, [266], fps=25.0, max_clip_s=None, trim_start_s=0, trim_end_s=0,
+                        keyframes=keyframes, keyframe_split_s=1.0)
+    assert spans == [(0, 266), (266, 300), (300, 400)]
+    # within the tolerance (or starting on a keyframe) nothing changes
+    assert scene_spans(0, 400, [280], fps=25.0, max_clip_s=None, trim_start_s=0, trim_end_s=0,
+                       keyframes=keyframes, keyframe_split_s=1.0) == [(0, 280), (280, 400)]
+    assert scene_spans(0, 400, [250], fps=25.0, max_clip_s=None, trim_start_s=0, trim_end_s=0,
+                       keyframes=keyframes, keyframe_split_s=1.0) == [(0, 250), (250, 400)]
+
+
+def test_recipe_sets_keyframe_split_only_for_copy_cuts():
+    from soraprep.curate.recipe import load_recipe
+
+    assert load_recipe().stage_kwargs("split")["keyframe_split_s"] == 1.0
+    for mode in ("exact", "none"):
+        assert "keyframe_split_s" not in load_recipe().with_overrides(cut={"mode": mode}).stage_kwargs("split")
