@@ -248,17 +248,18 @@ def test_config_errors_say_how_to_fix(clip_weights, tmp_path):
         with pytest.raises(RecipeError) as e:
             validate(sections)
         assert msg in str(e.value), (sections, str(e.value))
-    # what only loading can tell (a head that does not fit the model) fails every row with the reason,
-    # never the worker's setup (a pool would restart a worker whose initializer raises, forever)
+    # what only loading can tell (a head that does not fit the model) fails setup, which stops the run
+    # before any work (exit code 2) with the pair of weights that go together
     from soraprep.curate.score.clip_scores import AestheticStage, build_aesthetic_head
 
     torch.save(build_aesthetic_head(768).state_dict(), tmp_path / "l14.pth")
-    stage = AestheticStage(model=str(model_dir), head=str(tmp_path / "l14.pth"))
-    stage.setup()
-    rows = stage([_row("moving", 4), _row("moving", 5), {"clip_id": "x", "error": error_dict("analyze", "k", "m")}])
-    assert [r["error"]["kind"] for r in rows] == ["setup_failed", "setup_failed", "k"]
-    assert "expects 768-d embeddings but" in rows[0]["error"]["message"] and "gives 16-d" in rows[0]["error"]["message"]
-    assert "aesthetic" not in rows[0]
+    with pytest.raises(ValueError, match="expects 768-d embeddings but .* gives 16-d"):
+        AestheticStage(model=str(model_dir), head=str(tmp_path / "l14.pth")).setup()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"aesthetic": {"model": str(model_dir), "head": str(tmp_path / "l14.pth")}}))
+    res = CliRunner().invoke(app, ["curate", str(tmp_path / "none.mp4"), "-o", str(tmp_path / "o"), "--recipe",
+                                   str(recipe), "-q", "--no-report"])
+    assert res.exit_code == 2 and "sac+logos+ava1-l14-linearMSE.pth goes with" in res.output, res.output
 
 
 # --- end to end through `soraprep curate` ---------------------------------------------------------

@@ -134,16 +134,9 @@ class _ClipScorer:
 
     def setup(self) -> None:
         """Load the weights once per worker. A failure (corrupt weights, a hub id not in the cache, a head
-        that does not fit the model) is kept and reported on every row instead of raised: a raising
-        setup would kill a pool worker at start-up, over and over."""
+        that does not fit the model) raises: the runner stops the run with the reason before any work."""
         if self._m:
             return
-        try:
-            self._load()
-        except Exception as exc:
-            self._m = {"error": f"cannot load {self.model!r}: {type(exc).__name__}: {exc}"}
-
-    def _load(self) -> None:
         import torch
         from transformers import AutoModel, AutoProcessor
 
@@ -155,20 +148,16 @@ class _ClipScorer:
         if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
             raise ValueError(f"{self.name}.model {self.model!r} is a {type(model).__name__}, not a CLIP/SigLIP "
                              "dual encoder (CLIPModel, SiglipModel)")
-        self._m.update(torch=torch, model=model, processor=AutoProcessor.from_pretrained(path))
-        self._setup_extra()
+        loaded = dict(torch=torch, model=model, processor=AutoProcessor.from_pretrained(path))
+        loaded.update(self._setup_extra(loaded))
+        self._m = loaded  # only a complete load counts as set up
 
-    def _setup_extra(self) -> None:
-        pass
-
-    def _ready(self) -> None:
-        self.setup()
-        if "error" in self._m:
-            raise RuntimeError(self._m["error"])
+    def _setup_extra(self, loaded: dict[str, Any]) -> dict[str, Any]:
+        return {}
 
     def embed_images(self, images: list[np.ndarray]):
         """RGB uint8 images -> L2-normalised embeddings, a float32 tensor (N, D) on the CPU."""
-        self._ready()
+        self.setup()
         torch, model, proc = self._m["torch"], self._m["model"], self._m["processor"]
         out = []
         with torch.inference_mode():
@@ -180,7 +169,7 @@ class _ClipScorer:
 
     def embed_texts(self, texts: list[str]):
         """Strings -> L2-normalised text embeddings (N, D), truncated to the model's context length."""
-        self._ready()
+        self.setup()
         torch, model, proc = self._m["torch"], self._m["model"], self._m["processor"]
         # SigLIP was trained on max_length-padded text; CLIP pools at the EOS token, padding is harmless
         padding = "max_length" if model.config.model_type.startswith("siglip") else True
@@ -222,10 +211,6 @@ class _ClipScorer:
         if not todo:
             return batch
         self.setup()
-        if "error" in self._m:
-            for row in todo:
-                row["error"] = error_dict(self.name, "setup_failed", self._m["error"])
-            return batch
         try:
             if images:
                 emb = self.embed_images(images).numpy()  # (N_images, D)
@@ -267,16 +252,15 @@ class AestheticStage(_ClipScorer):
             raise ValueError(f"aesthetic.head: {self.head!r} does not exist (download "
                              "sac+logos+ava1-l14-linearMSE.pth from christophschuhmann/improved-aesthetic-predictor)")
 
-    def _setup_extra(self) -> None:
+    def _setup_extra(self, loaded: dict[str, Any]) -> dict[str, Any]:
         p = Path(self.head).expanduser()
         head = load_aesthetic_head(p)
         dim = head.layers[0].in_features
-        proj = getattr(self._m["model"].config, "projection_dim", None)
+        proj = getattr(loaded["model"].config, "projection_dim", None)
         if proj is not None and proj != dim:
             raise ValueError(f"aesthetic.head {p.name} expects {dim}-d embeddings but {self.model} gives {proj}-d; "
                              "sac+logos+ava1-l14-linearMSE.pth goes with openai/clip-vit-large-patch14")
-        self._m["head"] = head
-        self._m["head_sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        return {"head": head, "head_sha256": hashlib.sha256(p.read_bytes()).hexdigest()[:16]}
 
     def provenance(self) -> dict[str, Any]:
         prov = super().provenance()

@@ -98,24 +98,16 @@ class OcrStage:
         if importlib.util.find_spec("rapidocr") is None or importlib.util.find_spec("onnxruntime") is None:
             raise ValueError("the ocr stage needs rapidocr and onnxruntime: pip install 'soraprep[ocr]'")
         self._engine = None
-        self._error: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # ship the config, never a loaded model
-        return {**self.__dict__, "_engine": None, "_error": None}
+        return {**self.__dict__, "_engine": None}
 
     def setup(self) -> None:
-        """Load the detector once per worker; a failure is reported on every row rather than raised (a
-        raising setup would kill a pool worker at start-up, over and over)."""
-        if self._engine is not None or self._error:
+        """Load the detector once per worker (a failure raises: the runner stops the run with it)."""
+        if self._engine is not None:
             return
-        try:
-            self._engine = self._load()
-        except Exception as exc:
-            self._error = f"cannot load the rapidocr text detector: {type(exc).__name__}: {exc}"
-
-    def _load(self):
         RapidOCR = _import_rapidocr()
-        return RapidOCR(params={
+        self._engine = RapidOCR(params={
             "Global.log_level": "error",
             "Det.limit_side_len": self.det_side,
             "Det.limit_type": "min",
@@ -138,8 +130,6 @@ class OcrStage:
         the frame; no text line does that, so boxes over ``max_box_ratio`` of the frame are dropped.
         """
         self.setup()
-        if self._error:
-            raise RuntimeError(self._error)
         boxes = getattr(self._engine(bgr, use_det=True, use_cls=False, use_rec=False), "boxes", None)
         if boxes is None or len(boxes) == 0:
             return None
@@ -152,9 +142,6 @@ class OcrStage:
         self.setup()
         for row in batch:
             if failed(row):
-                continue
-            if self._error:
-                row["error"] = error_dict(self.name, "setup_failed", self._error)
                 continue
             samples = row.get("_samples")
             if not samples:
