@@ -52,6 +52,10 @@ def _value(row: dict[str, Any], col: str):
     return row.get(col)
 
 
+def _number(v):
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def svg_histogram(values: list[float], title: str, lo: float | None = None, hi: float | None = None,
                   bins: int = 30, width: int = 300, height: int = 150) -> str:
     """A small SVG histogram with dashed lines at the filter's min/max."""
@@ -156,9 +160,15 @@ def build_report(out: Path) -> str:
     cards = "".join(f'<div class="card"><b>{v}</b>{html.escape(k)}</div>' for k, v in [
         ("videos", len(videos)), ("clips", len(clips)), ("kept", len(kept)), ("dropped", len(dropped)),
         ("errors", len(errors)), ("hours scanned", f"{hours:.2f}"), ("hours kept", f"{kept_hours:.2f}")])
+    # built-in columns, every scored column (model-based scorers too: they write provenance) and every
+    # column a filter thresholds
+    columns = list(SCORE_COLUMNS)
+    for c in [k for r in clips for k in json.loads(r.get("provenance") or "{}")] + list(thresholds):
+        if c not in columns:
+            columns.append(c)
     hists = "".join(
-        f'<div class="hist">{svg_histogram([_value(r, c) for r in clips], c, thresholds.get(c, {}).get("min"), thresholds.get(c, {}).get("max"))}</div>'
-        for c in SCORE_COLUMNS if any(_value(r, c) is not None for r in clips))
+        f'<div class="hist">{svg_histogram([_number(_value(r, c)) for r in clips], c, thresholds.get(c, {}).get("min"), thresholds.get(c, {}).get("max"))}</div>'
+        for c in columns if any(_number(_value(r, c)) is not None for r in clips))
     stage_times = sorted((run.get("stage_time_s") or {}).items(), key=lambda kv: -kv[1])
     buckets = Counter(r.get("bucket") for r in kept if r.get("bucket"))
     err_rows = "".join(
