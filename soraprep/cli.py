@@ -180,7 +180,10 @@ def demo_cmd(
     out: str = typer.Option("soraprep-demo", "--out", "-o", help="Folder for the demo videos and results."),
     workers: int = typer.Option(2, "--workers", "-w", min=1),
 ) -> None:
-    """Generate demo videos (known cuts, static/black/blurred shots, a bad file), curate them, show results."""
+    """Generate demo videos (known cuts, static/black/blurred shots, a bad file), curate them, show results.
+
+    Example: soraprep demo -o soraprep-demo   (then open soraprep-demo/curated/report.html)
+    """
     from soraprep.curate.demo import run_demo
 
     result = run_demo(out, workers=workers, console=console)
