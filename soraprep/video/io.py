@@ -114,44 +114,68 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
     )
 
 
-def _mp4_rotation(path: str) -> int:
-    """Rotation (degrees) from the first video track's ``tkhd`` matrix of an MP4/MOV, without decoding."""
+def _boxes(buf: bytes, start: int, end: int):
+    """ISO-BMFF boxes in ``buf[start:end]``: (type, payload start, payload end)."""
+    i = start
+    while i + 8 <= end:
+        size, typ = struct.unpack(">I4s", buf[i:i + 8])
+        header = 8
+        if size == 1 and i + 16 <= end:
+            size, header = struct.unpack(">Q", buf[i + 8:i + 16])[0], 16
+        elif size == 0:
+            size = end - i
+        if size < header:
+            return
+        yield typ, i + header, min(i + size, end)
+        i += size
+
+
+def _read_moov(path: str, limit: int = 256 * 1024 * 1024) -> bytes | None:
+    """The ``moov`` box of an MP4/MOV, found by seeking over the top-level boxes (mdat is never read)."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read(64 * 1024 * 1024)
+            pos = 0
+            while True:
+                fh.seek(pos)
+                head = fh.read(16)
+                if len(head) < 8:
+                    return None
+                size, typ = struct.unpack(">I4s", head[:8])
+                header = 8
+                if size == 1 and len(head) == 16:
+                    size, header = struct.unpack(">Q", head[8:16])[0], 16
+                elif size == 0:  # box runs to the end of the file
+                    size = os.fstat(fh.fileno()).st_size - pos
+                if size < header:
+                    return None
+                if typ == b"moov":
+                    fh.seek(pos + header)
+                    return fh.read(min(size - header, limit))
+                pos += size
     except OSError:
+        return None
+
+
+def _mp4_rotation(path: str) -> int:
+    """Rotation (degrees) from the first video track's ``tkhd`` matrix of an MP4/MOV, without decoding."""
+    data = _read_moov(path)
+    if not data:
         return 0
-
-    def boxes(buf: bytes, start: int, end: int):
-        i = start
-        while i + 8 <= end:
-            size, typ = struct.unpack(">I4s", buf[i:i + 8])
-            header = 8
-            if size == 1 and i + 16 <= end:
-                size, header = struct.unpack(">Q", buf[i + 8:i + 16])[0], 16
-            elif size == 0:
-                size = end - i
-            if size < header:
-                return
-            yield typ, i + header, min(i + size, end)
-            i += size
-
-    for typ, s, e in boxes(data, 0, len(data)):
-        if typ != b"moov":
+    for t2, s2, e2 in _boxes(data, 0, len(data)):
+        if t2 != b"trak":
             continue
-        for t2, s2, e2 in boxes(data, s, e):
-            if t2 != b"trak":
-                continue
-            tkhd = next(((s3, e3) for t3, s3, e3 in boxes(data, s2, e2) if t3 == b"tkhd"), None)
-            is_video = any(t3 == b"mdia" and b"vide" in data[s3:e3][:200] for t3, s3, e3 in boxes(data, s2, e2))
-            if not tkhd or not is_video:
-                continue
-            s3 = tkhd[0]
-            version = data[s3]
-            off = s3 + (4 + 4 + 4 + 4 + 4 + 4 if version == 0 else 4 + 8 + 8 + 4 + 4 + 8) + 8 + 2 + 2 + 2 + 2
-            a, b, _u, c, d = struct.unpack(">iiiii", data[off:off + 20])
-            angle = math.degrees(math.atan2(b / 65536, a / 65536))
-            return int(round(angle)) % 360
+        tkhd = next(((s3, e3) for t3, s3, e3 in _boxes(data, s2, e2) if t3 == b"tkhd"), None)
+        is_video = any(t3 == b"mdia" and b"vide" in data[s3:e3][:200] for t3, s3, e3 in _boxes(data, s2, e2))
+        if not tkhd or not is_video:
+            continue
+        s3 = tkhd[0]
+        version = data[s3]
+        # version/flags, times, track id, reserved, duration; then reserved(8) layer alt_group volume reserved
+        off = s3 + (4 + 4 + 4 + 4 + 4 + 4 if version == 0 else 4 + 8 + 8 + 4 + 4 + 8) + 8 + 2 + 2 + 2 + 2
+        if off + 20 > len(data):
+            return 0
+        a, b = struct.unpack(">ii", data[off:off + 8])
+        return int(round(math.degrees(math.atan2(b / 65536, a / 65536)))) % 360
     return 0
 
 
