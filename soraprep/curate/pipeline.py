@@ -18,7 +18,7 @@ from typing import Any
 
 from soraprep.curate.inputs import collect_units
 from soraprep.curate.recipe import Recipe, load_recipe
-from soraprep.curate.runners.local import read_unit, run_local
+from soraprep.curate.runners.local import pending_units, read_unit, run_local
 from soraprep.manifest import read_manifest, read_metadata, write_manifest
 
 MANIFEST = "manifest.parquet"
@@ -79,7 +79,7 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
     _clean_partials(out)
     with _progress(len(units), progress) as bar:
         task = bar.add_task("curate", total=len(units))
-        done_before = len(units) - sum(1 for _ in _pending(units, out))
+        done_before = len(units) - len(pending_units(units, out))
         bar.advance(task, done_before)
         if runner == "ray":
             from soraprep.curate.runners.ray import run_ray
@@ -130,12 +130,6 @@ def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, flo
                         r[col] = None
     timings["global"] = timings.get("global", 0.0) + time.perf_counter() - t
     return rows
-
-
-def _pending(units, out: Path):
-    from soraprep.curate.runners.local import unit_path
-
-    return (u for u in units if not unit_path(out, u["_key"]).exists())
 
 
 def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str]) -> CurateResult:

@@ -32,6 +32,11 @@ def unit_path(out: Path, key: str) -> Path:
     return units_dir(out) / f"{key}.parquet"
 
 
+def pending_units(units: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """The units not committed yet (what a resumed run still has to do)."""
+    return [u for u in units if not unit_path(out, u["_key"]).exists()]
+
+
 class StageSetupError(RuntimeError):
     """A stage could not set up (e.g. a model path that does not load): the run stops, nothing is committed."""
 
@@ -115,7 +120,7 @@ def read_unit(out: Path, key: str) -> tuple[list[dict[str, Any]], dict[str, floa
 
 def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1) -> Iterator[dict[str, Any]]:
     """Run the units not yet committed; yields each unit's summary as it completes (any order)."""
-    todo = [u for u in units if not unit_path(out, u["_key"]).exists()]
+    todo = pending_units(units, out)
     if not todo:
         return
     init = (recipe.sections, recipe.source, str(out))

@@ -56,9 +56,9 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
         import ray.data
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError("the Ray runner needs Ray: pip install 'soraprep[ray]'") from exc
-    from soraprep.curate.runners.local import _checked, unit_path
+    from soraprep.curate.runners.local import _checked, pending_units
 
-    todo = [u for u in units if not unit_path(out, u["_key"]).exists()]
+    todo = pending_units(units, out)
     if not todo:
         return
     if not ray.is_initialized():
