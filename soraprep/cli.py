@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="soraprep",
@@ -24,8 +25,8 @@ EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def fail_usage(message: str) -> None:
-    """Report a usage/config error and exit with code 2."""
-    console.print(f"[bold red]error:[/] {message}")
+    """Report a usage/config error and exit with code 2 (the message is text, never rich markup)."""
+    console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -91,13 +92,29 @@ def curate_cmd(
                             report=not no_report, runner=runner, ray_address=ray_address)
     except (RecipeError, InputError, ManifestError, StageSetupError) as exc:
         fail_usage(str(exc))
-    console.print(f"[green]{len(result.rows)} rows[/]: {result.kept} kept, "
-                  f"{len(result.rows) - result.kept - result.errors} dropped by filters, {result.errors} errors "
-                  f"· {result.wall_s:.1f} s")
-    console.print(f"manifest: {result.manifest}")
-    if result.report:
-        console.print(f"report:   {result.report}")
+    _print_curate_summary(result)
     raise typer.Exit(result.exit_code)
+
+
+def _print_curate_summary(result) -> None:
+    """Counts (the same as the report's), then each error kind with its count and one example message."""
+    from soraprep.curate.report import summarize
+
+    s = summarize(result.rows)
+    console.print(f"[green]{s.rows} rows[/]: {s.kept} kept, {s.dropped} dropped by filters, {s.errors} errors "
+                  f"· {result.wall_s:.1f} s")
+    if s.errors_by_kind:
+        console.print("errors by kind [dim](stage/kind: rows, first example)[/]:")
+    for stage, kind, n, source, message in s.errors_by_kind:
+        example = f"{source}: {message}" if source else message
+        example = example if len(example) <= 300 else example[:297] + "..."
+        console.print(f"  [red]{escape(stage)}/{escape(kind)}[/]: {n} · {escape(example)}", highlight=False)
+    console.print(f"manifest: {escape(str(result.manifest))}", highlight=False)
+    if result.report:
+        console.print(f"report:   {escape(str(result.report))}", highlight=False)
+    elif getattr(result, "report_error", None):
+        console.print(f"[yellow]warning:[/] report.html not written ({escape(result.report_error)}); the manifest "
+                      f"is complete: retry with `soraprep report {escape(str(result.out))}`", highlight=False)
 
 
 @app.command("probe")
