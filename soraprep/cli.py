@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain text: "pip install 'soraprep[ray]'" must keep its [ray]
 )
 console = Console(stderr=True)
 
@@ -41,12 +42,10 @@ Writes OUT/manifest.parquet (+ manifest.jsonl), OUT/clips/, OUT/report.html. Rer
 resumes an interrupted run. Exit code: 0 all rows fine, 1 some rows failed (see the `error` column),
 2 usage or recipe error.
 
+\b
 Examples:
-
   soraprep curate videos/ -o out --workers 2
-
   soraprep curate panda70m.parquet -o out --recipe opensora-like --cut exact
-
   soraprep curate --rethreshold out --recipe strict.yaml     # new thresholds, no decoding
 """
 
@@ -106,9 +105,10 @@ def _print_curate_summary(result) -> None:
     if s.errors_by_kind:
         console.print("errors by kind [dim](stage/kind: rows, first example)[/]:")
     for stage, kind, n, source, message in s.errors_by_kind:
-        example = f"{source}: {message}" if source else message
+        example = f"{source}: {message}" if source and source not in message else message
         example = example if len(example) <= 300 else example[:297] + "..."
-        console.print(f"  [red]{escape(stage)}/{escape(kind)}[/]: {n} · {escape(example)}", highlight=False)
+        console.print(f"  [red]{escape(stage)}/{escape(kind)}[/]: {n} · {escape(example)}", highlight=False,
+                      soft_wrap=True)
     console.print(f"manifest: {escape(str(result.manifest))}", highlight=False)
     if result.report:
         console.print(f"report:   {escape(str(result.report))}", highlight=False)
@@ -142,12 +142,12 @@ def probe_cmd(
             if as_json:
                 print(json.dumps({"path": v, "error": {"kind": exc.kind, "message": exc.message}}))
             else:
-                table.add_row(v, f"[red]{exc.kind}[/]", exc.message[:60], "", "", "", "", "", "")
+                table.add_row(escape(v), f"[red]{escape(exc.kind)}[/]", escape(exc.message[:60]), "", "", "", "", "", "")
             continue
         if as_json:
             print(json.dumps(info.to_dict()))
         else:
-            table.add_row(v, f"{info.duration_s:.2f}s", f"{info.fps} ({float(info.fps):.3f})",
+            table.add_row(escape(v), f"{info.duration_s:.2f}s", f"{info.fps} ({float(info.fps):.3f})",
                           f"{info.num_frames}{'' if info.frames_exact else '?'}", f"{info.width}x{info.height}",
                           info.codec, info.pix_fmt, "yes" if info.has_audio else "no", "yes" if info.vfr else "no")
     if not as_json:
@@ -164,7 +164,7 @@ def report_cmd(out: str = typer.Argument(..., help="A curation output folder."))
 
     if not (Path(out) / "manifest.parquet").exists():
         fail_usage(f"{out}/manifest.parquet not found: run `soraprep curate ... -o {out}` first")
-    console.print(f"report: {write_report(out)}")
+    console.print(f"report: {escape(str(write_report(out)))}", highlight=False)
 
 
 @app.command("export")
@@ -189,7 +189,7 @@ def export_cmd(
         n = len(sel)
     else:
         fail_usage(f"--format must be opensora-csv or jsonl, got {fmt!r}")
-    console.print(f"{n} rows -> {out}")
+    console.print(f"{n} rows -> {escape(out)}", highlight=False)
 
 
 @app.command("demo")
@@ -217,9 +217,9 @@ def _print_counts(title: str, counts: dict[str, object], errors: dict[str, int])
 
     table = Table(title=title, show_header=False)
     for key, value in counts.items():
-        table.add_row(key, str(value))
+        table.add_row(escape(key), escape(str(value)))
     for kind, n in sorted(errors.items()):
-        table.add_row(f"errors: {kind}", f"[red]{n}[/]")
+        table.add_row(f"errors: {escape(str(kind))}", f"[red]{n}[/]")
     console.print(table)
 
 
@@ -437,11 +437,13 @@ def estimate_cmd(
             points = run_sweep(parse_sweep(sweep), **kwargs)
             files = write_sweep(points, out, title=f"{model or config} on {num_gpus} x {gpu}")
             if files["png"] is None:
-                console.print("[yellow]warning:[/] no PNG written: pip install 'soraprep[estimate]' for matplotlib")
+                console.print("[yellow]warning:[/] no PNG written: " + escape("pip install 'soraprep[estimate]'")
+                              + " for matplotlib")
             if as_json:
                 print(_json.dumps({"sweep": points, "files": files}))
             else:
-                console.print(f"sweep of {len(points)} points written: " + ", ".join(f for f in files.values() if f))
+                console.print(f"sweep of {len(points)} points written: " + escape(", ".join(f for f in files.values() if f)),
+                              highlight=False)
             raise typer.Exit(EXIT_OK)
         result = run_estimate(**kwargs)
     except ValueError as exc:
@@ -502,8 +504,9 @@ def encode_cmd(
     except (ValueError, FileNotFoundError, ImportError) as exc:
         fail_usage(str(exc))
     idx, cost = res.index, res.index["cost"]
-    console.print(f"encoded {res.encoded} clips, reused {res.reused}; {idx['num_samples']} in {out}/index.json; "
-                  f"latent scale {idx['latent_scale']:.4g}; skipped {idx['skipped'] or 'none'}")
+    console.print(f"encoded {res.encoded} clips, reused {res.reused}; {idx['num_samples']} in {escape(out)}/index.json; "
+                  f"latent scale {idx['latent_scale']:.4g}; skipped {escape(str(idx['skipped'] or 'none'))}",
+                  highlight=False)
     est, secs = cost["estimated_flops"], cost["measured_autoencoder_s"]
     est_text = f"{est / 1e9:.3g} GFLOP estimated" if est is not None else "no estimate for this autoencoder"
     rate = f" -> {cost['implied_flops_per_s'] / 1e9:.3g} GFLOP/s" if cost["implied_flops_per_s"] else ""
@@ -512,7 +515,8 @@ def encode_cmd(
     if idx.get("captions_missing"):
         console.print(f"[yellow]warning:[/] {idx['captions_missing']} clips have no caption (encoded as empty text)")
     for e in idx["errors"][:5]:
-        console.print(f"  [red]{e['clip_id']}[/]: {e['kind']}: {e['message']}", markup=True, highlight=False)
+        console.print(f"  [red]{escape(str(e['clip_id']))}[/]: {escape(str(e['kind']))}: {escape(str(e['message']))}",
+                      highlight=False)
     raise typer.Exit(EXIT_ROWS_FAILED if idx["errors"] else EXIT_OK)
 
 
@@ -563,8 +567,8 @@ def sample_cmd(
                      device=device)
     except (ValueError, FileNotFoundError, ImportError, KeyError) as exc:
         fail_usage(str(exc))
-    console.print(f"wrote {len(res.videos)} videos and {res.grid} ({res.frames.shape[1]} frames, "
-                  f"{res.frames.shape[3]}x{res.frames.shape[2]})")
+    console.print(f"wrote {len(res.videos)} videos and {escape(str(res.grid))} ({res.frames.shape[1]} frames, "
+                  f"{res.frames.shape[3]}x{res.frames.shape[2]})", highlight=False)
     raise typer.Exit(EXIT_OK)
 
 

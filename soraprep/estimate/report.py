@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from soraprep.estimate.plan import Estimate, fmt_bytes, fmt_hours, fmt_si
@@ -87,4 +88,4 @@ def render(est: Estimate, console: Console) -> None:
     if d["total_cost"] is not None:
         console.print(f"[bold]total cost[/] (training + data preparation): {_money(d['total_cost'])}")
     for a in d["assumptions"]:
-        console.print(f"[dim]· {a}[/]")
+        console.print(f"[dim]· {escape(str(a))}[/]", highlight=False)
