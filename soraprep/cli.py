@@ -27,8 +27,40 @@ EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
 
 def fail_usage(message: str) -> None:
     """Report a usage/config error and exit with code 2 (the message is text, never rich markup)."""
-    console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
+
+
+def require_torch(command: str) -> None:
+    """Exit 2 with an install hint when PyTorch cannot be imported (encode, train and sample need it)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        fail_usage(f"soraprep {command} needs PyTorch, which cannot be imported here ({exc}): "
+                   "pip install torch (CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu)")
+
+
+def check_out_dir(out: str, flag: str = "-o/--out") -> None:
+    """Fail with exit 2 when ``out`` (an output folder, created if missing) is a file or lies under one."""
+    from pathlib import Path
+
+    p = Path(out)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                where = "is a file" if q == p else f"lies under {q}, which is a file"
+                fail_usage(f"{flag} {out} {where}: give a folder (it is created if missing)")
+            return
+
+
+def check_out_file(out: str, flag: str = "-o/--output") -> None:
+    """Fail with exit 2 when ``out`` (an output file) is a folder or lies under a file."""
+    from pathlib import Path
+
+    p = Path(out)
+    if p.is_dir():
+        fail_usage(f"{flag} {out} is a folder: give a file name")
+    check_out_dir(str(p.parent), flag)
 
 
 # --- curation (issue: curation pipeline) ----------------------------------------------------------
@@ -83,6 +115,7 @@ def curate_cmd(
         else:
             if not out:
                 fail_usage("missing --out/-o OUT (the output folder)")
+            check_out_dir(out)
             if not inputs:
                 fail_usage("give at least one video file, folder or manifest")
             if runner not in ("local", "ray"):
@@ -177,6 +210,7 @@ def export_cmd(
     """Export a manifest to another format.  Example: soraprep export out/manifest.parquet -o train.csv"""
     from soraprep.manifest import ManifestError, export_opensora_csv, read_manifest, write_jsonl
 
+    check_out_file(out, "-o/--out")
     try:
         rows = read_manifest(manifest)
     except ManifestError as exc:
@@ -203,6 +237,7 @@ def demo_cmd(
     """
     from soraprep.curate.demo import run_demo
 
+    check_out_dir(out)
     result = run_demo(out, workers=workers, console=console)
     raise typer.Exit(EXIT_OK if result.errors <= 1 else EXIT_ROWS_FAILED)
 
@@ -241,6 +276,7 @@ def ingest(
 
     if dataset not in INGEST_DATASETS:
         fail_usage(f"--dataset {dataset!r} is not one of {'|'.join(INGEST_DATASETS)}")
+    check_out_file(output)
     try:
         report = run_ingest(dataset=dataset, path=metadata, out=output, split=split, limit=limit, fps=fps)
     except MetadataError as exc:
@@ -273,6 +309,7 @@ def download(
     from soraprep.datasets.download import download as run_download
     from soraprep.datasets.fetch import parse_rate
 
+    check_out_dir(output, "-o/--output")
     try:
         rates = dict(parse_rate(r) for r in rate_limit)
         report = run_download(manifest=manifest, out=output, concurrency=concurrency, rate_limits=rates, cut=cut)
@@ -492,6 +529,8 @@ def encode_cmd(
     """
     from rich.progress import Progress
 
+    require_torch("encode")
+    check_out_dir(out)
     from soraprep.train.latents import encode
 
     try:
@@ -529,6 +568,7 @@ def train_cmd(
 
     Example: soraprep train --config train.yaml steps=200
     """
+    require_torch("train")
     from soraprep.train.__main__ import main as train_main
 
     code = train_main(["--config", config, *(overrides or [])])
@@ -558,6 +598,8 @@ def sample_cmd(
 
     Example: soraprep sample runs/x/checkpoints/step-0020000.pt -o samples --prompt "a red car" --steps 50 --cfg 4
     """
+    require_torch("sample")
+    check_out_dir(out)
     from soraprep.train.sample import sample
 
     try:
