@@ -120,6 +120,12 @@ def curate_cmd(
                 fail_usage("give at least one video file, folder or manifest")
             if runner not in ("local", "ray"):
                 fail_usage(f"--runner must be local or ray, got {runner!r}")
+            if runner == "ray":
+                try:
+                    import ray.data  # noqa: F401
+                except ImportError as exc:
+                    fail_usage(f"--runner ray needs Ray, which cannot be imported here ({exc}): "
+                               "pip install 'soraprep[ray]' (or use --runner local)")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
                             report=not no_report, runner=runner, ray_address=ray_address)
     except (RecipeError, InputError, ManifestError, StageSetupError) as exc:
