@@ -203,6 +203,10 @@ def summarize(rows: list[dict[str, Any]]) -> RunSummary:
         bucketed=sum(1 for r in kept if r.get("bucket")), hours=_hours(clips), kept_hours=_hours(kept))
 
 
+def _fmt_hours(h: float) -> str:
+    return f"{h:.2f}" if h < 1e6 else f"{h:.3g}"
+
+
 def _provenance_columns(row: dict[str, Any]) -> list[str]:
     try:
         prov = json.loads(row.get("provenance") or "{}")
@@ -235,7 +239,7 @@ def build_report(out: Path) -> str:
               ("kept clips cut into files", s.written), ("kept clips with a bucket", s.bucketed)]
     cards = "".join(f'<div class="card"><b>{v}</b>{html.escape(k)}</div>' for k, v in [
         ("videos", s.videos), ("clips", s.clips), ("kept", s.kept), ("dropped", s.dropped),
-        ("errors", s.errors), ("hours scanned", f"{s.hours:.2f}"), ("hours kept", f"{s.kept_hours:.2f}")])
+        ("errors", s.errors), ("hours scanned", _fmt_hours(s.hours)), ("hours kept", _fmt_hours(s.kept_hours))])
     # built-in columns, every scored column (model-based scorers too: they write provenance) and every
     # column a filter thresholds
     columns = list(SCORE_COLUMNS)
