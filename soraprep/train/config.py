@@ -183,7 +183,12 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"training config {p} not found")
-    d = yaml.safe_load(p.read_text()) or {}
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{p} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
     if not isinstance(d, dict):
         raise ConfigError(f"{p} must hold a mapping of config keys (data, out, model, ...), got {type(d).__name__}")
     d.update(overrides)

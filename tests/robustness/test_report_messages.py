@@ -224,10 +224,20 @@ def test_train_config_values_fail_in_one_line_naming_the_key(tmp_path):
     for override, needle in (("steps=abc", "steps must be a whole number, got 'abc'"),
                              ("lr=fast", "lr must be a number, got 'fast'"),
                              ("ema_decay=[1]", "ema_decay must be a number"),
-                             ("bogus=1", "unknown training config key(s) ['bogus']")):
+                             ("bogus=1", "unknown training config key(s) ['bogus']"),
+                             ("steps=[1", "override steps: '[1' is not a YAML value")):
         res = invoke("train", "--config", cfg, override)
         assert res.exit_code == 2, (override, res.output)
         one_line_error(res.output, needle)
+    (tmp_path / "bad.yaml").write_text("data: [latents\nout: run\n")
+    res = invoke("train", "--config", tmp_path / "bad.yaml")
+    assert res.exit_code == 2
+    one_line_error(res.output, "bad.yaml is not valid YAML (line")
+    (tmp_path / "lat").mkdir()
+    (tmp_path / "lat" / "index.json").write_text('{"shards": [')  # a copy cut short
+    res = invoke("train", "--config", cfg, f"data={tmp_path / 'lat'}")
+    assert res.exit_code == 2
+    one_line_error(res.output, "index.json is not valid JSON", "re-run `soraprep encode`")
     assert not (tmp_path / "run").exists()
 
 
