@@ -200,10 +200,15 @@ def report_cmd(out: str = typer.Argument(..., help="A curation output folder."))
     from pathlib import Path
 
     from soraprep.curate.report import write_report
+    from soraprep.manifest import ManifestError
 
     if not (Path(out) / "manifest.parquet").exists():
         fail_usage(f"{out}/manifest.parquet not found: run `soraprep curate ... -o {out}` first")
-    console.print(f"report: {escape(str(write_report(out)))}", highlight=False)
+    try:
+        path = write_report(out)
+    except ManifestError as exc:
+        fail_usage(str(exc))
+    console.print(f"report: {escape(str(path))}", highlight=False)
 
 
 @app.command("export")

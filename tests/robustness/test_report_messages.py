@@ -166,6 +166,28 @@ def test_report_rebuilds_from_degenerate_manifests(case, tmp_path):
         assert _stage_table(html)["failed at ocr"] == 1 and counts["kept"] == 1
 
 
+def test_report_failures_never_cost_the_run(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    make_video(src / "a.mp4", [Shot(30, seed=1)], width=192, height=144)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "manifest.parquet").write_text("not parquet\n")
+    res = invoke("report", tmp_path / "junk")
+    assert res.exit_code == 2
+    one_line_error(res.output, "is not a readable Parquet manifest")
+
+    import soraprep.curate.report as report
+
+    def broken(out):
+        raise ValueError("a report bug [here]")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    res = invoke("curate", src, "-o", tmp_path / "out", "-q")
+    assert res.exit_code == 0, res.output  # rows decide the exit code; the manifest is complete
+    assert len(read_manifest(tmp_path / "out" / "manifest.parquet")) == 1
+    text = " ".join(res.output.split())
+    assert "report.html not written (ValueError: a report bug [here])" in text and "soraprep report" in text
+
+
 # --- item 16: messages --------------------------------------------------------------------------------
 
 def test_install_hints_keep_their_extra():
