@@ -130,11 +130,11 @@ def curate_cmd(
                             report=not no_report, runner=runner, ray_address=ray_address)
     except (RecipeError, InputError, ManifestError, StageSetupError) as exc:
         fail_usage(str(exc))
-    _print_curate_summary(result)
+    _print_curate_summary(result, report_wanted=not no_report)
     raise typer.Exit(result.exit_code)
 
 
-def _print_curate_summary(result) -> None:
+def _print_curate_summary(result, report_wanted: bool) -> None:
     """Counts (the same as the report's), then each error kind with its count and one example message."""
     from soraprep.curate.report import summarize
 
@@ -151,9 +151,16 @@ def _print_curate_summary(result) -> None:
     console.print(f"manifest: {escape(str(result.manifest))}", highlight=False)
     if result.report:
         console.print(f"report:   {escape(str(result.report))}", highlight=False)
-    elif getattr(result, "report_error", None):
-        console.print(f"[yellow]warning:[/] report.html not written ({escape(result.report_error)}); the manifest "
-                      f"is complete: retry with `soraprep report {escape(str(result.out))}`", highlight=False)
+    elif report_wanted:  # the report failed; the pipeline recorded why in run.json
+        import json
+
+        try:
+            why = json.loads((result.out / "run.json").read_text()).get("report_error") or "unknown error"
+        except (OSError, ValueError):
+            why = "unknown error"
+        console.print(f"[yellow]warning:[/] report.html not written ({escape(str(why))}); the manifest is "
+                      f"complete: retry with `soraprep report {escape(str(result.out))}`", highlight=False,
+                      soft_wrap=True)
 
 
 @app.command("probe")
@@ -221,7 +228,6 @@ def export_cmd(
     """Export a manifest to another format.  Example: soraprep export out/manifest.parquet -o train.csv"""
     from soraprep.manifest import ManifestError, export_opensora_csv, read_manifest, write_jsonl
 
-    check_out_file(out, "-o/--out")
     try:
         rows = read_manifest(manifest)
     except ManifestError as exc:

@@ -32,7 +32,6 @@ class CurateResult:
     rows: list[dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
-    report_error: str | None = None  # why report.html could not be written (the manifest still was)
 
     @property
     def errors(self) -> int:
@@ -141,15 +140,16 @@ def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: lis
     run = {"inputs": inputs, "recipe": rec.source, "recipe_hash": rec.hash, "stage_time_s": timings,
            "wall_time_s": wall, "rows": len(rows)}
     (out / "run.json").write_text(json.dumps(run, indent=2))
-    report_path, report_error = None, None
+    report_path = None
     if report:
         from soraprep.curate.report import write_report
 
         try:  # the manifest is written: a report bug must not turn a finished run into a crash
             report_path = write_report(out)
-        except Exception as exc:  # noqa: BLE001 - surfaced as CurateResult.report_error and on the console
-            report_error = f"{type(exc).__name__}: {exc}"
-    return CurateResult(out, manifest, report_path, rows, timings, wall, report_error)
+        except Exception as exc:  # noqa: BLE001 - recorded in run.json; the CLI prints it as a warning
+            run["report_error"] = f"{type(exc).__name__}: {exc}"
+            (out / "run.json").write_text(json.dumps(run, indent=2))
+    return CurateResult(out, manifest, report_path, rows, timings, wall)
 
 
 def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, cut: str | None = None,

@@ -186,6 +186,8 @@ def test_report_failures_never_cost_the_run(tmp_path, monkeypatch):
     assert len(read_manifest(tmp_path / "out" / "manifest.parquet")) == 1
     text = " ".join(res.output.split())
     assert "report.html not written (ValueError: a report bug [here])" in text and "soraprep report" in text
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["report_error"] == "ValueError: a report bug [here]"  # the reason stays with the run
 
 
 # --- item 16: messages --------------------------------------------------------------------------------
@@ -208,7 +210,8 @@ def test_out_naming_a_file_is_a_usage_error(tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("mine\n")
     for args in (["curate", tmp_path, "-o", f], ["curate", tmp_path, "-o", f / "sub"], ["demo", "-o", f],
-                 ["export", tmp_path / "m.parquet", "-o", tmp_path]):
+                 ["ingest", "--dataset", "folder", tmp_path, "-o", tmp_path],
+                 ["download", tmp_path / "m.parquet", "-o", f]):
         res = invoke(*args)
         assert res.exit_code == 2, (args, res.output)
         one_line_error(res.output, "-o")
