@@ -43,8 +43,15 @@ padding:4px;font-size:11px;word-break:break-all}.thumb img{width:100%;border-rad
 def _thresholds(recipe_yaml: str | None) -> dict[str, dict[str, float]]:
     if not recipe_yaml:
         return {}
-    data = yaml.safe_load(recipe_yaml) or {}
-    return {k: v for k, v in (data.get("filter") or {}).items() if isinstance(v, dict)}
+    try:
+        data = yaml.safe_load(recipe_yaml)
+    except yaml.YAMLError:  # another tool's metadata: draw without thresholds
+        return {}
+    rules = data.get("filter") if isinstance(data, dict) else None
+    if not isinstance(rules, dict):
+        return {}
+    return {str(k): {b: n for b, t in v.items() if (n := _number(t)) is not None and math.isfinite(n)}
+            for k, v in rules.items() if isinstance(v, dict)}
 
 
 def _value(row: dict[str, Any], col: str):

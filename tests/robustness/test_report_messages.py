@@ -153,7 +153,8 @@ DEGENERATE = {
 def test_report_rebuilds_from_degenerate_manifests(case, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    write_manifest(out / "manifest.parquet", DEGENERATE[case])
+    odd_recipe = {"soraprep.recipe": "filter: {motion_score: {min: low, max: .inf}, sharpness: 3}"}
+    write_manifest(out / "manifest.parquet", DEGENERATE[case], metadata=odd_recipe if case == "one row" else None)
     res = invoke("report", out)
     assert res.exit_code == 0, res.output
     html = (out / "report.html").read_text()
