@@ -38,7 +38,7 @@ sys.argv = [mode, *sys.argv[3:]]
 if mode == "pytest":
     import pytest
     sys.exit(pytest.main(sys.argv[1:]))
-runpy.run_module("soraprep.cli", run_name="__main__")
+runpy.run_module("soraprep.train" if mode == "train" else "soraprep.cli", run_name="__main__")
 """
 
 
@@ -227,6 +227,13 @@ def test_torch_commands_without_torch_say_what_to_install(args, tmp_path):
     assert res.returncode == 2, res.stderr
     one_line_error(res.stderr, f"soraprep {args[0]} needs PyTorch", "pip install torch")
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_python_m_soraprep_train_without_torch(tmp_path):
+    (tmp_path / "t.yaml").write_text("data: lat\nout: run\n")
+    res = run_blocked("torch", "train", "--config", "t.yaml", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    one_line_error(res.stderr, "training needs PyTorch", "pip install torch")
 
 
 def _load_train_helpers():
