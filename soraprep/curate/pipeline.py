@@ -144,7 +144,11 @@ def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: lis
     if report:
         from soraprep.curate.report import write_report
 
-        report_path = write_report(out)
+        try:  # the manifest is written: a report bug must not turn a finished run into a crash
+            report_path = write_report(out)
+        except Exception as exc:  # noqa: BLE001 - recorded in run.json; the CLI prints it as a warning
+            run["report_error"] = f"{type(exc).__name__}: {exc}"
+            (out / "run.json").write_text(json.dumps(run, indent=2))
     return CurateResult(out, manifest, report_path, rows, timings, wall)
 
 
