@@ -37,8 +37,13 @@ INPUTS are video files, folders (searched recursively) or manifests (.parquet/.j
 `soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans.
 
 Writes OUT/manifest.parquet (+ manifest.jsonl), OUT/clips/, OUT/report.html. Rerunning the same command
-resumes an interrupted run. Exit code: 0 all rows fine, 1 some rows failed (see the `error` column),
+resumes an interrupted run. Rerunning with another recipe or --cut redoes what changed: new filter, cut or
+bucket settings are applied without decoding; new analysis settings (analyze, split, scorers) stop with
+exit 2 unless --force. Exit code: 0 all rows fine, 1 some rows failed (see the `error` column),
 2 usage or recipe error.
+
+A recipe file overrides only the keys it names on top of the default recipe (or of `base: opensora-like`,
+`base: none`); `filter: {motion_score: null}` removes a default rule. See docs/curation.md.
 
 Examples:
 
@@ -55,11 +60,15 @@ def curate_cmd(
     inputs: list[str] = typer.Argument(None, help="Video files, folders or manifests."),
     out: str = typer.Option(None, "--out", "-o", help="Output folder."),
     recipe: str = typer.Option(None, "--recipe", "-r",
-                               help="Recipe YAML file, or a built-in name: default, opensora-like."),
+                               help="Built-in recipe (default, opensora-like), or a YAML file whose keys "
+                                    "override the default's (null removes a filter rule)."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one video each)."),
     cut: str = typer.Option(None, "--cut", help="none | copy | keyframe | exact (default from the recipe: copy)."),
     rethreshold: str = typer.Option(None, "--rethreshold", metavar="OUT",
                                     help="Re-apply filters of --recipe to a finished run in OUT; no decoding."),
+    force: bool = typer.Option(False, "--force",
+                               help="OUT was curated with other analysis settings (analyze, split, scorers): "
+                                    "re-analyse those videos instead of stopping (exit 2)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     runner: str = typer.Option("local", "--runner", help="local (process pool) | ray (Ray Data; pip install 'soraprep[ray]')."),
@@ -88,12 +97,14 @@ def curate_cmd(
             if runner not in ("local", "ray"):
                 fail_usage(f"--runner must be local or ray, got {runner!r}")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
-                            report=not no_report, runner=runner, ray_address=ray_address)
+                            report=not no_report, runner=runner, ray_address=ray_address, force=force)
     except (RecipeError, InputError, ManifestError, StageSetupError) as exc:
         fail_usage(str(exc))
     console.print(f"[green]{len(result.rows)} rows[/]: {result.kept} kept, "
                   f"{len(result.rows) - result.kept - result.errors} dropped by filters, {result.errors} errors "
                   f"· {result.wall_s:.1f} s")
+    if getattr(result, "redone", None):
+        console.print("redone for the new recipe: " + ", ".join(f"{v} videos {k}" for k, v in result.redone.items()))
     console.print(f"manifest: {result.manifest}")
     if result.report:
         console.print(f"report:   {result.report}")

@@ -31,6 +31,12 @@ PIPELINE = ("probe", "analyze", "split", "score", "filter", "cut", "bucket")
 BUILTIN = ("default", "opensora-like")
 MAX_RECIPE_BYTES = 1 << 20
 MAX_NODES = 100_000  # values in a recipe once YAML aliases are expanded
+#: bump when probe/analyze/split/score write other values for the same settings: reruns then re-analyse
+ANALYSIS_VERSION = 1
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class RecipeError(ValueError):
@@ -74,16 +80,41 @@ class Recipe:
                     kw.setdefault("min_part_s", float(min_s))
         return kw
 
+    def effective_kwargs(self, name: str) -> dict[str, Any]:
+        """The arguments stage ``name`` really runs with (``out_dir`` aside)."""
+        kw = self.stage_kwargs(name)
+        if name == "analyze":  # model-based scorers need sampled frames from the one decode pass
+            wanted = [getattr(STAGES[n], "samples_every_s", 0) for n in self.stage_names()]
+            wanted = [w for w in wanted if w]
+            if wanted and not kw.get("sample_every_s"):
+                kw["sample_every_s"] = min(wanted)
+        return kw
+
+    def analysis_stage_names(self) -> list[str]:
+        """The per-video stages that decode or score (probe ... model scorers): redoing them costs a decode."""
+        names = self.stage_names()
+        return names[: names.index("filter")]
+
+    def decision_stage_names(self) -> list[str]:
+        """The per-video stages that decide over stored columns (filter, cut, bucket, then e.g. caption)."""
+        names = self.stage_names()
+        return names[names.index("filter"):]
+
+    def fingerprints(self) -> dict[str, str]:
+        """Stage -> hash of everything it runs with; analysis stages also hash :data:`ANALYSIS_VERSION`.
+        Plus ``analysis`` and ``decision``: the hashes of each part's stages (what a rerun compares)."""
+        fps = {name: _digest({"stage": name, "kwargs": self.effective_kwargs(name),
+                              "version": ANALYSIS_VERSION if name in self.analysis_stage_names() else 0})
+               for name in self.stage_names()}
+        for part, names in (("analysis", self.analysis_stage_names()), ("decision", self.decision_stage_names())):
+            fps[part] = _digest({n: fps[n] for n in names})
+        return fps
+
     def build(self, out_dir: str | Path) -> list:
         """Instantiate the stages (cheap; heavy work happens in each stage's ``setup()``)."""
         stages = []
         for name in self.stage_names():
-            kw = self.stage_kwargs(name)
-            if name == "analyze":  # model-based scorers need sampled frames from the one decode pass
-                wanted = [getattr(STAGES[n], "samples_every_s", 0) for n in self.stage_names()]
-                wanted = [w for w in wanted if w]
-                if wanted and not kw.get("sample_every_s"):
-                    kw["sample_every_s"] = min(wanted)
+            kw = self.effective_kwargs(name)
             if "out_dir" in {f.name for f in fields(STAGES[name])}:
                 kw["out_dir"] = str(out_dir)  # cut writes there; caption resolves relative clip paths there
             stages.append(STAGES[name](**kw))
