@@ -110,7 +110,7 @@ def reconcile(units: list[dict[str, Any]], out: Path, rec: Recipe, *, force: boo
             old_hash = (pq.read_schema(path).metadata or {}).get(b"soraprep.recipe_hash", b"").decode()
             if old_hash != rec.hash:
                 reanalyse.append(u)
-                changed.add("recipe")
+                changed.add("recipe, committed by an older soraprep")
         elif have.get("analysis") != fps["analysis"]:
             reanalyse.append(u)
             changed |= {n for n in rec.analysis_stage_names() if have.get(n) != fps[n]}
