@@ -35,6 +35,10 @@ MAX_NODES = 100_000  # values in a recipe once YAML aliases are expanded
 ANALYSIS_VERSION = 1
 
 
+#: settings that change where or how fast a stage runs, not what it writes: left out of fingerprints
+_EXECUTION_ONLY = {"device", "images_per_batch", "torch_threads", "threads", "concurrency", "cache_path"}
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -103,7 +107,8 @@ class Recipe:
     def fingerprints(self) -> dict[str, str]:
         """Stage -> hash of everything it runs with; analysis stages also hash :data:`ANALYSIS_VERSION`.
         Plus ``analysis`` and ``decision``: the hashes of each part's stages (what a rerun compares)."""
-        fps = {name: _digest({"stage": name, "kwargs": self.effective_kwargs(name),
+        fps = {name: _digest({"stage": name, "kwargs": {k: v for k, v in self.effective_kwargs(name).items()
+                                                        if k not in _EXECUTION_ONLY},
                               "version": ANALYSIS_VERSION if name in self.analysis_stage_names() else 0})
                for name in self.stage_names()}
         for part, names in (("analysis", self.analysis_stage_names()), ("decision", self.decision_stage_names())):
