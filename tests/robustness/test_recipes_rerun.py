@@ -61,6 +61,9 @@ def inputs(media, tmp_path):
     src.mkdir()
     for name in ("cuts.mp4", "kinds.mp4"):
         shutil.copy(media[name], src / name)
+    good = media["cuts.mp4"].read_bytes()
+    (src / "truncated.mp4").write_bytes(good[: len(good) // 3])  # a partial decode and an error row
+    (src / "zero.mp4").write_bytes(b"")                            # go through reruns too
     return src
 
 
@@ -68,27 +71,27 @@ def inputs(media, tmp_path):
 
 def test_rerun_with_another_recipe_or_cut_equals_a_fresh_run(inputs, tmp_path):
     out = tmp_path / "out"
-    assert _curate(inputs, "-o", out).exit_code == 0
+    assert _curate(inputs, "-o", out).exit_code == 1  # zero.mp4
     kept_a = {r["clip_id"] for r in read_manifest(out / "manifest.parquet") if r["keep"]}
 
     # B: other thresholds (drops two kept clips, keeps the frozen shot): re-decided, no decoding
     b = _recipe(tmp_path, "b", "filter:\n  motion_score: null\n  static_ratio: null\n"
                                "  brightness: {min: 100, max: 140}\n")
     res = _curate(inputs, "-o", out, "--recipe", b)
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output
     assert "redecided" in res.output
     assert "analyze" not in json.loads((out / "run.json").read_text())["stage_time_s"]  # nothing decoded
     fresh_b = tmp_path / "fresh_b"
-    assert _curate(inputs, "-o", fresh_b, "--recipe", b).exit_code == 0
+    assert _curate(inputs, "-o", fresh_b, "--recipe", b).exit_code == 1
     _same_as_fresh(out, fresh_b)
     kept_b = {r["clip_id"] for r in read_manifest(out / "manifest.parquet") if r["keep"]}
     assert kept_a - kept_b and kept_b - kept_a  # the rerun really changed what is kept
 
     # C: the same recipe with another cut mode: every clip re-cut from the stored analysis
     res = _curate(inputs, "-o", out, "--recipe", b, "--cut", "keyframe")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output
     fresh_c = tmp_path / "fresh_c"
-    assert _curate(inputs, "-o", fresh_c, "--recipe", b, "--cut", "keyframe").exit_code == 0
+    assert _curate(inputs, "-o", fresh_c, "--recipe", b, "--cut", "keyframe").exit_code == 1
     _same_as_fresh(out, fresh_c)
     assert {r["cut_mode"] for r in read_manifest(out / "manifest.parquet") if r["keep"]} <= {"keyframe", "exact"}
 
@@ -101,16 +104,16 @@ def test_rerun_with_another_recipe_or_cut_equals_a_fresh_run(inputs, tmp_path):
     assert _comparable(out) == before
     # ... and with --force the result is a fresh run's
     res = _curate(inputs, "-o", out, "--recipe", d, "--cut", "keyframe", "--force")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output
     fresh_d = tmp_path / "fresh_d"
-    assert _curate(inputs, "-o", fresh_d, "--recipe", d, "--cut", "keyframe").exit_code == 0
+    assert _curate(inputs, "-o", fresh_d, "--recipe", d, "--cut", "keyframe").exit_code == 1
     _same_as_fresh(out, fresh_d)
     assert len(_comparable(out)) > len(before)  # 0.8 s clips: more rows than before
 
 
 def test_rethreshold_refuses_to_change_how_clips_were_cut(inputs, tmp_path):
     out = tmp_path / "out"
-    assert _curate(inputs, "-o", out).exit_code == 0
+    assert _curate(inputs, "-o", out).exit_code == 1
     res = CliRunner().invoke(app, ["curate", "--rethreshold", str(out), "--cut", "none", "--no-report"])
     assert res.exit_code == 2 and "rerun `soraprep curate`" in " ".join(res.output.split())
 

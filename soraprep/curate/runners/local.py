@@ -139,9 +139,7 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
     previous, previous_fps = _previous_rows(out, key)
     rows = _reusable_analysis(out, key)
     reused = rows is not None
-    if reused:
-        _attach_indexes(rows)
-    else:
+    if not reused:
         rows = [dict(unit)]
     reuse_cut = {}
     if reused and previous_fps.get("cut") == fps.get("cut") and previous_fps.get("analysis") == fps["analysis"]:
@@ -168,6 +166,8 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
                     r.update({c: old.get(c) for c in _CUT_COLUMNS})
                 else:
                     batch.append(r)
+        if stage.name == "cut" and reused and getattr(stage, "mode", "none") != "none":
+            _attach_indexes([r for r in batch if r.get("keep")])
         try:
             result = stage(batch)
             rows = result if batch is rows else rows
@@ -182,7 +182,7 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
         if r.get("error") and not r.get("clip_id"):
             r["clip_id"] = f"{unit.get('_base_id') or r.get('video_id')}-error"
         if r.get("error"):
-            r.setdefault("path", r.get("source"))
+            r["path"] = r.get("path") or r.get("source")
             r["filter_reason"] = "error"
     meta = {"soraprep.unit_timings": json.dumps(timings), "soraprep.recipe_hash": _STATE["recipe_hash"],
             "soraprep.fingerprints": json.dumps(fps)}
