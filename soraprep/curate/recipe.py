@@ -278,6 +278,9 @@ def _type_ok(value: Any, hint: Any) -> bool:
 def validate(sections: dict[str, Any], source: str = "recipe") -> Recipe:
     sections = copy.deepcopy(sections)
     for name, body in sections.items():
+        bad = [k for k in [name, *(body if isinstance(body, dict) else ())] if not isinstance(k, str)]
+        if bad:
+            raise RecipeError(f"{source}: {bad[0]!r} is not a name: recipe sections and their keys are text")
         if name not in STAGES or name in ("probe",):
             raise RecipeError(f"{source}: unknown section {name!r}{_suggest(name, STAGES)}; "
                               f"sections are: {', '.join(s for s in STAGES if s not in ('probe', 'score'))}")
