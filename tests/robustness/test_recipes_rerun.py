@@ -48,6 +48,8 @@ def _files(out: Path, folder: str) -> list[str]:
 def _same_as_fresh(out: Path, fresh: Path) -> None:
     assert _comparable(out) == _comparable(fresh)
     assert _files(out, "clips") == _files(fresh, "clips")  # no clip of another recipe left behind
+    for f in _files(out, "clips"):  # and each file is the one a fresh run writes (no stale cut reused)
+        assert (out / f).read_bytes() == (fresh / f).read_bytes(), f
     assert _files(out, "thumbs") == _files(fresh, "thumbs")
     for key in ("soraprep.recipe", "soraprep.recipe_hash", "soraprep.fingerprints"):
         assert read_metadata(out / "manifest.parquet")[key] == read_metadata(fresh / "manifest.parquet")[key]
