@@ -117,6 +117,8 @@ def reconcile(units: list[dict[str, Any]], out: Path, rec: Recipe, *, force: boo
             changed |= {n for n in have if n not in fps and n not in ("analysis", "decision")}
         elif have.get("decision") != fps["decision"]:
             redecide.append(u)
+    if "split" in changed:
+        changed = (changed - {"split"}) | {"split, which follows cut.mode/max_snap_s and filter.duration_s.min"}
     if reanalyse and not force:
         raise StaleOutError(
             f"{out}: {len(reanalyse)} of its videos were analysed with other settings "
