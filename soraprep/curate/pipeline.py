@@ -216,14 +216,18 @@ def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, flo
 
 
 def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str],
-            redone: dict[str, int] | None = None) -> CurateResult:
+            redone: dict[str, int] | None = None, rethreshold_of: str | None = None) -> CurateResult:
     fps = json.dumps(rec.fingerprints(), sort_keys=True)
     meta = {"soraprep.recipe": rec.to_yaml(), "soraprep.recipe_hash": rec.hash, "soraprep.fingerprints": fps}
+    if rethreshold_of:  # rows re-filtered from a run made with this recipe (its analysis and cut spans)
+        meta["soraprep.rethreshold_of"] = rethreshold_of
     manifest = write_manifest(out / MANIFEST, rows, metadata=meta, jsonl=True)
     rows = read_manifest(manifest)  # every row with every column, as readers will see them
     wall = time.perf_counter() - t0
     run = {"inputs": inputs, "recipe": rec.source, "recipe_hash": rec.hash, "fingerprints": json.loads(fps),
            "redone": redone or {}, "stage_time_s": timings, "wall_time_s": wall, "rows": len(rows)}
+    if rethreshold_of:
+        run["rethreshold_of"] = rethreshold_of
     (out / "run.json").write_text(json.dumps(run, indent=2))
     report_path = None
     if report:
@@ -297,4 +301,6 @@ def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, c
             r.pop("_index", None)
     timings["cut"] = time.perf_counter() - t
     rows = stages["bucket"](rows)
-    return _finish(out, rows, rec, timings, t0, report, inputs=[str(manifest)])
+    previous = read_metadata(manifest)
+    return _finish(out, rows, rec, timings, t0, report, inputs=[str(manifest)],
+                   rethreshold_of=previous.get("soraprep.rethreshold_of") or previous.get("soraprep.recipe_hash"))
