@@ -116,8 +116,15 @@ def test_rerun_with_another_recipe_or_cut_equals_a_fresh_run(inputs, tmp_path):
 def test_rethreshold_refuses_to_change_how_clips_were_cut(inputs, tmp_path):
     out = tmp_path / "out"
     assert _curate(inputs, "-o", out).exit_code == 1
+    first = read_metadata(out / "manifest.parquet")["soraprep.recipe_hash"]
     res = CliRunner().invoke(app, ["curate", "--rethreshold", str(out), "--cut", "none", "--no-report"])
     assert res.exit_code == 2 and "rerun `soraprep curate`" in " ".join(res.output.split())
+    # thresholds alone are fine; the metadata says which run's analysis and cuts the rows come from
+    b = _recipe(tmp_path, "b", "filter:\n  brightness: {min: 100}\n")
+    res = CliRunner().invoke(app, ["curate", "--rethreshold", str(out), "--recipe", str(b), "--no-report"])
+    assert res.exit_code == 1, res.output  # zero.mp4's error row
+    meta = read_metadata(out / "manifest.parquet")
+    assert meta["soraprep.rethreshold_of"] == first != meta["soraprep.recipe_hash"]
 
 
 # --- item 13: one rule for recipe files; bad recipes fail before any work ---------------------------
