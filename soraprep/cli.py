@@ -71,8 +71,13 @@ INPUTS are video files, folders (searched recursively) or manifests (.parquet/.j
 `soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans.
 
 Writes OUT/manifest.parquet (+ manifest.jsonl), OUT/clips/, OUT/report.html. Rerunning the same command
-resumes an interrupted run. Exit code: 0 all rows fine, 1 some rows failed (see the `error` column),
+resumes an interrupted run. Rerunning with another recipe or --cut redoes what changed: new filter, cut or
+bucket settings are applied without decoding; new analysis settings (analyze, split, scorers) stop with
+exit 2 unless --force. Exit code: 0 all rows fine, 1 some rows failed (see the `error` column),
 2 usage or recipe error.
+
+A recipe file overrides only the keys it names on top of the default recipe (or of `base: opensora-like`,
+`base: none`); `filter: {motion_score: null}` removes a default rule. See docs/curation.md.
 
 \b
 Examples:
@@ -87,11 +92,15 @@ def curate_cmd(
     inputs: list[str] = typer.Argument(None, help="Video files, folders or manifests."),
     out: str = typer.Option(None, "--out", "-o", help="Output folder."),
     recipe: str = typer.Option(None, "--recipe", "-r",
-                               help="Recipe YAML file, or a built-in name: default, opensora-like."),
+                               help="Built-in recipe (default, opensora-like), or a YAML file whose keys "
+                                    "override the default's (null removes a filter rule)."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one video each)."),
     cut: str = typer.Option(None, "--cut", help="none | copy | keyframe | exact (default from the recipe: copy)."),
     rethreshold: str = typer.Option(None, "--rethreshold", metavar="OUT",
                                     help="Re-apply filters of --recipe to a finished run in OUT; no decoding."),
+    force: bool = typer.Option(False, "--force",
+                               help="OUT was curated with other analysis settings (analyze, split, scorers): "
+                                    "re-analyse those videos instead of stopping (exit 2)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     runner: str = typer.Option("local", "--runner", help="local (process pool) | ray (Ray Data; pip install 'soraprep[ray]')."),
@@ -127,7 +136,7 @@ def curate_cmd(
                     fail_usage(f"--runner ray needs Ray, which cannot be imported here ({exc}): "
                                "pip install 'soraprep[ray]' (or use --runner local)")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
-                            report=not no_report, runner=runner, ray_address=ray_address)
+                            report=not no_report, runner=runner, ray_address=ray_address, force=force)
     except (RecipeError, InputError, ManifestError, StageSetupError) as exc:
         fail_usage(str(exc))
     _print_curate_summary(result, report_wanted=not no_report)
@@ -141,6 +150,8 @@ def _print_curate_summary(result, report_wanted: bool) -> None:
     s = summarize(result.rows)
     console.print(f"[green]{s.rows} rows[/]: {s.kept} kept, {s.dropped} dropped by filters, {s.errors} errors "
                   f"· {result.wall_s:.1f} s")
+    if getattr(result, "redone", None):
+        console.print("redone for the new recipe: " + ", ".join(f"{v} videos {k}" for k, v in result.redone.items()))
     if s.errors_by_kind:
         console.print("errors by kind [dim](stage/kind: rows, first example)[/]:")
     for stage, kind, n, source, message in s.errors_by_kind:
