@@ -184,12 +184,30 @@ def _mp4_rotation(path: str) -> int:
 
 
 def display_rotation(path: str | os.PathLike) -> int:
-    """Degrees clockwise (0, 90, 180, 270) to turn the coded picture to show it upright, from the MP4/MOV
-    display matrix (0 for other containers); see :mod:`soraprep.video.orient`. Reads no frame."""
+    """Degrees clockwise (0, 90, 180, 270) to turn the coded picture to show it upright; see
+    :mod:`soraprep.video.orient`. MP4/MOV: from the ``tkhd`` display matrix (no frame read). Matroska/WebM
+    (where FFmpeg also keeps one, e.g. soraprep's own stream copies of ProRes): from the first decoded
+    frame's display matrix. Other containers: 0."""
     path = str(path)
-    if "://" in path or not path.lower().endswith((".mp4", ".mov", ".m4v", ".3gp")):
+    low = path.lower()
+    if "://" in path:
         return 0
-    return int(round(_mp4_rotation(path) / 90)) * 90 % 360
+    if low.endswith((".mp4", ".mov", ".m4v", ".3gp")):
+        return int(round(_mp4_rotation(path) / 90)) * 90 % 360
+    if low.endswith((".mkv", ".webm")):
+        return _first_frame_rotation(path)
+    return 0
+
+
+def _first_frame_rotation(path: str) -> int:
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            for frame in container.decode(video=0):
+                # FFmpeg reports the display matrix counter-clockwise; we use clockwise
+                return int(round(-(frame.rotation or 0) / 90)) * 90 % 360
+    except (av.error.FFmpegError, OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def probe(path: str | os.PathLike, *, count_frames: bool = True) -> VideoInfo:

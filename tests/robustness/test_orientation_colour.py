@@ -85,25 +85,35 @@ def _curate(args: list[str]) -> None:
 # --- item 4: rotated phone video ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def rotated(tmp_path_factory):
-    """One portrait video stored four ways: upright pixels, and landscape pixels + display matrix."""
+def rotated(tmp_path_factory) -> dict[str, tuple[int, object]]:
+    """One portrait video stored five ways: upright pixels, landscape pixels + display matrix (H.264 MP4 at
+    each quarter turn), and a ProRes MOV as iPhones record it (its stream copies go to Matroska)."""
     d = tmp_path_factory.mktemp("rot")
     upright = [_upright_picture(t) for t in range(20)]
-    paths = {}
-    for cw in (0, 90, 180, 270):
+    files = {}  # file name -> (clockwise rotation, path)
+    for name, cw, codec, pix_fmt in [("rot0.mp4", 0, "libx264", "yuv420p"), ("rot90.mp4", 90, "libx264", "yuv420p"),
+                                     ("rot180.mp4", 180, "libx264", "yuv420p"),
+                                     ("rot270.mp4", 270, "libx264", "yuv420p"),
+                                     ("prores_rot90.mov", 90, "prores_ks", "yuv422p10le")]:
         # coded = the upright picture turned counter-clockwise by cw; the matrix turns it back clockwise
         coded = [np.rot90(img, k=cw // 90) for img in upright]
-        paths[cw] = d / f"phone_rot{cw}.mp4"
-        _write(paths[cw], coded, ccw_rotation=(-cw) % 360, gop=10)
-        assert (_shown(paths[cw]).shape[1], _shown(paths[cw]).shape[0]) == (DISPLAY_W, DISPLAY_H)
-    return paths
+        path = d / name
+        _write(path, coded, codec=codec, pix_fmt=pix_fmt, ccw_rotation=(-cw) % 360, gop=10)
+        assert _shown(path).shape[:2] == (DISPLAY_H, DISPLAY_W)  # FFmpeg shows it portrait
+        files[name] = (cw, path)
+    return files
+
+
+def _paths(rotated) -> list[str]:
+    return [str(p) for _, p in rotated.values()]
 
 
 def test_probe_reports_display_size_and_rotation(rotated):
-    res = CliRunner().invoke(app, ["probe", "--json", *map(str, rotated.values())])
+    res = CliRunner().invoke(app, ["probe", "--json", *_paths(rotated)])
     assert res.exit_code == 0, res.output
     infos = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
-    for cw, info in zip(rotated, infos):
+    assert len(infos) == len(rotated)
+    for (cw, _), info in zip(rotated.values(), infos):
         assert (info["width"], info["height"], info["rotation"]) == (DISPLAY_W, DISPLAY_H, cw), info
         coded = (DISPLAY_W, DISPLAY_H) if cw in (0, 180) else (DISPLAY_H, DISPLAY_W)
         assert (info["coded_width"], info["coded_height"]) == coded
@@ -121,11 +131,11 @@ bucket: {}
 @pytest.mark.parametrize("mode", ["copy", "keyframe", "exact"])
 def test_manifest_and_every_clip_follow_display_orientation(rotated, tmp_path, mode):
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["curate", *map(str, rotated.values()), "-o", str(out), "--cut", mode,
+    res = CliRunner().invoke(app, ["curate", *_paths(rotated), "-o", str(out), "--cut", mode,
                                    "-r", _recipe(tmp_path, "rot", ROT_RECIPE), "-q"])
     assert res.exit_code == 0, res.output
     rows = read_manifest(out / "manifest.parquet")
-    assert len(rows) == 4 and all(r["keep"] and not r["error"] for r in rows)
+    assert len(rows) == len(rotated) and all(r["keep"] and not r["error"] for r in rows)
     for r in rows:
         what = f"{mode} clip of {r['source']}"
         assert (r["width"], r["height"]) == (DISPLAY_W, DISPLAY_H), what
@@ -134,9 +144,13 @@ def test_manifest_and_every_clip_follow_display_orientation(rotated, tmp_path, m
         assert r["cut_mode"] == mode and r["num_frames"] == 20, what
         clip = resolve_path(out / "manifest.parquet", r["path"])
         _assert_upright(_shown(clip), what)
+        if mode != "exact" and "prores" in clip:
+            assert clip.endswith(".mkv")  # ProRes does not go into MP4: Matroska keeps the display matrix
         # soraprep's own view of the written clip agrees with what it wrote in the manifest
         info = json.loads(CliRunner().invoke(app, ["probe", "--json", clip]).output.splitlines()[0])
         assert (info["width"], info["height"]) == (DISPLAY_W, DISPLAY_H), what
+        cw = rotated[r["source"].rsplit("/", 1)[-1]][0]
+        assert info["rotation"] == (0 if mode == "exact" else cw), what  # exact clips are turned upright
         # the report thumbnail is upright too
         thumb = cv2.imread(str(out / "thumbs" / f"{r['clip_id']}.jpg"))
         assert thumb is not None and thumb.shape[0] > thumb.shape[1], what
@@ -147,8 +161,11 @@ def test_soraprep_readers_deliver_upright_frames(rotated):
     from soraprep.train.latents import load_clip
     from soraprep.video.io import read_frames
 
-    for cw, path in rotated.items():
+    for cw, path in rotated.values():
         _assert_upright(read_frames(path, [0], upright=True)[0], f"read_frames rot{cw}")
+        if cw:  # without asking, the coded picture (what decoders that ignore the matrix see)
+            assert read_frames(path, [0])[0].shape[:2] == ((DISPLAY_H, DISPLAY_W) if cw == 180 else
+                                                          (DISPLAY_W, DISPLAY_H))
         small = read_frames(path, [0], size=(60, 80), upright=True)[0]   # (width, height) as displayed
         assert small.shape[:2] == (80, 60)
         cap = load_frames(path, [0], size=120)[0]                         # caption frames
