@@ -314,6 +314,8 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
     """
     if stride < 1:
         raise ValueError("stride must be >= 1")
+    if upright and fmt is not None and fmt.startswith(("yuv", "nv", "gbrp")):
+        raise ValueError(f"upright=True needs a packed format (rgb24, bgr24, gray...), not {fmt}")
     rotation = display_rotation(path) if upright and fmt is not None else 0
     if rotation and isinstance(size, tuple):
         size = coded_size(int(size[0]), int(size[1]), rotation)
