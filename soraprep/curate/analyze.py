@@ -25,7 +25,7 @@ from soraprep.curate.score.base import FrameViews, build_scorers
 from soraprep.curate.split import build_detector
 from soraprep.curate.stage import Resources, Row, error_dict, failed
 from soraprep.types import fps_fraction
-from soraprep.video.io import VideoError, analysis_size, decode, probe, scan_packets
+from soraprep.video.io import MIN_SIDE, VideoError, analysis_size, decode, probe, scan_packets
 from soraprep.video.orient import rotate_array
 
 _PLANAR_8BIT = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv410p"}
@@ -169,6 +169,9 @@ class AnalyzeStage:
         for f in decode(row["source"], start_frame=start, end_frame=end, fmt=None, index=index):
             frame = f.array
             if w is None:
+                if min(frame.width, frame.height) < MIN_SIDE:  # the header said otherwise (probe checks it)
+                    raise VideoError("too_small", f"decoded frames are {frame.width}x{frame.height}, below the "
+                                     f"{MIN_SIDE}x{MIN_SIDE} minimum")
                 w, h = analysis_size(frame.width, frame.height, self.short_side)
                 planar = frame.format.name in _PLANAR_8BIT
                 if planar:

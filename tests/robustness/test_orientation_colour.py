@@ -324,3 +324,15 @@ def test_tiny_videos_curate_or_say_too_small(tmp_path):
         else:
             assert r["error"]["kind"] == "too_small" and r["error"]["stage"] == "probe", (name, r["error"])
             assert "16x16" in r["error"]["message"] and f"{w}x{h}" in r["error"]["message"]
+
+
+def test_tiny_frames_behind_a_lying_header_fail_too_small_in_analyze(tmp_path):
+    from soraprep.curate.analyze import AnalyzeStage
+    from soraprep.video.io import probe, scan_packets
+
+    big, tiny = tmp_path / "big.mp4", tmp_path / "tiny.mp4"
+    _write(big, [np.zeros((32, 32, 3), np.uint8)] * 3)
+    _write(tiny, [np.zeros((8, 8, 3), np.uint8)] * 3)
+    row = {"source": str(tiny), "_info": probe(big), "_index": scan_packets(tiny)}  # header said 32x32
+    AnalyzeStage()([row])
+    assert row["error"]["kind"] == "too_small" and "8x8" in row["error"]["message"]
