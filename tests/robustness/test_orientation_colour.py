@@ -10,6 +10,7 @@ Every item runs through the CLI (`soraprep probe` / `soraprep curate`).
 from __future__ import annotations
 
 import json
+import struct
 
 import av
 import cv2
@@ -54,6 +55,16 @@ def _write(path, frames, *, codec="libx264", pix_fmt="yuv420p", ccw_rotation=0, 
     c.close()
 
 
+def _set_tkhd_matrix(path, a: int, b: int, c: int, d: int) -> None:
+    """Overwrite the video track's tkhd matrix in place, as a phone's own muxer writes it (16.16 fixed point)."""
+    data = bytearray(path.read_bytes())
+    i = data.find(b"tkhd")
+    version = data[i + 4]
+    off = i + 4 + (24 if version == 0 else 36) + 16  # version/flags, times, track id, duration; reserved..volume
+    data[off:off + 36] = struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+
+
 def _shown(path) -> np.ndarray:
     """The first frame as a player shows it: decoded, then turned by FFmpeg's reading of the display matrix."""
     with av.open(str(path)) as c:
@@ -86,8 +97,9 @@ def _curate(args: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def rotated(tmp_path_factory) -> dict[str, tuple[int, object]]:
-    """One portrait video stored five ways: upright pixels, landscape pixels + display matrix (H.264 MP4 at
-    each quarter turn), and a ProRes MOV as iPhones record it (its stream copies go to Matroska)."""
+    """One portrait video stored six ways: upright pixels, landscape pixels + display matrix (H.264 MP4 at
+    each quarter turn, and an iPhone's matrix patched into the tkhd), and a ProRes MOV as iPhones record it
+    (its stream copies go to Matroska)."""
     d = tmp_path_factory.mktemp("rot")
     upright = [_upright_picture(t) for t in range(20)]
     files = {}  # file name -> (clockwise rotation, path)
@@ -101,6 +113,12 @@ def rotated(tmp_path_factory) -> dict[str, tuple[int, object]]:
         _write(path, coded, codec=codec, pix_fmt=pix_fmt, ccw_rotation=(-cw) % 360, gop=10)
         assert _shown(path).shape[:2] == (DISPLAY_H, DISPLAY_W)  # FFmpeg shows it portrait
         files[name] = (cw, path)
+    # an iPhone's portrait matrix [0 1; -1 0] patched into a plain file: FFmpeg turns it 90 degrees clockwise
+    path = d / "iphone_tkhd.mp4"
+    _write(path, [np.rot90(img, k=1) for img in upright], gop=10)
+    _set_tkhd_matrix(path, 0, 1, -1, 0)
+    assert _shown(path).shape[:2] == (DISPLAY_H, DISPLAY_W)
+    files[path.name] = (90, path)
     return files
 
 
