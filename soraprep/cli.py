@@ -181,6 +181,8 @@ def probe_cmd(
 ) -> None:
     """Print container/stream metadata without decoding (exit 1 if any file cannot be probed).
 
+    Sizes are as displayed: a sideways-stored phone video shows its portrait size and "rot" (clockwise).
+
     Example: soraprep probe clip.mp4 --json
     """
     import json
@@ -205,7 +207,8 @@ def probe_cmd(
             print(json.dumps(info.to_dict()))
         else:
             table.add_row(escape(v), f"{info.duration_s:.2f}s", f"{info.fps} ({float(info.fps):.3f})",
-                          f"{info.num_frames}{'' if info.frames_exact else '?'}", f"{info.width}x{info.height}",
+                          f"{info.num_frames}{'' if info.frames_exact else '?'}",
+                          f"{info.width}x{info.height}" + (f" (rot {info.rotation})" if info.rotation else ""),
                           info.codec, info.pix_fmt, "yes" if info.has_audio else "no", "yes" if info.vfr else "no")
     if not as_json:
         Console().print(table)

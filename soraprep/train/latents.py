@@ -92,8 +92,9 @@ def load_clip(row: dict[str, Any], manifest: str, shape: tuple[int, int, int]) -
     if row.get("width") and row.get("height"):  # resize while decoding (cheaper than full-size frames)
         s = max(th / row["height"], tw / row["width"])
         size = (max(tw, math.ceil(row["width"] * s)), max(th, math.ceil(row["height"] * s)))
+    # upright: the manifest's width/height are display sizes, and a phone clip must not be trained sideways
     frames = [fr.array for fr in decode(path, start_frame=start, end_frame=start + f, size=size,
-                                        interpolation="AREA")]
+                                        interpolation="AREA", upright=True)]
     if len(frames) < f:
         raise ValueError(f"decoded {len(frames)} frames, the bucket needs {f}")
     out = []

@@ -19,9 +19,13 @@ import av
 import numpy as np
 
 from soraprep.types import VideoInfo
+from soraprep.video.orient import coded_size, display_size, rotate_array
 
 #: Largest frame we agree to decode (width * height); bigger ones are refused before decoding.
 MAX_PIXELS = 8192 * 8192
+#: Smallest side we agree to analyse: a 16x16 picture is one macroblock; anything smaller holds no usable
+#: picture, and the analysis views (half size) and optical flow need a few pixels to work on.
+MIN_SIDE = 16
 
 
 class VideoError(Exception):
@@ -179,6 +183,33 @@ def _mp4_rotation(path: str) -> int:
     return 0
 
 
+def display_rotation(path: str | os.PathLike) -> int:
+    """Degrees clockwise (0, 90, 180, 270) to turn the coded picture to show it upright; see
+    :mod:`soraprep.video.orient`. MP4/MOV: from the ``tkhd`` display matrix (no frame read). Matroska/WebM
+    (where FFmpeg also keeps one, e.g. soraprep's own stream copies of ProRes): from the first decoded
+    frame's display matrix. Other containers: 0."""
+    path = str(path)
+    low = path.lower()
+    if "://" in path:
+        return 0
+    if low.endswith((".mp4", ".mov", ".m4v", ".3gp")):
+        return int(round(_mp4_rotation(path) / 90)) * 90 % 360
+    if low.endswith((".mkv", ".webm")):
+        return _first_frame_rotation(path)
+    return 0
+
+
+def _first_frame_rotation(path: str) -> int:
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            for frame in container.decode(video=0):
+                # FFmpeg reports the display matrix counter-clockwise; we use clockwise
+                return int(round(-(frame.rotation or 0) / 90)) * 90 % 360
+    except (av.error.FFmpegError, OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def probe(path: str | os.PathLike, *, count_frames: bool = True) -> VideoInfo:
     """Container and stream metadata without decoding any frame.
 
@@ -200,6 +231,9 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True) -> VideoInfo:
             raise VideoError("no_dimensions", "video stream reports no frame size (codec unsupported?)")
         if width * height > MAX_PIXELS:
             raise VideoError("too_large", f"{width}x{height} exceeds the {MAX_PIXELS} pixel limit")
+        if min(width, height) < MIN_SIDE:
+            raise VideoError("too_small", f"{width}x{height} frames are below the {MIN_SIDE}x{MIN_SIDE} minimum "
+                             "(too small to analyse or train on)")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         nominal = Fraction(rate) if rate else None
         tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
@@ -231,8 +265,8 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True) -> VideoInfo:
         n, exact = (int(stream.frames) if stream.frames else int(round(duration * nominal))), False
     if n <= 0:
         raise VideoError("no_frames", "the video stream holds no frames")
-    rotation = _mp4_rotation(path) if path.lower().endswith((".mp4", ".mov", ".m4v", ".3gp")) else 0
-    disp_w, disp_h = (height, width) if rotation in (90, 270) else (width, height)
+    rotation = display_rotation(path)
+    disp_w, disp_h = display_size(width, height, rotation)
     try:
         size_bytes = os.path.getsize(path)
     except OSError:
@@ -269,15 +303,22 @@ class DecodedFrame:
 def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | None = None,
            size: int | tuple[int, int] | None = None, fmt: str | None = "rgb24", stride: int = 1,
            keyframes_only: bool = False, threads: bool = True, index: PacketIndex | None = None,
-           interpolation: str = "FAST_BILINEAR") -> Iterator[DecodedFrame]:
+           interpolation: str = "FAST_BILINEAR", upright: bool = False) -> Iterator[DecodedFrame]:
     """Decode frames ``[start_frame, end_frame)`` once, every ``stride``-th, converted to ``fmt`` at ``size``.
 
-    ``fmt=None`` yields the ``av.VideoFrame`` objects unconverted (for re-encoding).
+    ``fmt=None`` yields the ``av.VideoFrame`` objects unconverted (for re-encoding; never turned).
+    ``upright=True`` turns the arrays by the file's display rotation (:func:`display_rotation`), so they
+    look as a player shows them; a ``(width, height)`` ``size`` is then the displayed size.
     Seeks to the keyframe before ``start_frame`` when it is not 0. Damaged packets in the middle are
     skipped by the decoder; a stream that fails outright raises :class:`VideoError` (``decode_failed``).
     """
     if stride < 1:
         raise ValueError("stride must be >= 1")
+    if upright and fmt is not None and fmt.startswith(("yuv", "nv", "gbrp")):
+        raise ValueError(f"upright=True needs a packed format (rgb24, bgr24, gray...), not {fmt}")
+    rotation = display_rotation(path) if upright and fmt is not None else 0
+    if rotation and isinstance(size, tuple):
+        size = coded_size(int(size[0]), int(size[1]), rotation)
     if (start_frame > 0 or end_frame is not None) and index is None:
         index = scan_packets(path)
     if index is not None and start_frame >= len(index):
@@ -290,7 +331,7 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
             if f is None:       # the seek landed after start_frame (imprecise seeking, e.g. MPEG-PS)
                 overshot = True
                 break
-            yield f
+            yield DecodedFrame(f.index, f.time, f.key, rotate_array(f.array, rotation)) if rotation else f
         if not overshot:
             return
         seek = False            # decode from the beginning instead: slower, always right
@@ -355,20 +396,22 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
 
 def iter_frames(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | None = None,
                 size: int | tuple[int, int] | None = None, fmt: str = "rgb24",
-                stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+                stride: int = 1, upright: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """``(frame_index, array)`` pairs; see :func:`decode`."""
-    for f in decode(path, start_frame=start_frame, end_frame=end_frame, size=size, fmt=fmt, stride=stride):
+    for f in decode(path, start_frame=start_frame, end_frame=end_frame, size=size, fmt=fmt, stride=stride,
+                    upright=upright):
         yield f.index, f.array
 
 
 def read_frames(path: str | os.PathLike, indices: Sequence[int], *, size: int | tuple[int, int] | None = None,
-                fmt: str = "rgb24") -> list[np.ndarray]:
-    """The frames at ``indices`` (any order, repeats allowed), from one decode pass."""
+                fmt: str = "rgb24", upright: bool = False) -> list[np.ndarray]:
+    """The frames at ``indices`` (any order, repeats allowed), from one decode pass (``upright``: see
+    :func:`decode`)."""
     if not indices:
         return []
     wanted = sorted(set(int(i) for i in indices))
     got: dict[int, np.ndarray] = {}
-    for f in decode(path, start_frame=wanted[0], end_frame=wanted[-1] + 1, size=size, fmt=fmt):
+    for f in decode(path, start_frame=wanted[0], end_frame=wanted[-1] + 1, size=size, fmt=fmt, upright=upright):
         if f.index in wanted:
             got[f.index] = f.array
     missing = [i for i in wanted if i not in got]
