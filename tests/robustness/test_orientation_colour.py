@@ -138,6 +138,7 @@ def test_probe_reports_display_size_and_rotation(rotated):
 
 
 ROT_RECIPE = """version: 1
+base: none
 analyze: {short_side: 64, detector: {name: none}, scorers: {}, thumb_every_s: 0.2}
 split: {max_clip_s: 20.0}
 filter: {}
@@ -222,6 +223,7 @@ def test_content_detector_threshold_means_what_pyscenedetect_means(tmp_path, cod
     assert expected == [12, 36], expected  # PySceneDetect on its own decode: scores 30, 24, 30
     out = tmp_path / "out"
     recipe = _recipe(tmp_path, "content", """version: 1
+base: none
 analyze: {short_side: 64, detector: {name: content, threshold: 27.0, min_scene_len: 6}, scorers: {}}
 split: {max_clip_s: 20.0}
 filter: {}
@@ -300,6 +302,7 @@ def test_per_frame_content_scores_match_pyscenedetect(tmp_path, monkeypatch, cod
 # --- item 6: tiny frames ------------------------------------------------------------------------------
 
 TINY_RECIPE = """version: 1
+base: none
 analyze: {short_side: 144}
 split: {max_clip_s: 20.0}
 filter: {}
