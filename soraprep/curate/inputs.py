@@ -4,17 +4,18 @@ Each input becomes one *work unit* (one source video, or one span of it), with a
 rerun finds what an interrupted run already committed. Rows of an input manifest keep their extra
 columns (dataset, captions, published scores...) on every clip cut from them.
 
-Everything an input names ends in a row, never in an abort or a hang: in a folder, every entry with a
-video extension that is not a regular file (a FIFO, socket or device, a broken link, a symlink loop, a
-folder named ``x.mp4``) becomes an error row, found by ``stat`` alone (a FIFO is never opened). File
-names that are not valid UTF-8 are curated like any other (see :mod:`soraprep.manifest` for how they are
-stored). Curation reads local files only: a source naming a URL or any FFmpeg protocol (``http:``,
-``file:``, ``concat:``, ``pipe:``, ``data:``, ``subfile,...:``) is an ``unsupported_source`` error row
-(``soraprep download`` fetches http(s) and YouTube sources first). Manifest rows are checked before any
-work: a ``source`` that is not a string (``bad_source``), a span that is not finite, negative or
-inverted (``bad_span``), an id that is not text or absurdly long (``bad_id``), and a ``clip_id``
-already used by another row (``duplicate_clip_id``: later rows never share the first row's files)
-become error rows.
+Everything an input names ends in a row, never in an abort or a hang. In a folder, every entry with a
+video extension that is not a regular file becomes an error row, found by ``stat`` alone (a FIFO is
+never opened): a FIFO, socket or device (``not_a_regular_file``), a broken link (``not_found``), a
+``symlink_loop``, a folder named ``x.mp4`` (``is_a_directory``; its contents are scanned too), a folder
+that cannot be listed (``unreadable``). File names that are not valid UTF-8 are curated like any other
+(see :mod:`soraprep.manifest` for how they are stored). Curation reads local files only: a source
+naming a URL or any FFmpeg protocol (``http:``, ``file:``, ``concat:``, ``pipe:``, ``data:``,
+``subfile,...:``) is an ``unsupported_source`` error row (``soraprep download`` fetches http(s) and
+YouTube sources first). Manifest rows are checked before any work: a ``source`` that is not text
+(``bad_source``), a span that is not finite, negative or inverted (``bad_span``), an id that is not
+text or absurdly long (``bad_id``), a ``clip_id`` already used by another source or span
+(``duplicate_clip_id``: a later row never shares the first row's clip files) become error rows.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def not_a_file(path: str | os.PathLike) -> tuple[str, str] | None:
         if exc.errno == errno.ELOOP:
             return "symlink_loop", f"{os.fsdecode(path)}: symbolic link loop"
         if os.path.islink(path):
-            return "broken_link", f"{os.fsdecode(path)}: symbolic link to a missing file ({os.readlink(path)})"
+            return "not_found", f"{os.fsdecode(path)}: symbolic link to a missing file ({os.readlink(path)})"
         if exc.errno == errno.ENOENT:
             return "not_found", f"no such file: {os.fsdecode(path)}"
         return "unreadable", f"{os.fsdecode(path)}: {exc.strerror or exc}"
