@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -46,6 +47,7 @@ from soraprep.types import RowError, Span
 CUT_MODES = ("none", "copy", "keyframe", "exact")
 MANIFEST_NAME = "manifest.parquet"
 YOUTUBE_HOST = "www.youtube.com"  # the --rate-limit key for every YouTube URL
+MAX_ID_CHARS = 1000  # longer clip/video ids are refused (bad_id); file names from ids are bounded anyway
 
 
 def safe_name(name: str, *, max_len: int = 80) -> str:
@@ -153,8 +155,9 @@ class _Job:
         if kind == "local":
             path = Path(self.source)
             path = path if path.is_absolute() else self.manifest_dir / path
-            if not path.is_file():
-                raise FetchError("not_found", f"no such file: {path}")
+            if not path.is_file():  # stat only: a FIFO is never opened
+                kind = "not_a_regular_file" if path.exists() else "not_found"
+                raise FetchError(kind, f"{path}: not a regular file" if path.exists() else f"no such file: {path}")
             self._count("local")
             return path
         dst = inside(self.out, f"videos/{_video_file_name(self.rows[0], self.source)}")
@@ -216,7 +219,11 @@ class _Job:
         if whole or mode == "none":
             path, mode = video, "none"
         else:
-            name = safe_name(str(row.get("clip_id") or f"{row.get('video_id')}-{start_frame}"))
+            if row.get("clip_id") is not None:  # unique: download() refuses a clip_id reused elsewhere
+                name = safe_name(str(row["clip_id"]))
+            else:  # two datasets may reuse a video_id for different videos: the source tells them apart
+                src_hash = hashlib.sha1(str(row["source"]).encode("utf-8", "surrogateescape")).hexdigest()[:6]
+                name = safe_name(f"{row.get('video_id')}-{start_frame}-{src_hash}")
             suffix = "" if mode == "exact" else f".{mode}"  # modes never overwrite each other's clips
             try:
                 dst = inside(self.out, f"clips/{name}{suffix}.mp4")
@@ -251,6 +258,58 @@ class _Job:
         if not whole:  # the span really held (snapping may move it inwards)
             out["start_s"], out["end_s"] = float(start_frame / info.fps), float(end_frame / info.fps)
         return out
+
+
+def _number_problem(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name} must be a number of seconds, got {type(value).__name__}"
+    if not math.isfinite(value) or value < 0:
+        return f"{name} is {value}: spans are finite seconds >= 0 (null for 'from the start' / 'to the end')"
+    return None
+
+
+def _row_problem(row: dict[str, Any], claimed: dict[str, tuple[Any, Any, Any]]) -> tuple[str, str] | None:
+    """(kind, message) when a row cannot be downloaded as given: checked before anything is fetched."""
+    src = row.get("source")
+    if src is None or src == "":
+        return "missing_source", "row has no source"
+    if not isinstance(src, str):
+        return "bad_source", f"source must be a URL or a path (text), got {type(src).__name__}: {str(src)[:80]}"
+    for col in ("clip_id", "video_id"):
+        v = row.get(col)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, str | int)):
+            return "bad_id", f"{col} must be text, got {type(v).__name__}"
+        if v is not None and len(str(v)) > MAX_ID_CHARS:
+            return "bad_id", f"{col} is {len(str(v))} characters long (at most {MAX_ID_CHARS})"
+    start, end = row.get("start_s"), row.get("end_s")
+    problem = _number_problem("start_s", start) or _number_problem("end_s", end)
+    if problem:
+        return "bad_span", problem
+    if start is not None and end is not None and end <= start:
+        return "bad_span", f"end_s {end} is not after start_s {start}"
+    if row.get("clip_id") is not None:
+        cid, what = str(row["clip_id"]), (src, start, end)
+        if claimed.setdefault(cid, what) != what:
+            first = claimed[cid]
+            return "duplicate_clip_id", (f"clip_id {cid!r} is also used by another row ({first[0]!r}, "
+                                         f"{first[1]}..{first[2]} s); clip ids must be unique")
+    return None
+
+
+def _storable_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with values of the wrong type in known text columns written as text (so it can be stored)."""
+    out = dict(row)
+    for col in ("source", "clip_id", "video_id"):
+        if out.get(col) is not None and not isinstance(out[col], str):
+            out[col] = json.dumps(out[col], default=str)[:200]
+    for col in ("start_s", "end_s"):
+        if out.get(col) is not None and (isinstance(out[col], bool) or not isinstance(out[col], int | float)):
+            out[col] = None
+    if isinstance(out.get("clip_id"), str) and len(out["clip_id"]) > MAX_ID_CHARS:
+        out["clip_id"] = out["clip_id"][:MAX_ID_CHARS]
+    return out
 
 
 def _fail(row: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
@@ -290,11 +349,13 @@ def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency
     report, lock = DownloadReport(rows=len(rows)), threading.Lock()
     by_source: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     results: dict[int, dict[str, Any]] = {}
+    claimed: dict[str, tuple[Any, Any, Any]] = {}  # clip_id -> (source, start_s, end_s) of its first row
     for i, row in enumerate(rows):
+        problem = None if row.get("error") else _row_problem(row, claimed)
         if row.get("error"):
             results[i] = row  # failed upstream: carried through unchanged
-        elif not row.get("source"):
-            results[i] = _fail(row, "missing_source", "row has no source")
+        elif problem:
+            results[i] = _fail(_storable_row(row), *problem)
         else:
             by_source[str(row["source"])].append((i, row))
     report.sources = len(by_source)
