@@ -314,10 +314,12 @@ def resolve_path(manifest_path: str | os.PathLike, path: str) -> str:
 
 
 def export_opensora_csv(rows: Iterable[dict[str, Any]], out: str | os.PathLike, manifest_path: str | os.PathLike,
-                        only_kept: bool = True) -> int:
+                        only_kept: bool = True, skipped: list[str] | None = None) -> int:
     """Write Open-Sora's CSV (``path,text,num_frames,height,width,aspect_ratio,resolution,fps``).
 
-    Paths become absolute, so the CSV works from any directory. Returns the number of rows written.
+    Paths become absolute, so the CSV works from any directory. Returns the number of rows written. A
+    row whose path is not valid UTF-8 cannot be a line of a UTF-8 CSV: it is left out and described in
+    ``skipped`` (rename the file, or cut the clip: clip files have ASCII names).
     """
     cols = ["path", "text", "num_frames", "height", "width", "aspect_ratio", "resolution", "fps"]
     n = 0
@@ -331,6 +333,10 @@ def export_opensora_csv(rows: Iterable[dict[str, Any]], out: str | os.PathLike, 
                 continue
             rec = dict(r)
             rec["path"] = resolve_path(manifest_path, r["path"])
-            w.writerow(["" if rec.get(c) is None else rec.get(c) for c in cols])
+            if encode_path(rec["path"]) != rec["path"]:
+                if skipped is not None:
+                    skipped.append(f"{r.get('clip_id')}: path {encode_path(rec['path'])} is not valid UTF-8")
+                continue
+            w.writerow(["" if rec.get(c) is None else _text_safe(rec.get(c)) for c in cols])
             n += 1
     return n
