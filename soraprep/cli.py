@@ -25,7 +25,7 @@ EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
 
 def fail_usage(message: str) -> None:
     """Report a usage/config error and exit with code 2."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -34,7 +34,8 @@ def fail_usage(message: str) -> None:
 CURATE_HELP = """Turn raw videos into training-ready clips, a manifest and a report.
 
 INPUTS are video files, folders (searched recursively) or manifests (.parquet/.jsonl, e.g. from
-`soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans.
+`soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans. Curation reads
+local files only (fetch URLs with `soraprep download`); anything unusable becomes a row with an error.
 
 Writes OUT/manifest.parquet (+ manifest.jsonl), OUT/clips/, OUT/report.html. Rerunning the same command
 resumes an interrupted run. Exit code: 0 all rows fine, 1 some rows failed (see the `error` column),

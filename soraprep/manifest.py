@@ -233,7 +233,7 @@ _JSON_TYPES = {pa.string(): (str,), pa.int64(): (int,), pa.float64(): (int, floa
                ERROR_TYPE: (dict,)}
 
 
-def _bad_cell(name: str, value: Any) -> str | None:
+def cell_problem(name: str, value: Any) -> str | None:
     """Why ``value`` cannot be stored in known column ``name`` (None when it can)."""
     if value is None or name not in COLUMNS:
         return None
@@ -270,7 +270,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             if not isinstance(value, dict):
                 rows.append(_line_error(path, i, "bad_json", f"expected an object, got {type(value).__name__}"))
                 continue
-            problems = [p for k, v in value.items() if (p := _bad_cell(k, v))]
+            problems = [p for k, v in value.items() if (p := cell_problem(k, v))]
             if problems:
                 kept = {k: v for k, v in value.items() if k in ("clip_id", "video_id") and isinstance(v, str)}
                 rows.append({**kept, **_line_error(path, i, "bad_value", "; ".join(problems))})

@@ -29,7 +29,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from soraprep.manifest import read_manifest, resolve_path
+from soraprep.manifest import cell_problem, read_manifest, resolve_path
 from soraprep.video.io import video_id_for
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
@@ -79,7 +79,7 @@ def not_a_file(path: str | os.PathLike) -> tuple[str, str] | None:
     if stat.S_ISREG(st.st_mode):
         return None
     if stat.S_ISDIR(st.st_mode):
-        return "is_a_directory", f"{os.fsdecode(path)} is a folder named like a video (its contents are scanned)"
+        return "is_a_directory", f"{os.fsdecode(path)} is a folder named like a video, not a video file"
     what = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
             else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a file")
     return "not_a_regular_file", f"{os.fsdecode(path)} is {what}, not a video file"
@@ -151,6 +151,9 @@ def _row_problem(row: dict[str, Any], src: Any) -> tuple[str, str] | None:
         return "bad_span", problem
     if start is not None and end is not None and end <= start:
         return "bad_span", f"end_s {end} is not after start_s {start}"
+    bad = [p for k, v in row.items() if k not in _RECOMPUTED and (p := cell_problem(k, v))]
+    if bad:  # e.g. an int `text` or a string `error`: it could not be stored on the clip rows
+        return "bad_value", "; ".join(bad)
     return None
 
 
@@ -161,7 +164,8 @@ def _manifest_units(path: Path) -> list[dict[str, Any]]:
     units = []
     for i, row in enumerate(rows):
         src = row.get("source") or row.get("path")
-        upstream = bool(row.get("error"))  # failed upstream (e.g. at ingest): passes through, accounted for
+        # failed upstream (e.g. at ingest): passes through, accounted for
+        upstream = bool(row.get("error")) and isinstance(row["error"], dict)
         problem = None if upstream else _row_problem(row, src)
         if not isinstance(src, str):
             src = None
@@ -180,7 +184,8 @@ def _manifest_units(path: Path) -> list[dict[str, Any]]:
         start, end = (None, None) if problem else (row.get("start_s"), row.get("end_s"))
         unit = {k: v for k, v in row.items() if k not in _RECOMPUTED and v is not None}
         if problem:  # the offending values are not carried (they may not even be storable)
-            for col in ("source", "clip_id", "video_id", "start_s", "end_s"):
+            for col in ("source", "clip_id", "video_id", "start_s", "end_s", *[k for k in list(unit)
+                                                                             if cell_problem(k, unit[k])]):
                 unit.pop(col, None)
             kind, message = problem
             unit["error"] = _error(kind, message if kind == "no_source" else f"{path}: row {i}: {message}")

@@ -41,7 +41,7 @@ from urllib.parse import urlparse
 from soraprep.datasets.common import MetadataError, youtube_id
 from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter
 from soraprep.datasets.sniff import VIDEO_EXTENSIONS
-from soraprep.manifest import read_manifest, write_manifest
+from soraprep.manifest import cell_problem, read_manifest, write_manifest
 from soraprep.types import RowError, Span
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
@@ -289,6 +289,9 @@ def _row_problem(row: dict[str, Any], claimed: dict[str, tuple[Any, Any, Any]]) 
         return "bad_span", problem
     if start is not None and end is not None and end <= start:
         return "bad_span", f"end_s {end} is not after start_s {start}"
+    bad = [p for k, v in row.items() if (p := cell_problem(k, v))]
+    if bad:  # e.g. an int `text`: the row could not even be written to the output manifest
+        return "bad_value", "; ".join(bad)
     if row.get("clip_id") is not None:
         cid, what = str(row["clip_id"]), (src, start, end)
         if claimed.setdefault(cid, what) != what:
@@ -300,7 +303,7 @@ def _row_problem(row: dict[str, Any], claimed: dict[str, tuple[Any, Any, Any]]) 
 
 def _storable_row(row: dict[str, Any]) -> dict[str, Any]:
     """The row with values of the wrong type in known text columns written as text (so it can be stored)."""
-    out = dict(row)
+    out = {k: v for k, v in row.items() if not cell_problem(k, v)}
     for col in ("source", "clip_id", "video_id"):
         if out.get(col) is not None and not isinstance(out[col], str):
             out[col] = json.dumps(out[col], default=str)[:200]
@@ -351,8 +354,9 @@ def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency
     results: dict[int, dict[str, Any]] = {}
     claimed: dict[str, tuple[Any, Any, Any]] = {}  # clip_id -> (source, start_s, end_s) of its first row
     for i, row in enumerate(rows):
-        problem = None if row.get("error") else _row_problem(row, claimed)
-        if row.get("error"):
+        upstream = bool(row.get("error")) and isinstance(row["error"], dict)
+        problem = None if upstream else _row_problem(row, claimed)
+        if upstream:
             results[i] = row  # failed upstream: carried through unchanged
         elif problem:
             results[i] = _fail(_storable_row(row), *problem)

@@ -73,7 +73,7 @@ def test_odd_folder_entries_become_rows_and_non_utf8_name_survives(videos, tmp_p
         except OSError:
             pass
     out = tmp_path / "out"
-    res = _cli("curate", str(d), "-o", str(out), "-q", "--no-report", "--cut", "exact")
+    res = _cli("curate", str(d), "-o", str(out), "-q", "--cut", "exact")
     sock.close()
     assert res.returncode == 1, res.stderr.decode(errors="replace")
     assert b"Traceback" not in res.stderr
@@ -92,6 +92,7 @@ def test_odd_folder_entries_become_rows_and_non_utf8_name_survives(videos, tmp_p
     assert row["keep"] and row["source"] == os.fsdecode(os.path.join(os.fsencode(d), NON_UTF8))
     assert probe(row["source"]).num_frames == 40  # the name read back re-opens the source
     assert (out / row["path"]).is_file() and row["path"].isascii() and row["clip_id"].isascii()
+    assert row["clip_id"] in (out / "report.html").read_text(encoding="utf-8")  # the report was written
     jsonl = [json.loads(line) for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
     assert "fsbytes:" + os.fsencode(str(d)).decode() + "/caf%E9.mp4" in {r["source"] for r in jsonl}
     assert {r["source"] for r in read_manifest(out / "manifest.jsonl")} == {r["source"] for r in rows}
@@ -186,6 +187,23 @@ def test_parquet_source_column_of_wrong_type(tmp_path, bad):
     assert res.exit_code == 1, res.output
     rows = read_manifest(tmp_path / "out" / "manifest.parquet")
     assert [(r["clip_id"], r["error"]["kind"]) for r in rows] == [("x", "bad_source"), ("y", "bad_source")]
+
+
+def test_parquet_known_columns_of_wrong_type(videos, tmp_path):
+    m = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"source": [str(videos["a"])] * 3, "clip_id": ["ok", "t", "e"], "text": [None, 5, None],
+                             "error": [None, None, "oops"]}).cast(pa.schema([
+                                 ("source", pa.string()), ("clip_id", pa.string()), ("text", pa.int64()),
+                                 ("error", pa.string())])), m)
+    res = CliRunner().invoke(app, ["curate", str(m), "-o", str(tmp_path / "out"), "-q", "--no-report"])
+    assert res.exit_code == 1, res.output
+    kinds = {r["clip_id"].split("-")[0]: (r["error"] or {}).get("kind") for r in read_manifest(tmp_path / "out/manifest.parquet")}
+    assert kinds == {"ok": None, "t": "bad_value", "e": "bad_value"}
+    res = CliRunner().invoke(app, ["download", str(m), "-o", str(tmp_path / "dl"), "--cut", "none"])
+    assert res.exit_code == 1, res.output
+    got = read_manifest(tmp_path / "dl/manifest.parquet")
+    assert [(r["clip_id"], (r["error"] or {}).get("kind")) for r in got] == [("ok", None), ("t", "bad_value"),
+                                                                              ("e", "bad_value")]
 
 
 def test_hostile_manifest_rows_in_download(videos, tmp_path):
