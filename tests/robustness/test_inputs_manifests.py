@@ -134,8 +134,11 @@ HOSTILE_SOURCES = {  # clip_id -> source that names no local file (FFmpeg would 
 
 def test_hostile_manifest_rows_in_curate(videos, tmp_path):
     a, b = str(videos["a"]), str(videos["b"])
+    os.mkfifo(tmp_path / "fifo.mp4")
     rows = [
         {"source": a, "clip_id": "good", "text": "a"},
+        {"source": "fifo.mp4", "clip_id": "fifo"},               # relative to the manifest; never opened
+        {"source": str(tmp_path), "clip_id": "folder"},
         {"source": b, "clip_id": "good", "text": "b"},          # reuses the id for other footage
         {"source": 5, "clip_id": "int"}, {"source": [a], "clip_id": "list"}, {"source": {"p": a}, "clip_id": "dict"},
         {"source": True, "clip_id": "bool"},
@@ -151,8 +154,9 @@ def test_hostile_manifest_rows_in_curate(videos, tmp_path):
     ]
     m = _jsonl(tmp_path / "m.jsonl", rows)
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["curate", str(m), "-o", str(out), "-q", "--no-report", "--cut", "exact"])
-    assert res.exit_code == 1, res.output
+    res = _cli("curate", str(m), "-o", str(out), "-q", "--no-report", "--cut", "exact")
+    assert res.returncode == 1, res.stderr.decode(errors="replace")
+    assert b"Traceback" not in res.stderr
     got = read_manifest(out / "manifest.parquet")
     kind = {}
     for r in got:
@@ -160,6 +164,7 @@ def test_hostile_manifest_rows_in_curate(videos, tmp_path):
     assert kind["good"] is None and kind["../../etc/passwd"] is None
     expected = {"int": "bad_value", "list": "bad_value", "dict": "bad_value", "bool": "bad_value",
                 "nan": "bad_span", "neg": "bad_span", "inverted": "bad_span", "inf": "bad_span",
+                "fifo": "not_a_regular_file", "folder": "not_a_regular_file",
                 **{k: "unsupported_source" for k in HOSTILE_SOURCES}}
     assert {k: kind.get(k) for k in expected} == expected
     assert sum(1 for r in got if (r["error"] or {}).get("kind") == "bad_id") == 1
@@ -218,7 +223,9 @@ def test_hostile_manifest_rows_in_download(videos, tmp_path):
         {"source": a, "clip_id": "../../etc/passwd", "video_id": "../../etc", "start_s": 0.0, "end_s": 1.0},
         {"source": a, "clip_id": "L" * 5000, "start_s": 0.0, "end_s": 1.0},
         *[{"source": s.format(a=a, b=b), "clip_id": k} for k, s in HOSTILE_SOURCES.items() if k != "http"],
+        {"source": "fifo.mp4", "clip_id": "fifo"},
     ]
+    os.mkfifo(tmp_path / "fifo.mp4")
     m = tmp_path / "m.parquet"
     pq.write_table(pa.Table.from_pylist(rows), m)
     pq.write_table(pa.table({"source": [7], "clip_id": ["int"]}), tmp_path / "int.parquet")
@@ -230,7 +237,7 @@ def test_hostile_manifest_rows_in_download(videos, tmp_path):
     kinds = [(r["error"] or {}).get("kind") for r in got]
     assert kinds == [None, "duplicate_clip_id", None, None, "bad_span", "bad_span", None, "bad_id",
                      "unsupported_scheme", "unsupported_scheme", "unsupported_scheme", "unsupported_scheme",
-                     "not_found", "unsupported_scheme"]
+                     "not_found", "unsupported_scheme", "not_a_regular_file"]
     # each clip holds its own source's footage (a: 256x144, b: 320x176)
     sizes = [(probe(out / r["path"]).width if r["path"] else None) for r in got[:4]]
     assert sizes == [256, None, 256, 320] and got[2]["path"] != got[3]["path"]
@@ -279,3 +286,8 @@ def test_export_never_overwrites_its_input(tmp_path, monkeypatch):
     assert res.exit_code == 1, res.output
     assert (tmp_path / "train.csv").read_text().splitlines()[1:] == ["/v/a.mp4,,,,,,,"]
     assert "caf%E9" in res.output
+    # JSONL keeps every row, the name escaped as in the manifest, and reads back to the exact name
+    res = CliRunner().invoke(app, ["export", str(m), "-o", "all.jsonl", "--format", "jsonl"])
+    assert res.exit_code == 0, res.output
+    assert "fsbytes:/v/caf%E9.mp4" in (tmp_path / "all.jsonl").read_text(encoding="utf-8")
+    assert [r["path"] for r in read_manifest(tmp_path / "all.jsonl")] == ["/v/a.mp4", os.fsdecode(b"/v/caf\xe9.mp4")]
