@@ -229,7 +229,7 @@ def read_table(path: str | os.PathLike) -> pa.Table:
 
 
 # Python types a JSONL value may have for each Arrow type of a known column
-_JSON_TYPES = {pa.string(): (str,), pa.int64(): (int,), pa.float64(): (int, float), pa.bool_(): (bool,),
+_JSON_TYPES = {pa.string(): (str,), pa.int64(): (int, float), pa.float64(): (int, float), pa.bool_(): (bool,),
                ERROR_TYPE: (dict,)}
 
 
@@ -244,7 +244,10 @@ def cell_problem(name: str, value: Any) -> str | None:
         return f"column {name!r} must be {COLUMNS[name]}, got {type(value).__name__}"
     if COLUMNS[name] == ERROR_TYPE and not all(isinstance(value.get(k), str | None) for k in value):
         return f"column {name!r} must be {{stage, kind, message}} strings"
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+    if COLUMNS[name] == pa.int64() and isinstance(value, float) and not value.is_integer():
+        return f"column {name!r} must be a whole number, got {value}"  # 50.0 (as pandas writes it) is fine
+    if isinstance(value, int | float) and not isinstance(value, bool) and COLUMNS[name] == pa.int64() \
+            and abs(value) >= 2**63:
         return f"column {name!r}: {value} is out of range"
     return None
 
