@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -249,6 +250,48 @@ def cell_problem(name: str, value: Any) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and COLUMNS[name] == pa.int64() \
             and abs(value) >= 2**63:
         return f"column {name!r}: {value} is out of range"
+    return None
+
+
+#: ids longer than this are refused (``bad_id``); file names derived from ids are bounded anyway
+MAX_ID_CHARS = 1000
+
+
+def _seconds_problem(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name} must be a number of seconds, got {type(value).__name__}"
+    if not math.isfinite(value) or value < 0:
+        return f"{name} is {value}: spans are finite seconds >= 0 (null for 'from the start' / 'to the end')"
+    return None
+
+
+def row_problem(row: dict[str, Any], source: Any, skip: Iterable[str] = ()) -> tuple[str, str] | None:
+    """(kind, message) when an input row cannot be used as given, checked before any work; None when it can.
+
+    Kinds: ``bad_source`` (a source that is not text), ``bad_id`` (a clip/video id that is not text or
+    longer than ``MAX_ID_CHARS``), ``bad_span`` (``start_s``/``end_s`` not finite, negative or inverted),
+    ``bad_value`` (a known column of the wrong type; columns in ``skip`` are not checked).
+    """
+    if source is not None and not isinstance(source, str):
+        return "bad_source", f"source must be a path or URL (text), got {type(source).__name__}: {str(source)[:80]}"
+    for col in ("clip_id", "video_id"):
+        v = row.get(col)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, str | int)):
+            return "bad_id", f"{col} must be text, got {type(v).__name__}"
+        if v is not None and len(str(v)) > MAX_ID_CHARS:
+            return "bad_id", f"{col} is {len(str(v))} characters long (at most {MAX_ID_CHARS})"
+    start, end = row.get("start_s"), row.get("end_s")
+    problem = _seconds_problem("start_s", start) or _seconds_problem("end_s", end)
+    if problem:
+        return "bad_span", problem
+    if start is not None and end is not None and end <= start:
+        return "bad_span", f"end_s {end} is not after start_s {start}"
+    skip = set(skip)
+    bad = [p for k, v in row.items() if k not in skip and (p := cell_problem(k, v))]
+    if bad:  # e.g. an int `text` or a string `error`: it could not be stored on the output rows
+        return "bad_value", "; ".join(bad)
     return None
 
 

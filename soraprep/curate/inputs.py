@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import math
 import os
 import re
 import stat
 from pathlib import Path
 from typing import Any
 
-from soraprep.manifest import cell_problem, read_manifest, resolve_path
+from soraprep.manifest import cell_problem, read_manifest, resolve_path, row_problem
 from soraprep.video.io import video_id_for
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
@@ -41,8 +40,6 @@ _RECOMPUTED = {"path", "num_frames", "height", "width", "aspect_ratio", "resolut
                "filter_reason", "bucket", "bucket_height", "bucket_width", "bucket_frames", "provenance"}
 
 
-#: ids longer than this are refused (``bad_id``): file names derived from ids are bounded anyway
-MAX_ID_CHARS = 1000
 # a URL or an FFmpeg protocol prefix ("http:", "concat:", "pipe:", "subfile,,start,0,...:"); one letter is
 # a Windows drive
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.,-]+:")
@@ -123,40 +120,6 @@ def _folder_units(root: Path) -> list[dict[str, Any]]:
     return [unit for _, unit in sorted(found, key=lambda pu: pu[0])]
 
 
-def _number_problem(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{name} must be a number of seconds, got {type(value).__name__}"
-    if not math.isfinite(value):
-        return f"{name} is {value} (use null for 'from the start' / 'to the end')"
-    if value < 0:
-        return f"{name} is negative ({value})"
-    return None
-
-
-def _row_problem(row: dict[str, Any], src: Any) -> tuple[str, str] | None:
-    """Why a manifest row cannot be curated, before any work (None when it can)."""
-    if src is not None and not isinstance(src, str):
-        return "bad_source", f"source must be a file path (text), got {type(src).__name__}: {str(src)[:80]}"
-    for col in ("clip_id", "video_id"):
-        v = row.get(col)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, str | int)):
-            return "bad_id", f"{col} must be text, got {type(v).__name__}"
-        if v is not None and len(str(v)) > MAX_ID_CHARS:
-            return "bad_id", f"{col} is {len(str(v))} characters long (at most {MAX_ID_CHARS})"
-    start, end = row.get("start_s"), row.get("end_s")
-    problem = _number_problem("start_s", start) or _number_problem("end_s", end)
-    if problem:
-        return "bad_span", problem
-    if start is not None and end is not None and end <= start:
-        return "bad_span", f"end_s {end} is not after start_s {start}"
-    bad = [p for k, v in row.items() if k not in _RECOMPUTED and (p := cell_problem(k, v))]
-    if bad:  # e.g. an int `text` or a string `error`: it could not be stored on the clip rows
-        return "bad_value", "; ".join(bad)
-    return None
-
-
 def _manifest_units(path: Path) -> list[dict[str, Any]]:
     rows = read_manifest(path)
     if rows and not any(("source" in r or "path" in r or r.get("error")) for r in rows):
@@ -166,7 +129,7 @@ def _manifest_units(path: Path) -> list[dict[str, Any]]:
         src = row.get("source") or row.get("path")
         # failed upstream (e.g. at ingest): passes through, accounted for
         upstream = bool(row.get("error")) and isinstance(row["error"], dict)
-        problem = None if upstream else _row_problem(row, src)
+        problem = None if upstream else row_problem(row, src, skip=_RECOMPUTED)
         if not isinstance(src, str):
             src = None
         elif not upstream and not problem and not os.path.lexists(resolve_path(path, src)) \

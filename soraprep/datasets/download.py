@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import threading
@@ -41,13 +40,12 @@ from urllib.parse import urlparse
 from soraprep.datasets.common import MetadataError, youtube_id
 from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter
 from soraprep.datasets.sniff import VIDEO_EXTENSIONS
-from soraprep.manifest import cell_problem, read_manifest, write_manifest
+from soraprep.manifest import MAX_ID_CHARS, cell_problem, read_manifest, row_problem, write_manifest
 from soraprep.types import RowError, Span
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
 MANIFEST_NAME = "manifest.parquet"
 YOUTUBE_HOST = "www.youtube.com"  # the --rate-limit key for every YouTube URL
-MAX_ID_CHARS = 1000  # longer clip/video ids are refused (bad_id); file names from ids are bounded anyway
 
 
 def safe_name(name: str, *, max_len: int = 80) -> str:
@@ -260,40 +258,16 @@ class _Job:
         return out
 
 
-def _number_problem(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{name} must be a number of seconds, got {type(value).__name__}"
-    if not math.isfinite(value) or value < 0:
-        return f"{name} is {value}: spans are finite seconds >= 0 (null for 'from the start' / 'to the end')"
-    return None
-
-
 def _row_problem(row: dict[str, Any], claimed: dict[str, tuple[Any, Any, Any]]) -> tuple[str, str] | None:
     """(kind, message) when a row cannot be downloaded as given: checked before anything is fetched."""
     src = row.get("source")
     if src is None or src == "":
         return "missing_source", "row has no source"
-    if not isinstance(src, str):
-        return "bad_source", f"source must be a URL or a path (text), got {type(src).__name__}: {str(src)[:80]}"
-    for col in ("clip_id", "video_id"):
-        v = row.get(col)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, str | int)):
-            return "bad_id", f"{col} must be text, got {type(v).__name__}"
-        if v is not None and len(str(v)) > MAX_ID_CHARS:
-            return "bad_id", f"{col} is {len(str(v))} characters long (at most {MAX_ID_CHARS})"
-    start, end = row.get("start_s"), row.get("end_s")
-    problem = _number_problem("start_s", start) or _number_problem("end_s", end)
+    problem = row_problem(row, src)  # bad_source, bad_id, bad_span, bad_value
     if problem:
-        return "bad_span", problem
-    if start is not None and end is not None and end <= start:
-        return "bad_span", f"end_s {end} is not after start_s {start}"
-    bad = [p for k, v in row.items() if (p := cell_problem(k, v))]
-    if bad:  # e.g. an int `text`: the row could not even be written to the output manifest
-        return "bad_value", "; ".join(bad)
-    if row.get("clip_id") is not None:
-        cid, what = str(row["clip_id"]), (src, start, end)
+        return problem
+    if row.get("clip_id") is not None:  # the clip file is named after it: one id, one footage
+        cid, what = str(row["clip_id"]), (src, row.get("start_s"), row.get("end_s"))
         if claimed.setdefault(cid, what) != what:
             first = claimed[cid]
             return "duplicate_clip_id", (f"clip_id {cid!r} is also used by another row ({first[0]!r}, "
