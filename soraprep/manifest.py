@@ -234,9 +234,17 @@ _JSON_TYPES = {pa.string(): (str,), pa.int64(): (int, float), pa.float64(): (int
                ERROR_TYPE: (dict,)}
 
 
+# exact Python types that need no closer look, per known column (the fast path of cell_problem)
+_PLAIN = {name: {str} if typ == pa.string() else {float, int} if typ == pa.float64() else {bool}
+          if typ == pa.bool_() else {dict} if typ == ERROR_TYPE else set() for name, typ in COLUMNS.items()}
+
+
 def cell_problem(name: str, value: Any) -> str | None:
     """Why ``value`` cannot be stored in known column ``name`` (None when it can)."""
-    if value is None or name not in COLUMNS:
+    plain = _PLAIN.get(name)
+    if value is None or plain is None or (type(value) in plain and type(value) is not dict):
+        return None
+    if type(value) is int and -2**63 <= value < 2**63 and COLUMNS[name] == pa.int64():
         return None
     want = _JSON_TYPES.get(COLUMNS[name], ())
     if isinstance(value, bool) and bool not in want:
