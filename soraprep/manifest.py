@@ -278,12 +278,14 @@ def _seconds_problem(name: str, value: Any) -> str | None:
 def row_problem(row: dict[str, Any], source: Any, skip: Iterable[str] = ()) -> tuple[str, str] | None:
     """(kind, message) when an input row cannot be used as given, checked before any work; None when it can.
 
-    Kinds: ``bad_source`` (a source that is not text), ``bad_id`` (a clip/video id that is not text or
+    Kinds: ``bad_source`` (a source that is not text, or holds a NUL), ``bad_id`` (a clip/video id that is not text or
     longer than ``MAX_ID_CHARS``), ``bad_span`` (``start_s``/``end_s`` not finite, negative or inverted),
     ``bad_value`` (a known column of the wrong type; columns in ``skip`` are not checked).
     """
     if source is not None and not isinstance(source, str):
         return "bad_source", f"source must be a path or URL (text), got {type(source).__name__}: {str(source)[:80]}"
+    if source is not None and "\x00" in source:
+        return "bad_source", f"source holds a NUL character, which no file name can: {source[:80]!r}"
     for col in ("clip_id", "video_id"):
         v = row.get(col)
         if v is not None and (isinstance(v, bool) or not isinstance(v, str | int)):

@@ -153,9 +153,13 @@ class _Job:
         if kind == "local":
             path = Path(self.source)
             path = path if path.is_absolute() else self.manifest_dir / path
-            if not path.is_file():  # stat only: a FIFO is never opened
-                kind = "not_a_regular_file" if path.exists() else "not_found"
-                raise FetchError(kind, f"{path}: not a regular file" if path.exists() else f"no such file: {path}")
+            try:
+                is_file, exists = path.is_file(), path.exists()  # stat only: a FIFO is never opened
+            except (OSError, ValueError) as exc:  # a name too long for the file system...
+                raise FetchError("not_found", f"{str(path)[:300]}: {getattr(exc, 'strerror', None) or exc}") from None
+            if not is_file:
+                raise FetchError("not_a_regular_file" if exists else "not_found",
+                                 f"{path}: not a regular file" if exists else f"no such file: {path}")
             self._count("local")
             return path
         dst = inside(self.out, f"videos/{_video_file_name(self.rows[0], self.source)}")

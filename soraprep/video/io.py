@@ -57,8 +57,8 @@ def open_container(path: str | os.PathLike):
             st = os.stat(path)
         except FileNotFoundError:
             raise VideoError("not_found", f"no such file: {shown}") from None
-        except OSError as exc:  # a symlink loop, a name too long...
-            raise VideoError("not_found", f"{shown}: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:  # a symlink loop, a name too long, a NUL in the name...
+            raise VideoError("not_found", f"{shown[:300]}: {getattr(exc, 'strerror', None) or exc}") from None
         if not stat.S_ISREG(st.st_mode):
             raise VideoError("not_a_regular_file", f"{shown} is not a regular file (a folder, FIFO, socket or device)")
         if not os.access(path, os.R_OK):

@@ -139,6 +139,7 @@ def test_hostile_manifest_rows_in_curate(videos, tmp_path):
         {"source": a, "clip_id": "good", "text": "a"},
         {"source": "fifo.mp4", "clip_id": "fifo"},               # relative to the manifest; never opened
         {"source": str(tmp_path), "clip_id": "folder"},
+        {"source": "/nowhere/a\x00b.mp4", "clip_id": "nul"}, {"source": "/" + "p" * 5000 + ".mp4", "clip_id": "longpath"},
         {"source": b, "clip_id": "good", "text": "b"},          # reuses the id for other footage
         {"source": 5, "clip_id": "int"}, {"source": [a], "clip_id": "list"}, {"source": {"p": a}, "clip_id": "dict"},
         {"source": True, "clip_id": "bool"},
@@ -164,7 +165,7 @@ def test_hostile_manifest_rows_in_curate(videos, tmp_path):
     assert kind["good"] is None and kind["../../etc/passwd"] is None
     expected = {"int": "bad_value", "list": "bad_value", "dict": "bad_value", "bool": "bad_value",
                 "nan": "bad_span", "neg": "bad_span", "inverted": "bad_span", "inf": "bad_span",
-                "fifo": "not_a_regular_file", "folder": "not_a_regular_file",
+                "fifo": "not_a_regular_file", "folder": "not_a_regular_file", "nul": "bad_source", "longpath": "not_found",
                 **{k: "unsupported_source" for k in HOSTILE_SOURCES}}
     assert {k: kind.get(k) for k in expected} == expected
     assert sum(1 for r in got if (r["error"] or {}).get("kind") == "bad_id") == 1
@@ -224,6 +225,7 @@ def test_hostile_manifest_rows_in_download(videos, tmp_path):
         {"source": a, "clip_id": "L" * 5000, "start_s": 0.0, "end_s": 1.0},
         *[{"source": s.format(a=a, b=b), "clip_id": k} for k, s in HOSTILE_SOURCES.items() if k != "http"],
         {"source": "fifo.mp4", "clip_id": "fifo"},
+        {"source": "/nowhere/a\x00b.mp4", "clip_id": "nul"}, {"source": "/" + "p" * 5000 + ".mp4", "clip_id": "longpath"},
     ]
     os.mkfifo(tmp_path / "fifo.mp4")
     m = tmp_path / "m.parquet"
@@ -237,7 +239,7 @@ def test_hostile_manifest_rows_in_download(videos, tmp_path):
     kinds = [(r["error"] or {}).get("kind") for r in got]
     assert kinds == [None, "duplicate_clip_id", None, None, "bad_span", "bad_span", None, "bad_id",
                      "unsupported_scheme", "unsupported_scheme", "unsupported_scheme", "unsupported_scheme",
-                     "not_found", "unsupported_scheme", "not_a_regular_file"]
+                     "not_found", "unsupported_scheme", "not_a_regular_file", "bad_source", "not_found"]
     # each clip holds its own source's footage (a: 256x144, b: 320x176)
     sizes = [(probe(out / r["path"]).width if r["path"] else None) for r in got[:4]]
     assert sizes == [256, None, 256, 320] and got[2]["path"] != got[3]["path"]
