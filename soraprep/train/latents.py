@@ -304,4 +304,14 @@ def read_index(folder: str | Path) -> dict[str, Any]:
     p = Path(folder) / INDEX
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found: run `soraprep encode MANIFEST -o {folder} --vae ...` first")
-    return json.loads(p.read_text())
+    try:
+        index = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # a cut-short copy, another tool's file
+        from soraprep.train.config import ConfigError
+
+        raise ConfigError(f"{p} is not valid JSON ({exc}): re-run `soraprep encode` into {folder}") from exc
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        from soraprep.train.config import ConfigError
+
+        raise ConfigError(f"{p} is not a `soraprep encode` index (no 'shards' list)")
+    return index
