@@ -293,3 +293,17 @@ def test_export_never_overwrites_its_input(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "fsbytes:/v/caf%E9.mp4" in (tmp_path / "all.jsonl").read_text(encoding="utf-8")
     assert [r["path"] for r in read_manifest(tmp_path / "all.jsonl")] == ["/v/a.mp4", os.fsdecode(b"/v/caf\xe9.mp4")]
+
+
+def test_a_local_name_is_never_read_as_an_ffmpeg_protocol(videos, tmp_path, monkeypatch):
+    """A file really named ``concat:in/ok.mp4`` is that file, not FFmpeg's concat of ``in/ok.mp4``."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "concat:in").mkdir()
+    shutil.copy(videos["a"], tmp_path / "in" / "ok.mp4")           # 256x144
+    shutil.copy(videos["b"], tmp_path / "concat:in" / "ok.mp4")    # 320x176
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["probe", "concat:in/ok.mp4", "pipe:0", "--json"])
+    assert res.exit_code == 1, res.output
+    first, second = (json.loads(line) for line in res.stdout.splitlines())
+    assert first["width"] == 320  # before: 256, the footage of in/ok.mp4
+    assert second["error"]["kind"] == "unsupported_source"
