@@ -68,7 +68,8 @@ def check_out_file(out: str, flag: str = "-o/--output") -> None:
 CURATE_HELP = """Turn raw videos into training-ready clips, a manifest and a report.
 
 INPUTS are video files, folders (searched recursively) or manifests (.parquet/.jsonl, e.g. from
-`soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans.
+`soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans. Curation reads
+local files only (fetch URLs with `soraprep download`); anything unusable becomes a row with an error.
 
 Writes OUT/manifest.parquet (+ manifest.jsonl), OUT/clips/, OUT/report.html. Rerunning the same command
 resumes an interrupted run. Rerunning with another recipe or --cut redoes what changed: new filter, cut or
@@ -239,22 +240,38 @@ def export_cmd(
     fmt: str = typer.Option("opensora-csv", "--format", help="opensora-csv | jsonl"),
     all_rows: bool = typer.Option(False, "--all", help="Also rows that were dropped or failed."),
 ) -> None:
-    """Export a manifest to another format.  Example: soraprep export out/manifest.parquet -o train.csv"""
+    """Export a manifest to another format.  Example: soraprep export out/manifest.parquet -o train.csv
+
+    Refuses (exit 2) to write over the input manifest or its JSONL twin, whatever the name (a symlink,
+    hard link or relative path to the same file). Exit 1 when a kept row cannot be written (a file name
+    that is not UTF-8 has no place in Open-Sora's CSV; the message names it).
+    """
+    import os
+
     from soraprep.manifest import ManifestError, export_opensora_csv, read_manifest, write_jsonl
 
+    if fmt not in ("opensora-csv", "jsonl"):
+        fail_usage(f"--format must be opensora-csv or jsonl, got {fmt!r}")
+    src = os.path.splitext(manifest)[0]
+    for protected in {manifest, src + ".parquet", src + ".jsonl"}:
+        if os.path.exists(protected) and os.path.exists(out) and os.path.samefile(protected, out):
+            fail_usage(f"-o {out} is the manifest {protected} itself: choose another output file")
+    check_out_file(out, "-o/--out")  # not a folder, not under a file
     try:
         rows = read_manifest(manifest)
     except ManifestError as exc:
         fail_usage(str(exc))
+    skipped: list[str] = []
     if fmt == "opensora-csv":
-        n = export_opensora_csv(rows, out, manifest, only_kept=not all_rows)
-    elif fmt == "jsonl":
+        n = export_opensora_csv(rows, out, manifest, only_kept=not all_rows, skipped=skipped)
+    else:
         sel = rows if all_rows else [r for r in rows if r.get("keep") and not r.get("error")]
         write_jsonl(out, sel)
         n = len(sel)
-    else:
-        fail_usage(f"--format must be opensora-csv or jsonl, got {fmt!r}")
     console.print(f"{n} rows -> {escape(out)}", highlight=False)
+    for message in skipped[:10]:
+        console.print(f"[yellow]not exported:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(EXIT_ROWS_FAILED if skipped else EXIT_OK)
 
 
 @app.command("demo")

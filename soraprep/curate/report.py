@@ -296,6 +296,6 @@ def write_report(out: str | Path) -> Path:
     out = Path(out)
     path = out / "report.html"
     tmp = out / ".report.html.partial"
-    tmp.write_text(build_report(out), encoding="utf-8")
+    tmp.write_text(build_report(out), encoding="utf-8", errors="backslashreplace")  # names that are not UTF-8
     tmp.replace(path)
     return path

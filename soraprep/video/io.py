@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import stat
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ import numpy as np
 from soraprep.types import VideoInfo
 from soraprep.video.orient import coded_size, display_size, rotate_array
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.,-]+:")  # a URL or FFmpeg protocol prefix (one letter: a drive)
 #: Largest frame we agree to decode (width * height); bigger ones are refused before decoding.
 MAX_PIXELS = 8192 * 8192
 #: Smallest side we agree to analyse: a 16x16 picture is one macroblock; anything smaller holds no usable
@@ -37,16 +40,35 @@ class VideoError(Exception):
         self.message = message
 
 
+#: URL schemes FFmpeg may open; anything else ("file:", "concat:", "pipe:", "data:", "subfile,...:") is refused
+URL_SCHEMES = ("http", "https")
+
+
 def open_container(path: str | os.PathLike):
-    """Open with PyAV, turning failures into :class:`VideoError` with a precise kind."""
-    path = str(path)
-    if "://" not in path:
-        if not os.path.exists(path):
-            raise VideoError("not_found", f"no such file: {path}")
+    """Open with PyAV, turning failures into :class:`VideoError` with a precise kind.
+
+    Local files are opened by absolute path (so FFmpeg never reads ``concat:x`` or ``pipe:0`` in a name
+    as a protocol) and only when ``stat`` says they are regular files (a FIFO would block forever).
+    """
+    path = os.fspath(path)
+    path = os.fsdecode(path) if isinstance(path, bytes) else path
+    if not os.path.lexists(path) and ("://" in path or _SCHEME.match(path)):
+        if path.split(":", 1)[0].lower() not in URL_SCHEMES:
+            raise VideoError("unsupported_source", f"{path[:200]}: not a local file or an http(s) URL")
+    else:
+        shown, path = path, os.path.abspath(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise VideoError("not_found", f"no such file: {shown}") from None
+        except (OSError, ValueError) as exc:  # a symlink loop, a name too long, a NUL in the name...
+            raise VideoError("not_found", f"{shown[:300]}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise VideoError("not_a_regular_file", f"{shown} is not a regular file (a folder, FIFO, socket or device)")
         if not os.access(path, os.R_OK):
-            raise VideoError("unreadable", f"permission denied: {path}")
-        if os.path.getsize(path) == 0:
-            raise VideoError("empty_file", f"zero-byte file: {path}")
+            raise VideoError("unreadable", f"permission denied: {shown}")
+        if st.st_size == 0:
+            raise VideoError("empty_file", f"zero-byte file: {shown}")
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.error.InvalidDataError as exc:
@@ -425,6 +447,6 @@ def video_id_for(path: str | os.PathLike) -> str:
     import hashlib
 
     p = Path(path)
-    digest = hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(os.fsencode(os.path.abspath(p))).hexdigest()[:8]  # fsencode: any file name
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in p.stem)[:48] or "video"
     return f"{stem}-{digest}"
