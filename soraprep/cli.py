@@ -246,6 +246,15 @@ def download(
     concurrency: int = typer.Option(4, "--concurrency", help="Sources fetched and cut at once."),
     rate_limit: list[str] = typer.Option([], "--rate-limit", help="HOST=R/s, repeatable; *=R/s for every host."),
     cut: str = typer.Option("exact", "--cut", help="none|copy|keyframe|exact: how published spans are cut."),
+    stall_timeout: float = typer.Option(30.0, "--stall-timeout", metavar="S",
+                                        help="Drop a connection that delivers under --min-speed for S seconds "
+                                             "and resume it with Range from the bytes received."),
+    min_speed: float = typer.Option(1024.0, "--min-speed", metavar="BYTES_PER_S",
+                                    help="Slowest acceptable transfer, averaged over --stall-timeout."),
+    file_deadline: float = typer.Option(3600.0, "--file-deadline", metavar="S",
+                                        help="Give up on one file after S seconds, retries and waits included "
+                                             "(0: no deadline); the partial file is kept for a rerun."),
+    retries: int = typer.Option(5, "--retries", help="Retries of a transient failure (5xx, 429, reset, stall)."),
 ) -> None:
     """Download what a manifest points to (http(s) with resume, YouTube via yt-dlp, local paths) and cut
     each published span into a clip; writes OUT/manifest.parquet.
@@ -256,9 +265,15 @@ def download(
     from soraprep.datasets.download import download as run_download
     from soraprep.datasets.fetch import parse_rate
 
+    if stall_timeout <= 0 or min_speed < 0 or file_deadline < 0 or retries < 0:
+        fail_usage("--stall-timeout must be > 0, and --min-speed, --file-deadline and --retries >= 0 "
+                   f"(got {stall_timeout}, {min_speed}, {file_deadline}, {retries})")
+    fetch_options = {"stall_window_s": stall_timeout, "min_speed_bps": min_speed, "retries": retries,
+                     "deadline_s": file_deadline or None}
     try:
         rates = dict(parse_rate(r) for r in rate_limit)
-        report = run_download(manifest=manifest, out=output, concurrency=concurrency, rate_limits=rates, cut=cut)
+        report = run_download(manifest=manifest, out=output, concurrency=concurrency, rate_limits=rates, cut=cut,
+                              fetch_options=fetch_options)
     except (MetadataError, ValueError) as exc:
         fail_usage(str(exc))
     _print_counts("download", {"rows": report.rows, "sources": report.sources, "downloaded": report.downloaded,

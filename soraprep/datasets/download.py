@@ -71,7 +71,10 @@ def inside(root: Path, rel: str) -> Path:
 
 def classify(source: str) -> str:
     """'youtube' | 'http' | 'local' | 'unsupported' for a row's ``source``."""
-    parsed = urlparse(source)
+    try:
+        parsed = urlparse(source)
+    except ValueError:  # e.g. "http://[::1/x": the fetcher reports it as invalid_url
+        return "http" if source.lower().startswith(("http:", "https:")) else "unsupported"
     scheme = parsed.scheme.lower()
     if scheme in ("http", "https"):
         return "youtube" if youtube_id(source) else "http"
@@ -273,8 +276,12 @@ def _write_done(path: Path, record: dict[str, Any]) -> None:
 
 def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency: int = 4,
              rate_limits: dict[str, float] | None = None, cut: str = "exact",
-             fetcher: HttpFetcher | None = None) -> DownloadReport:
-    """Fetch every source of ``manifest`` into ``out``, cut each span, write ``out/manifest.parquet``."""
+             fetcher: HttpFetcher | None = None, fetch_options: dict[str, Any] | None = None) -> DownloadReport:
+    """Fetch every source of ``manifest`` into ``out``, cut each span, write ``out/manifest.parquet``.
+
+    ``fetch_options`` are :class:`HttpFetcher` keyword arguments (``stall_window_s``, ``min_speed_bps``,
+    ``deadline_s``, ``retries``, ...) for the fetcher built here when none is given.
+    """
     if cut not in CUT_MODES:
         raise MetadataError(f"--cut {cut!r} is not one of {', '.join(CUT_MODES)}")
     if concurrency < 1:
@@ -286,7 +293,7 @@ def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency
         raise MetadataError(str(exc)) from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fetcher = fetcher or HttpFetcher(limiter=RateLimiter(rate_limits))
+    fetcher = fetcher or HttpFetcher(limiter=RateLimiter(rate_limits), **(fetch_options or {}))
     report, lock = DownloadReport(rows=len(rows)), threading.Lock()
     by_source: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     results: dict[int, dict[str, Any]] = {}

@@ -17,6 +17,7 @@ class VideoServer:
         self.actions: dict[str, list] = {}
         self.log: list[tuple[str, str | None]] = []  # (path, Range header) per request
         self._lock = threading.Lock()
+        self._stop = threading.Event()  # set on exit: trickling / stalled handlers end at once
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +41,7 @@ class VideoServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -117,6 +119,25 @@ class VideoServer:
             if len(action) == 4:  # ("drop", n, new_bytes, new_etag): the file changes after the drop
                 key = h.path.split("?", 1)[0]
                 self.files[key], self.etags[key] = action[2], action[3]
+            return
+        if kind == "trickle":  # ("trickle", n, interval_s): n bytes at once, then one byte per interval_s
+            _, n, interval = action
+            try:
+                h.wfile.write(body[:n])
+                h.wfile.flush()
+                for i in range(n, len(body)):
+                    if self._stop.wait(interval):
+                        return
+                    h.wfile.write(body[i:i + 1])
+                    h.wfile.flush()
+            except OSError:  # the client gave up (stall timeout): expected
+                pass
+            return
+        if kind == "stall":  # ("stall", n, seconds): n bytes, then silence for `seconds`, then the connection ends
+            h.wfile.write(body[: action[1]])
+            h.wfile.flush()
+            self._stop.wait(action[2])
+            h.close_connection = True
             return
         h.wfile.write(body)
 
