@@ -300,6 +300,15 @@ def caption_cmd(
     lang: str = typer.Option("en", "--lang", help="en | zh"),
     concurrency: int = typer.Option(8, "--concurrency", help="openai: requests in flight; transformers: batch size."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Ask again for rows whose captioning failed."),
+    clip_timeout: float = typer.Option(300.0, "--clip-timeout", metavar="S",
+                                       help="Deadline per clip over all its requests, retries and back-offs "
+                                            "(openai backend); a clip past it fails with kind `timeout`."),
+    request_timeout: float | None = typer.Option(None, "--request-timeout", metavar="S",
+                                                 help="Read timeout of one HTTP attempt (default 120)."),
+    max_attempts: int | None = typer.Option(None, "--max-attempts", help="HTTP attempts per request (default 6)."),
+    max_length: int | None = typer.Option(None, "--max-length", metavar="N",
+                                          help="Longest caption: words (en) / characters (zh), default 300 / 600; "
+                                               "longer ones are cut at the last sentence end that fits."),
 ) -> None:
     """Caption kept clips with a vision-language model; adds caption columns (and Open-Sora's `text`).
 
@@ -312,8 +321,14 @@ def caption_cmd(
     from soraprep.caption.backends import BackendConfigError
     from soraprep.manifest import ManifestError
 
+    if clip_timeout <= 0 or (request_timeout is not None and request_timeout <= 0):
+        fail_usage(f"--clip-timeout and --request-timeout must be > 0 seconds (got {clip_timeout}, {request_timeout})")
+    if (max_attempts is not None and max_attempts < 1) or (max_length is not None and max_length < 1):
+        fail_usage(f"--max-attempts and --max-length must be >= 1 (got {max_attempts}, {max_length})")
+    options = {k: v for k, v in (("timeout_s", request_timeout), ("max_attempts", max_attempts)) if v is not None}
     settings = CaptionSettings(backend=backend, model=model, base_url=base_url, frames=frames, mode=mode, lang=lang,
-                               concurrency=concurrency, retry_failed=retry_failed)
+                               concurrency=concurrency, retry_failed=retry_failed, clip_timeout_s=clip_timeout,
+                               max_units=max_length, backend_options=options if backend == "openai" else {})
     try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("captioning", total=None)
@@ -324,7 +339,8 @@ def caption_cmd(
     s = summary
     _print_counts("caption", {
         "rows": s.rows, "eligible (keep, no error)": s.eligible, "captioned now": s.captioned,
-        "from cache": s.cached, "kept from input": s.previous, "failed": s.failed, "requests": s.requests,
+        "from cache": s.cached, "kept from input": s.previous, "failed": s.failed,
+        "cut to --max-length": s.truncated, "requests": s.requests,
         "HTTP attempts": s.attempts, "tokens in / out": f"{s.tokens_in} / {s.tokens_out}",
         "seconds": f"{s.seconds:.2f}", "captions per second": f"{s.captions_per_s:.2f}",
         "manifest": out or manifest}, s.failures_by_kind)

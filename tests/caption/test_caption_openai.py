@@ -96,7 +96,7 @@ def test_connection_refused_is_a_connection_error(sleeps):
     cap = _client(f"http://127.0.0.1:{port}/v1", max_attempts=3)
     (reply,) = cap.generate([VLMRequest("x")])
     cap.close()
-    assert reply.error_kind == "connection" and reply.attempts == 3 and len(sleeps) == 2
+    assert reply.error_kind == "connection_failed" and reply.attempts == 3 and len(sleeps) == 2
 
 
 def test_bounded_concurrency_and_order(sleeps):
