@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from soraprep.datasets.common import MetadataError, youtube_id
-from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter
+from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter, check_url
 from soraprep.datasets.sniff import VIDEO_EXTENSIONS
 from soraprep.manifest import read_manifest, write_manifest
 from soraprep.types import RowError, Span
@@ -160,6 +160,7 @@ class _Job:
                 raise FetchError("not_found", f"no such file: {path}")
             self._count("local")
             return path
+        check_url(self.source)  # a malformed URL fails here as invalid_url, before a file name is made from it
         dst = inside(self.out, f"videos/{_video_file_name(self.rows[0], self.source)}")
         if kind == "youtube":
             had = any(p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl", ".validator")))

@@ -54,8 +54,8 @@ class VideoServer:
     # --------------------------------------------------------------------------------------------
     def _serve(self, h: BaseHTTPRequestHandler, action) -> None:
         kind = action[0] if isinstance(action, tuple) else action
-        if kind == "404":
-            h.send_response(404)
+        if kind in ("403", "404", "410"):
+            h.send_response(int(kind))
             h.send_header("Content-Length", "0")
             h.end_headers()
             return
