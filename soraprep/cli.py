@@ -301,8 +301,9 @@ def caption_cmd(
     concurrency: int = typer.Option(8, "--concurrency", help="openai: requests in flight; transformers: batch size."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Ask again for rows whose captioning failed."),
     clip_timeout: float = typer.Option(300.0, "--clip-timeout", metavar="S",
-                                       help="Deadline per clip over all its requests, retries and back-offs "
-                                            "(openai backend); a clip past it fails with kind `timeout`."),
+                                       help="Most seconds a clip's request may take, all retries and back-offs "
+                                            "included (openai backend; frames+summary: the frame requests, then "
+                                            "the merge); past it the clip fails with kind `timeout`."),
     request_timeout: float | None = typer.Option(None, "--request-timeout", metavar="S",
                                                  help="Read timeout of one HTTP attempt (default 120)."),
     max_attempts: int | None = typer.Option(None, "--max-attempts", help="HTTP attempts per request (default 6)."),

@@ -14,8 +14,9 @@ caption_latency_s      wall seconds the clip's requests took (from the cache on 
 caption_error          ``{stage: "caption", kind, message}`` or null; ``text`` is left alone then
 =====================  ==========================================================================
 
-Each clip has a deadline (``clip_timeout_s``) over all its requests, retries and back-offs: a hung server
-costs a clip that long, not ``max_attempts`` request timeouts. Captions longer than ``max_units`` are cut at
+Each clip's request has a budget (``clip_timeout_s``) over all its attempts and back-offs: a hung server
+costs a clip that long, not ``max_attempts`` request timeouts (``frames+summary``: the frame requests, sent
+together, then the merge request, each with that budget). Captions longer than ``max_units`` are cut at
 the last sentence end that fits (else at a word boundary); the summary counts them (``truncated``).
 
 Clips run on a thread pool (``parallelism`` of the backend: HTTP concurrency or the local batch size), each
@@ -69,7 +70,7 @@ class CaptionSettings:
     summary_backend_options: dict[str, Any] | None = None          # default: backend_options if same backend
     min_units: int = 3                       # shortest usable caption: words (en) / characters (zh)
     max_units: int | None = None             # longest: default 300 words / 600 characters
-    clip_timeout_s: float | None = 300.0     # per clip, all requests, retries and back-offs; None: no deadline
+    clip_timeout_s: float | None = 300.0     # per clip request, all retries and back-offs; None: no limit
     score_text: bool = False                 # append "aesthetic score: ..., motion score: ..., fps: ..."
     cache_path: str | None = None            # SQLite file; None keeps the cache in memory
 
@@ -288,7 +289,7 @@ class Captioning:
             return self._columns(row, rec), "captioned", {}
         o = caption_clip(frames, mode=self.mode, prompts=self.prompts, vlm=self.vlm, llm=self.llm,
                          max_new_tokens=self.max_new_tokens, tag=str(row.get("clip_id", "")),
-                         deadline_s=s.clip_timeout_s)
+                         timeout_s=s.clip_timeout_s)
         rec = {"status": "ok" if o.error_kind is None else "error", "raw": o.text, "frames": len(indices),
                "frame_indices": indices, "tokens_in": o.tokens_in, "tokens_out": o.tokens_out,
                "latency_s": round(o.latency_s, 4), "requests": o.requests, "attempts": o.attempts,

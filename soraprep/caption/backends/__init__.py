@@ -35,7 +35,7 @@ class VLMRequest:
     max_new_tokens: int = 256
     temperature: float = 0.0
     tag: str = ""                     # for logs only (e.g. "clip-0001/frame3")
-    deadline: float | None = None     # time.monotonic() by which the answer must be in (HTTP backends)
+    timeout_s: float | None = None    # the whole request's budget: attempts, back-offs (HTTP backends)
 
 
 @dataclass(frozen=True)

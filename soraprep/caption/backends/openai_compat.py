@@ -8,9 +8,10 @@ timeout or a connection error is retried up to ``max_attempts`` times in all, sl
 back-off with jitter: ``d = min(backoff_max_s, backoff_base_s * 2**(attempt-1))``, sleep ``uniform(d/2, d)``.
 Other 4xx answers (bad request, auth, unknown model) fail at once: repeating them cannot help.
 
-A request may carry a ``deadline`` (``time.monotonic()`` seconds; the pipeline sets one per clip): attempts,
-back-offs and waits for a free slot all end there, each attempt's timeouts are cut to the time left, and the
-answer is read as a stream so a server that trickles bytes cannot hold a clip past it (kind ``timeout``).
+A request may carry a budget (``VLMRequest.timeout_s``; the pipeline's ``--clip-timeout``), counted from
+when this backend starts it (time queued behind other requests in the pipeline does not count): attempts,
+back-offs and the wait for a free slot all end there, each attempt's timeouts are cut to the time left, and
+the answer is read as a stream so a server that trickles bytes cannot hold it longer (kind ``timeout``).
 Answers over ``max_response_bytes`` are refused (``bad_response``). A malformed ``usage`` field never costs
 a valid caption: the token counts are then 0.
 
@@ -186,14 +187,14 @@ class OpenAICompatCaptioner:
             body = self.payload(req)
         except ValueError as exc:
             return VLMReply(None, error_kind="bad_image", error_message=str(exc))
-        deadline = req.deadline if req.deadline is not None else float("inf")
+        deadline = time.monotonic() + req.timeout_s if req.timeout_s is not None else float("inf")
         kind, message = "connection_failed", ""
         attempt = 0
         while attempt < self.max_attempts:
             left = deadline - time.monotonic()
             # bounded concurrency: only in-flight HTTP requests hold a slot; the wait for one counts too
             if left <= 0 or not self._slots.acquire(timeout=min(left, threading.TIMEOUT_MAX)):
-                kind, message = "timeout", "the clip deadline passed" + (f" (last: {message})" if message else
+                kind, message = "timeout", f"the {req.timeout_s:g} s clip timeout passed" + (f" (last: {message})" if message else
                                                                          " before a request slot was free")
                 break
             attempt += 1
@@ -216,7 +217,7 @@ class OpenAICompatCaptioner:
             if attempt < self.max_attempts:
                 pause = self._backoff(attempt, retry_after)
                 if time.monotonic() + pause >= deadline:
-                    message += "; the clip deadline leaves no time for another attempt"
+                    message += "; the clip timeout leaves no time for another attempt"
                     break
                 _sleep(pause)
         plural = "s" if attempt != 1 else ""
@@ -235,7 +236,7 @@ class OpenAICompatCaptioner:
                     if size > self.max_response_bytes:
                         raise _AttemptFailed("bad_response", f"answer over {self.max_response_bytes} bytes: refused")
                     if time.monotonic() > deadline:
-                        raise _AttemptFailed("timeout", f"the clip deadline passed while the answer arrived "
+                        raise _AttemptFailed("timeout", f"the clip timeout passed while the answer arrived "
                                                         f"({size} bytes so far)")
                     chunks.append(chunk)
                 return resp.status_code, resp.headers, b"".join(chunks)
