@@ -114,11 +114,11 @@ class VideoServer:
         if kind == "drop":  # announce the whole body, send part of it, then cut the connection
             h.wfile.write(body[: action[1]])
             h.wfile.flush()
+            if len(action) == 4:  # ("drop", n, new_bytes, new_etag): the file changes after the drop
+                key = h.path.split("?", 1)[0]  # (before the drop: a fast client may already be back)
+                self.files[key], self.etags[key] = action[2], action[3]
             h.connection.shutdown(socket.SHUT_RDWR)
             h.close_connection = True
-            if len(action) == 4:  # ("drop", n, new_bytes, new_etag): the file changes after the drop
-                key = h.path.split("?", 1)[0]
-                self.files[key], self.etags[key] = action[2], action[3]
             return
         if kind == "trickle":  # ("trickle", n, interval_s): n bytes at once, then one byte per interval_s
             _, n, interval = action
