@@ -178,6 +178,8 @@ class _Job:
             return [_fail(r, exc.kind, str(exc)) for r in self.rows]
         except ValueError as exc:  # inside(): a path that would resolve outside OUT (e.g. via a symlink)
             return [_fail(r, "unsafe_path", str(exc)) for r in self.rows]
+        except OSError as exc:  # the local side: disk full, permissions (network errors are FetchErrors)
+            return [_fail(r, "io_error", f"{self.source}: {exc}") for r in self.rows]
         from soraprep.video.io import VideoError, probe, scan_packets
 
         try:

@@ -314,7 +314,7 @@ class HttpFetcher:
                     raise FetchError("deadline_exceeded", f"{url}: the {self.deadline_s:.0f} s per-file deadline "
                                                           f"passed with {start + got} bytes received") from None
                 raise _Stalled(got, f"no bytes for {sock_timeout:.1f} s") from None
-            except (http.client.IncompleteRead, ConnectionError):
+            except (http.client.HTTPException, ConnectionError, ssl.SSLError):  # IncompleteRead, reset, TLS
                 return got, False  # keep what arrived; the next attempt resumes with Range
             if length is not None and got < length:
                 return got, False

@@ -281,3 +281,19 @@ def test_long_caption_is_cut_at_a_sentence_end(clip_manifest, tmp_path):
         res = caption(clip_manifest, tmp_path / "run2" / "out.parquet", srv.url, "--max-length", "50")
     assert res.exit_code == 0, res.output
     assert [r["caption"] for r in read_manifest(tmp_path / "run2" / "out.parquet")] == ["A cat sleeps."] * 2
+
+
+def test_a_local_write_error_is_a_row_not_a_crash(video, tmp_path):
+    from soraprep.datasets.download import _video_file_name
+
+    with VideoServer() as srv:
+        srv.files["/a.mp4"], srv.files["/b.mp4"] = video.read_bytes(), video.read_bytes()
+        rows = [{"clip_id": k, "video_id": k, "source": srv.url(f"/{k}.mp4"), "start_s": 0.0, "end_s": 1.0}
+                for k in ("a", "b")]
+        write_manifest(tmp_path / "m.parquet", rows)
+        blocked = tmp_path / "out" / "videos" / (_video_file_name(rows[0], rows[0]["source"]) + ".part")
+        blocked.mkdir(parents=True)          # NAME.part cannot be written (as a full disk could not)
+        res = cli("download", tmp_path / "m.parquet", "-o", tmp_path / "out", *FAST)
+    assert res.exit_code == 1, res.output
+    a, b = read_manifest(tmp_path / "out" / "manifest.parquet")
+    assert a["error"]["kind"] == "io_error" and b["error"] is None    # was: the whole run died with a traceback
