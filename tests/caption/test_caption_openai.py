@@ -132,3 +132,21 @@ def test_urls_and_config_errors():
         _client("localhost:8000")
     with pytest.raises(BackendConfigError, match="unknown caption backend"):
         make_captioner("gpt-sdk", model="x")
+
+
+def test_oversized_answer_is_bad_response_without_retry(sleeps):
+    body = json.dumps({"choices": [{"message": {"content": "x" * 5000}}]})
+    with FakeChatServer(FakeServerConfig(raw_body=body)) as srv:
+        cap = _client(srv.url, max_response_bytes=1000)
+        (reply,) = cap.generate([VLMRequest("x")])
+        cap.close()
+    assert (reply.error_kind, reply.attempts, srv.requests) == ("bad_response", 1, 1) and sleeps == []
+
+
+def test_content_that_is_not_text_is_bad_response(sleeps):
+    body = json.dumps({"choices": [{"message": {"content": {"text": "a dict"}}}], "usage": None})
+    with FakeChatServer(FakeServerConfig(raw_body=body)) as srv:
+        cap = _client(srv.url)
+        (reply,) = cap.generate([VLMRequest("x")])
+        cap.close()
+    assert reply.error_kind == "bad_response" and "not text" in reply.error_message

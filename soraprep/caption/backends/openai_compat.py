@@ -205,6 +205,8 @@ class OpenAICompatCaptioner:
                 kind, message = exc.kind, exc.message
             finally:
                 self._slots.release()
+            if kind == "bad_response" and status is None:
+                break  # an answer over max_response_bytes: asking again brings the same
             retry_after = None
             if status is not None:
                 if status == 200:
