@@ -19,6 +19,9 @@ loses nothing: the next attempt or run asks for the rest with ``Range``. Three c
   past it the file fails with ``deadline_exceeded`` (the ``.part`` stays for a later run);
 * the socket ``timeout_s`` for connecting and for each read (never longer than the stall window).
 
+The deadline is hard: a watchdog shuts the attempt's sockets at that moment, so not even a server that
+trickles its *headers* one byte at a time (each read within the socket timeout) can hold a file past it.
+
 Errors that repeating cannot fix fail at once with their own kind: ``invalid_url``, ``dns_not_found``
 (the name does not exist), ``tls_error``, HTTP 4xx other than 408/425/429 (``http_404``, ``http_410``,
 ...), ``bad_content_type``, ``too_large``. Transient ones are retried with exponential back-off:
@@ -163,7 +166,7 @@ class HttpFetcher:
         self.max_retry_after_s, self.timeout_s, self.max_bytes = max_retry_after_s, timeout_s, max_bytes
         self.check_video = check_video
         self.stall_window_s, self.min_speed_bps, self.deadline_s = stall_window_s, min_speed_bps, deadline_s
-        self._opener = urllib.request.build_opener(_SafeRedirects())
+        self._opener = urllib.request.build_opener(_SafeRedirects(), _WatchedHTTP(), _WatchedHTTPS())
 
     def _pause(self, failures: int, url: str, deadline: float) -> None:
         wait = min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1))
@@ -239,6 +242,17 @@ class HttpFetcher:
     # one request ------------------------------------------------------------------------------------
     def _attempt(self, url: str, part: Path, have: int, host: str, deadline: float) -> tuple[int, bool]:
         """One request; returns (bytes added, the file is complete). Raises _Retry, _Stalled or FetchError."""
+        if deadline == float("inf"):
+            return self._request(url, part, have, host, deadline)
+        watch = _Watchdog(deadline - time.monotonic())
+        _current.watch = watch
+        try:
+            return self._request(url, part, have, host, deadline)
+        finally:
+            _current.watch = None
+            watch.cancel()
+
+    def _request(self, url: str, part: Path, have: int, host: str, deadline: float) -> tuple[int, bool]:
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         validator = _validator_file(part)
         if have:
@@ -316,6 +330,9 @@ class HttpFetcher:
                 raise _Stalled(got, f"no bytes for {sock_timeout:.1f} s") from None
             except (http.client.HTTPException, ConnectionError, ssl.SSLError):  # IncompleteRead, reset, TLS
                 return got, False  # keep what arrived; the next attempt resumes with Range
+            if time.monotonic() >= deadline:  # the watchdog ended the body: its end proves nothing
+                raise FetchError("deadline_exceeded", f"{url}: the {self.deadline_s:.0f} s per-file deadline passed "
+                                                      f"with {start + got} bytes received (kept for a resume)")
             if length is not None and got < length:
                 return got, False
             if start + got == 0:
@@ -354,6 +371,70 @@ class HttpFetcher:
             if sniff_container(head) is None:
                 part.unlink(missing_ok=True)
                 raise FetchError("not_video", f"{url}: the {size} bytes received are not a video container")
+
+
+_current = threading.local()   # .watch: the _Watchdog of the attempt running in this thread
+
+
+class _Watchdog:
+    """Shuts the sockets an attempt opened once ``seconds`` have passed: a blocked read returns at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._conns: list[http.client.HTTPConnection] = []
+        self._fired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def add(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._conns.append(conn)
+            fired = self._fired
+        if fired:
+            _shut(conn)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._fired = True
+            conns = list(self._conns)
+        for conn in conns:
+            _shut(conn)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shut(conn: http.client.HTTPConnection) -> None:
+    try:
+        if conn.sock is not None:
+            conn.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _watched(cls: type) -> type:
+    class Watched(cls):  # registers its socket with the running attempt's watchdog once connected
+        def connect(self) -> None:
+            super().connect()
+            watch = getattr(_current, "watch", None)
+            if watch is not None:
+                watch.add(self)
+
+    return Watched
+
+
+_WATCHED = {cls: _watched(cls) for cls in (http.client.HTTPConnection, http.client.HTTPSConnection)}
+
+
+class _WatchedHTTP(urllib.request.HTTPHandler):
+    def do_open(self, http_class, req, **kw):  # noqa: D401 - urllib hook
+        return super().do_open(_WATCHED.get(http_class, http_class), req, **kw)
+
+
+class _WatchedHTTPS(urllib.request.HTTPSHandler):
+    def do_open(self, http_class, req, **kw):  # noqa: D401 - urllib hook
+        return super().do_open(_WATCHED.get(http_class, http_class), req, **kw)
 
 
 def check_url(url: str):

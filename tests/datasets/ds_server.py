@@ -66,6 +66,18 @@ class VideoServer:
             h.send_header("Content-Length", "0")
             h.end_headers()
             return
+        if kind == "slow_headers":  # ("slow_headers", interval_s, max_s): headers a byte at a time, for max_s
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nX-Padding: " + b"x" * 10_000 + b"\r\n\r\n"
+            try:
+                for i in range(min(len(head), int(action[2] / action[1]))):
+                    h.wfile.write(head[i:i + 1])
+                    h.wfile.flush()
+                    if self._stop.wait(action[1]):
+                        break
+            except OSError:  # the client gave up: expected
+                pass
+            h.close_connection = True
+            return
         if kind == "redirect":
             h.send_response(302)
             h.send_header("Location", action[1])

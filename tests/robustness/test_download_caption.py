@@ -297,3 +297,16 @@ def test_a_local_write_error_is_a_row_not_a_crash(video, tmp_path):
     assert res.exit_code == 1, res.output
     a, b = read_manifest(tmp_path / "out" / "manifest.parquet")
     assert a["error"]["kind"] == "io_error" and b["error"] is None    # was: the whole run died with a traceback
+
+
+def test_a_server_trickling_its_headers_cannot_outlive_the_deadline(video, tmp_path):
+    with VideoServer() as srv:
+        srv.files["/h.mp4"] = video.read_bytes()
+        srv.actions["/h.mp4"] = [("slow_headers", 0.1, 6)] * 3   # each read within the socket timeout, for 6 s
+        m = one_row_manifest(tmp_path / "m.parquet", srv.url("/h.mp4"))
+        t0 = time.monotonic()
+        res = cli("download", m, "-o", tmp_path / "out", "--file-deadline", "1.5", "--stall-timeout", "0.5")
+        took = time.monotonic() - t0
+    assert res.exit_code == 1, res.output
+    (row,) = read_manifest(tmp_path / "out" / "manifest.parquet")
+    assert row["error"]["kind"] == "deadline_exceeded" and took < 4     # was: 6 s per attempt, x 6 attempts
