@@ -161,7 +161,8 @@ def test_permanent_errors_fail_at_once_with_their_kind(video, tmp_path, monkeypa
     assert res.exit_code == 1, res.output
     got = {r["clip_id"]: (r["error"] or {}).get("kind") for r in read_manifest(tmp_path / "out" / "manifest.parquet")}
     assert got == {k: kind for k, (_, kind, _) in cases.items()}
-    assert took < 10      # refused: 3 attempts (1 + 2 s back-off); the rest at once (was: 6 attempts, 31 s each)
+    assert took < 5   # refused: 2 attempts here (--retries 1; at most 3 by default); the rest at once
+    #                   (was: DNS, refused and bad URLs each 6 attempts with 1+2+4+8+16 s of back-off)
 
 
 def _sha(path: Path) -> str:
