@@ -347,6 +347,15 @@ def download(
     concurrency: int = typer.Option(4, "--concurrency", help="Sources fetched and cut at once."),
     rate_limit: list[str] = typer.Option([], "--rate-limit", help="HOST=R/s, repeatable; *=R/s for every host."),
     cut: str = typer.Option("exact", "--cut", help="none|copy|keyframe|exact: how published spans are cut."),
+    stall_timeout: float = typer.Option(30.0, "--stall-timeout", metavar="S",
+                                        help="Drop a connection that delivers under --min-speed for S seconds "
+                                             "and resume it with Range from the bytes received."),
+    min_speed: float = typer.Option(1024.0, "--min-speed", metavar="BYTES_PER_S",
+                                    help="Slowest acceptable transfer, averaged over --stall-timeout."),
+    file_deadline: float = typer.Option(3600.0, "--file-deadline", metavar="S",
+                                        help="Give up on one file after S seconds, retries and waits included "
+                                             "(0: no deadline); the partial file is kept for a rerun."),
+    retries: int = typer.Option(5, "--retries", help="Retries of a transient failure (5xx, 429, reset, stall)."),
 ) -> None:
     """Download what a manifest points to (http(s) with resume, YouTube via yt-dlp, local paths) and cut
     each published span into a clip; writes OUT/manifest.parquet.
@@ -358,9 +367,15 @@ def download(
     from soraprep.datasets.fetch import parse_rate
 
     check_out_dir(output, "-o/--output")
+    if stall_timeout <= 0 or min_speed < 0 or file_deadline < 0 or retries < 0:
+        fail_usage("--stall-timeout must be > 0, and --min-speed, --file-deadline and --retries >= 0 "
+                   f"(got {stall_timeout}, {min_speed}, {file_deadline}, {retries})")
+    fetch_options = {"stall_window_s": stall_timeout, "min_speed_bps": min_speed, "retries": retries,
+                     "deadline_s": file_deadline or None}
     try:
         rates = dict(parse_rate(r) for r in rate_limit)
-        report = run_download(manifest=manifest, out=output, concurrency=concurrency, rate_limits=rates, cut=cut)
+        report = run_download(manifest=manifest, out=output, concurrency=concurrency, rate_limits=rates, cut=cut,
+                              fetch_options=fetch_options)
     except (MetadataError, ValueError) as exc:
         fail_usage(str(exc))
     _print_counts("download", {"rows": report.rows, "sources": report.sources, "downloaded": report.downloaded,
@@ -387,6 +402,16 @@ def caption_cmd(
     lang: str = typer.Option("en", "--lang", help="en | zh"),
     concurrency: int = typer.Option(8, "--concurrency", help="openai: requests in flight; transformers: batch size."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Ask again for rows whose captioning failed."),
+    clip_timeout: float = typer.Option(300.0, "--clip-timeout", metavar="S",
+                                       help="Most seconds a clip's request may take, all retries and back-offs "
+                                            "included (openai backend; frames+summary: the frame requests, then "
+                                            "the merge); past it the clip fails with kind `timeout`."),
+    request_timeout: float | None = typer.Option(None, "--request-timeout", metavar="S",
+                                                 help="Read timeout of one HTTP attempt (default 120)."),
+    max_attempts: int | None = typer.Option(None, "--max-attempts", help="HTTP attempts per request (default 6)."),
+    max_length: int | None = typer.Option(None, "--max-length", metavar="N",
+                                          help="Longest caption: words (en) / characters (zh), default 300 / 600; "
+                                               "longer ones are cut at the last sentence end that fits."),
 ) -> None:
     """Caption kept clips with a vision-language model; adds caption columns (and Open-Sora's `text`).
 
@@ -399,8 +424,14 @@ def caption_cmd(
     from soraprep.caption.backends import BackendConfigError
     from soraprep.manifest import ManifestError
 
+    if clip_timeout <= 0 or (request_timeout is not None and request_timeout <= 0):
+        fail_usage(f"--clip-timeout and --request-timeout must be > 0 seconds (got {clip_timeout}, {request_timeout})")
+    if (max_attempts is not None and max_attempts < 1) or (max_length is not None and max_length < 1):
+        fail_usage(f"--max-attempts and --max-length must be >= 1 (got {max_attempts}, {max_length})")
+    options = {k: v for k, v in (("timeout_s", request_timeout), ("max_attempts", max_attempts)) if v is not None}
     settings = CaptionSettings(backend=backend, model=model, base_url=base_url, frames=frames, mode=mode, lang=lang,
-                               concurrency=concurrency, retry_failed=retry_failed)
+                               concurrency=concurrency, retry_failed=retry_failed, clip_timeout_s=clip_timeout,
+                               max_units=max_length, backend_options=options if backend == "openai" else {})
     try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("captioning", total=None)
@@ -411,7 +442,8 @@ def caption_cmd(
     s = summary
     _print_counts("caption", {
         "rows": s.rows, "eligible (keep, no error)": s.eligible, "captioned now": s.captioned,
-        "from cache": s.cached, "kept from input": s.previous, "failed": s.failed, "requests": s.requests,
+        "from cache": s.cached, "kept from input": s.previous, "failed": s.failed,
+        "cut to --max-length": s.truncated, "requests": s.requests,
         "HTTP attempts": s.attempts, "tokens in / out": f"{s.tokens_in} / {s.tokens_out}",
         "seconds": f"{s.seconds:.2f}", "captions per second": f"{s.captions_per_s:.2f}",
         "manifest": out or manifest}, s.failures_by_kind)

@@ -4,7 +4,9 @@ Rules, in order (each one pure and separately testable):
 1. strip boilerplate openings ("The video shows", "In this video,", "视频中", ...) and re-capitalise;
 2. collapse degenerate loops ("a cat a cat a cat") and repeated sentences;
 3. enforce length bounds: words for English, characters for Chinese; too long is cut at the last sentence
-   end that fits (else at the word limit); too short is a failure;
+   end that fits (else at the word limit) and flagged ``truncated``; too short is a failure. A character
+   cap (``CHARS_PER_UNIT`` times the unit limit) catches what the unit count misses (one 50 000-letter
+   "word", Latin junk inside a Chinese caption): it cuts the same way, at a sentence end, else a space;
 4. flag the wrong language (mostly CJK when English was asked for, or the reverse).
 
 The raw answer is what the cache stores; cleaning runs again on every run, so changing these rules never
@@ -40,6 +42,9 @@ _LOOP = re.compile(r"\b(\w+(?:\W+\w+){0,7}?)(?:\W+\1\b){2,}", re.IGNORECASE)
 _CJK_LOOP = re.compile(r"([\u4e00-\u9fff]{1,8}?)\1{2,}")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
+
+#: the character cap is this many characters per word (en) / per CJK character (zh) of the unit limit
+CHARS_PER_UNIT = {"en": 12, "zh": 3}
 
 #: Failure flags: a caption carrying one of these is recorded in caption_error, not written to `text`.
 FAILING_FLAGS = ("empty", "wrong_language", "too_short")    # in order of precedence
@@ -126,6 +131,23 @@ def truncate(text: str, max_units: int, lang: str) -> str:
     return " ".join(text.split()[:max_units])
 
 
+def cap_chars(text: str, max_chars: int, lang: str) -> str:
+    """At most ``max_chars`` characters: whole sentences that fit, else up to the last space, else a hard cut."""
+    if len(text) <= max_chars:
+        return text
+    joiner = "" if lang == "zh" else " "
+    kept: list[str] = []
+    for s in split_sentences(text):
+        if len(joiner.join([*kept, s])) > max_chars:
+            break
+        kept.append(s)
+    if kept:
+        return joiner.join(kept)
+    head = text[:max_chars]
+    cut = head.rfind(" ")
+    return head[:cut].rstrip() if cut > max_chars // 2 else head
+
+
 def clean_caption(text: str | None, *, lang: str = "en", min_units: int = 3, max_units: int | None = None,
                   strip: bool = True, check_language: bool = True) -> CleanResult:
     """Apply the rules above. ``max_units`` defaults to 300 words (en) or 600 characters (zh)."""
@@ -142,8 +164,9 @@ def clean_caption(text: str | None, *, lang: str = "en", min_units: int = 3, max
     if c != t:
         flags.append("repetition")
     t = c
-    if length_units(t, lang) > max_units:
-        t = truncate(t, max_units, lang)
+    max_chars = max_units * CHARS_PER_UNIT.get(lang, CHARS_PER_UNIT["en"])
+    if length_units(t, lang) > max_units or len(t) > max_chars:
+        t = cap_chars(truncate(t, max_units, lang), max_chars, lang)
         flags.append("truncated")
     if not t:
         flags.append("empty")

@@ -3,7 +3,9 @@
 It answers ``POST /v1/chat/completions`` with a deterministic caption that names how many images came in
 and a digest of the request (so two clips never get the same answer), and ``GET /v1/models``. Faults can
 be injected: a scripted sequence of error statuses for the first requests (``429`` carries
-``Retry-After``), a fixed latency per request, and requests that hang longer than a client's timeout.
+``Retry-After``), a fixed latency per request, requests that hang longer than a client's timeout, a fixed
+raw body for every 200 answer (garbage, a malformed ``usage``, a 5 000-word caption), and answers that
+trickle out one byte at a time (each byte within a client's read timeout, the whole far past it).
 Each request is appended to a JSONL log when asked, so tests can count exactly what reached the server.
 
     python -m soraprep.caption.fake_server --port 8000 --latency 0.2      # then: soraprep caption ... \\
@@ -35,6 +37,8 @@ class FakeServerConfig:
     hang_s: float = 0.0
     log_path: str | None = None                        # JSONL, one line per request
     model: str = "fake-vlm"
+    raw_body: str | None = None                        # sent as-is for every 200 answer (fault injection)
+    trickle_s: float = 0.0                             # > 0: 200 answers go out one byte per trickle_s
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -45,15 +49,26 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
-    def _send(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
+    def _send(self, status: int, body: dict | str, headers: dict[str, str] | None = None) -> None:
+        data = (body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(data)
+        trickle = self.server.cfg.trickle_s if status == 200 else 0.0
+        if trickle <= 0:
+            self.wfile.write(data)
+            return
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                if self.server.stopping.wait(trickle):
+                    return
+        except OSError:  # the client gave up (its deadline): expected
+            pass
 
     def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
@@ -87,6 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if status != 200:
             self._send(status, {"error": {"message": f"injected {status}"}})
+            return
+        if self.server.cfg.raw_body is not None:
+            self._send(200, self.server.cfg.raw_body)
             return
         if _CJK.search(prompt):
             text = f"视频中是一个合成的测试场景。画面共有{n_images}帧，编号{digest}。"
@@ -127,6 +145,7 @@ class _Server(ThreadingHTTPServer):
         self._count = 0
         self.inflight = 0
         self.max_inflight = 0
+        self.stopping = threading.Event()   # set on shutdown: trickling answers stop at once
 
     def enter(self) -> None:
         with self._lock:
@@ -180,6 +199,7 @@ class FakeChatServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._srv.stopping.set()
         self._srv.shutdown()
         self._srv.server_close()
 
@@ -192,11 +212,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--retry-after", default="1")
     ap.add_argument("--hang-first", type=int, default=0)
     ap.add_argument("--hang-s", type=float, default=0.0)
+    ap.add_argument("--raw-body", default=None, help="send this text as every 200 answer's body")
+    ap.add_argument("--trickle-s", type=float, default=0.0, help="send 200 answers one byte per this many seconds")
     ap.add_argument("--log", default=None, help="append one JSON line per request here")
     ap.add_argument("--port-file", default=None, help="write the bound port here once listening")
     a = ap.parse_args(argv)
     cfg = FakeServerConfig(script=[int(s) for s in a.script.split(",") if s.strip()], retry_after=a.retry_after,
-                           latency_s=a.latency, hang_first=a.hang_first, hang_s=a.hang_s, log_path=a.log)
+                           latency_s=a.latency, hang_first=a.hang_first, hang_s=a.hang_s, log_path=a.log,
+                           raw_body=a.raw_body, trickle_s=a.trickle_s)
     srv = _Server(("127.0.0.1", a.port), cfg)
     port = srv.server_address[1]
     if a.port_file:

@@ -14,6 +14,11 @@ caption_latency_s      wall seconds the clip's requests took (from the cache on 
 caption_error          ``{stage: "caption", kind, message}`` or null; ``text`` is left alone then
 =====================  ==========================================================================
 
+Each clip's request has a budget (``clip_timeout_s``) over all its attempts and back-offs: a hung server
+costs a clip that long, not ``max_attempts`` request timeouts (``frames+summary``: the frame requests, sent
+together, then the merge request, each with that budget). Captions longer than ``max_units`` are cut at
+the last sentence end that fits (else at a word boundary); the summary counts them (``truncated``).
+
 Clips run on a thread pool (``parallelism`` of the backend: HTTP concurrency or the local batch size), each
 committed to the :class:`~soraprep.caption.cache.CaptionCache` as soon as it finishes.
 """
@@ -65,6 +70,7 @@ class CaptionSettings:
     summary_backend_options: dict[str, Any] | None = None          # default: backend_options if same backend
     min_units: int = 3                       # shortest usable caption: words (en) / characters (zh)
     max_units: int | None = None             # longest: default 300 words / 600 characters
+    clip_timeout_s: float | None = 300.0     # per clip request, all retries and back-offs; None: no limit
     score_text: bool = False                 # append "aesthetic score: ..., motion score: ..., fps: ..."
     cache_path: str | None = None            # SQLite file; None keeps the cache in memory
 
@@ -85,6 +91,11 @@ class CaptionSettings:
             raise BackendConfigError(f"unknown frame method {self.frame_method!r}; choose one of: {', '.join(METHODS)}")
         if self.frame_method == "fps" and not self.sample_fps:
             raise BackendConfigError("frame_method 'fps' needs sample_fps (frames per second to sample)")
+        if self.clip_timeout_s is not None and not self.clip_timeout_s > 0:
+            raise BackendConfigError(f"the clip timeout must be > 0 s (got {self.clip_timeout_s})")
+        if self.max_units is not None and self.max_units < max(1, self.min_units):
+            raise BackendConfigError(f"the longest caption ({self.max_units}) must be at least the shortest "
+                                     f"({self.min_units}) and >= 1")
         if self.summary_backend is not None and self.summary_backend not in BACKENDS:
             raise BackendConfigError(f"unknown summary backend {self.summary_backend!r}")
 
@@ -97,6 +108,7 @@ class CaptionSummary:
     cached: int = 0             # answered from the cache (no request)
     previous: int = 0           # kept as the input manifest had them (same model and prompt)
     failed: int = 0
+    truncated: int = 0          # captions cut to the length limit (kept, flagged here)
     failures_by_kind: dict[str, int] = field(default_factory=dict)
     requests: int = 0           # model requests (frames + summaries)
     attempts: int = 0           # HTTP attempts, retries included
@@ -198,6 +210,7 @@ class Captioning:
 
         def finish(i: int, cols: dict[str, Any], how: str, stats: dict[str, int]) -> None:
             nonlocal done
+            truncated = bool(cols.pop("_truncated", False))
             with lock:
                 out[i].update(cols)
                 err = out[i].get("caption_error")
@@ -207,6 +220,7 @@ class Captioning:
                     summary.failures_by_kind[kind] = summary.failures_by_kind.get(kind, 0) + 1
                 elif how in ("captioned", "cached", "previous"):
                     setattr(summary, how, getattr(summary, how) + 1)
+                    summary.truncated += truncated
                 for k, v in stats.items():
                     setattr(summary, k, getattr(summary, k) + v)
                 done += 1
@@ -238,7 +252,7 @@ class Captioning:
         try:
             return self._caption_one_inner(row, manifest_path)
         except Exception as exc:  # a bug or an unexpected file must not stop the run: record it on the row
-            return self._error_cols(type(exc).__name__, str(exc), frames=0), "error", {}
+            return self._error_cols("internal_error", f"{type(exc).__name__}: {exc}", frames=0), "error", {}
 
     def _caption_one_inner(self, row, manifest_path):
         s = self.settings
@@ -274,7 +288,8 @@ class Captioning:
             self.cache.put(key, rec)
             return self._columns(row, rec), "captioned", {}
         o = caption_clip(frames, mode=self.mode, prompts=self.prompts, vlm=self.vlm, llm=self.llm,
-                         max_new_tokens=self.max_new_tokens, tag=str(row.get("clip_id", "")))
+                         max_new_tokens=self.max_new_tokens, tag=str(row.get("clip_id", "")),
+                         timeout_s=s.clip_timeout_s)
         rec = {"status": "ok" if o.error_kind is None else "error", "raw": o.text, "frames": len(indices),
                "frame_indices": indices, "tokens_in": o.tokens_in, "tokens_out": o.tokens_out,
                "latency_s": round(o.latency_s, 4), "requests": o.requests, "attempts": o.attempts,
@@ -314,7 +329,7 @@ class Captioning:
             return self._error_cols(c.failure, f"cleaned caption flagged {', '.join(c.flags)}: {c.text[:200]!r}",
                                     frames=rec["frames"], caption=c.text or None, rec=rec)
         caption = with_score_text(c.text, score_text(row)) if s.score_text else c.text
-        return {"caption": caption, "text": caption, **self._base_cols(rec["frames"]),
+        return {"_truncated": "truncated" in c.flags, "caption": caption, "text": caption, **self._base_cols(rec["frames"]),
                 "caption_tokens_in": rec.get("tokens_in"), "caption_tokens_out": rec.get("tokens_out"),
                 "caption_latency_s": rec.get("latency_s"), "caption_error": None}
 

@@ -54,6 +54,7 @@ class CaptionStage:
     summary_backend_options: dict[str, Any] | None = None
     min_units: int = 3
     max_units: int | None = None
+    clip_timeout_s: float | None = 300.0
     score_text: bool = False
     cache_path: str | None = None
     out_dir: str = "."              # relative row paths resolve here (the output manifest's folder)

@@ -47,20 +47,25 @@ class ClipOutcome:
 
 
 def caption_clip(frames: Sequence[np.ndarray], *, mode: str, prompts: PromptSet, vlm: Captioner,
-                 llm: Captioner | None = None, max_new_tokens: int = 300, tag: str = "") -> ClipOutcome:
-    """Caption one clip's frames with ``mode``; never raises for a failing request."""
+                 llm: Captioner | None = None, max_new_tokens: int = 300, tag: str = "",
+                 timeout_s: float | None = None) -> ClipOutcome:
+    """Caption one clip's frames with ``mode``; never raises for a failing request.
+
+    ``timeout_s`` is each request's budget, all its retries and back-offs included (HTTP backends honour
+    it): the clip in ``video`` mode; in ``frames+summary`` the frame requests (sent together), then the merge.
+    """
     t0 = time.perf_counter()
     out = ClipOutcome()
     n = len(frames)
     if mode == "video":
         replies = vlm.generate([VLMRequest(prompts.video_prompt(n), tuple(frames), prompts.system,
-                                           max_new_tokens, tag=tag)])
+                                           max_new_tokens, tag=tag, timeout_s=timeout_s)])
         failed = out.add(replies)
         if failed is None:
             out.text = replies[0].text
     elif mode == "frames+summary":
-        reqs = [VLMRequest(prompts.frame_prompt(i, n), (f,), prompts.system, max_new_tokens, tag=f"{tag}/f{i}")
-                for i, f in enumerate(frames)]
+        reqs = [VLMRequest(prompts.frame_prompt(i, n), (f,), prompts.system, max_new_tokens, tag=f"{tag}/f{i}",
+                           timeout_s=timeout_s) for i, f in enumerate(frames)]
         replies = vlm.generate(reqs)
         failed = out.add(replies)
         if failed is None:
@@ -69,7 +74,7 @@ def caption_clip(frames: Sequence[np.ndarray], *, mode: str, prompts: PromptSet,
                 out.text = out.descriptions[0]
             else:
                 merge = (llm or vlm).generate([VLMRequest(prompts.summary_prompt(out.descriptions), (), prompts.system,
-                                                          max_new_tokens, tag=f"{tag}/summary")])
+                                                          max_new_tokens, tag=f"{tag}/summary", timeout_s=timeout_s)])
                 failed = out.add(merge)
                 if failed is None:
                     out.text = merge[0].text

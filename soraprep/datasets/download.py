@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from soraprep.datasets.common import MetadataError, youtube_id
-from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter
+from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter, check_url
 from soraprep.datasets.sniff import VIDEO_EXTENSIONS
 from soraprep.manifest import MAX_ID_CHARS, cell_problem, read_manifest, row_problem, write_manifest
 from soraprep.types import RowError, Span
@@ -71,7 +71,10 @@ def inside(root: Path, rel: str) -> Path:
 
 def classify(source: str) -> str:
     """'youtube' | 'http' | 'local' | 'unsupported' for a row's ``source``."""
-    parsed = urlparse(source)
+    try:
+        parsed = urlparse(source)
+    except ValueError:  # e.g. "http://[::1/x": the fetcher reports it as invalid_url
+        return "http" if source.lower().startswith(("http:", "https:")) else "unsupported"
     scheme = parsed.scheme.lower()
     if scheme in ("http", "https"):
         return "youtube" if youtube_id(source) else "http"
@@ -162,6 +165,7 @@ class _Job:
                                  f"{path}: not a regular file" if exists else f"no such file: {path}")
             self._count("local")
             return path
+        check_url(self.source)  # a malformed URL fails here as invalid_url, before a file name is made from it
         dst = inside(self.out, f"videos/{_video_file_name(self.rows[0], self.source)}")
         if kind == "youtube":
             had = any(p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl", ".validator")))
@@ -179,6 +183,8 @@ class _Job:
             return [_fail(r, exc.kind, str(exc)) for r in self.rows]
         except ValueError as exc:  # inside(): a path that would resolve outside OUT (e.g. via a symlink)
             return [_fail(r, "unsafe_path", str(exc)) for r in self.rows]
+        except OSError as exc:  # the local side: disk full, permissions (network errors are FetchErrors)
+            return [_fail(r, "io_error", f"{self.source}: {exc}") for r in self.rows]
         from soraprep.video.io import VideoError, probe, scan_packets
 
         try:
@@ -313,8 +319,12 @@ def _write_done(path: Path, record: dict[str, Any]) -> None:
 
 def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency: int = 4,
              rate_limits: dict[str, float] | None = None, cut: str = "exact",
-             fetcher: HttpFetcher | None = None) -> DownloadReport:
-    """Fetch every source of ``manifest`` into ``out``, cut each span, write ``out/manifest.parquet``."""
+             fetcher: HttpFetcher | None = None, fetch_options: dict[str, Any] | None = None) -> DownloadReport:
+    """Fetch every source of ``manifest`` into ``out``, cut each span, write ``out/manifest.parquet``.
+
+    ``fetch_options`` are :class:`HttpFetcher` keyword arguments (``stall_window_s``, ``min_speed_bps``,
+    ``deadline_s``, ``retries``, ...) for the fetcher built here when none is given.
+    """
     if cut not in CUT_MODES:
         raise MetadataError(f"--cut {cut!r} is not one of {', '.join(CUT_MODES)}")
     if concurrency < 1:
@@ -326,7 +336,7 @@ def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency
         raise MetadataError(str(exc)) from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fetcher = fetcher or HttpFetcher(limiter=RateLimiter(rate_limits))
+    fetcher = fetcher or HttpFetcher(limiter=RateLimiter(rate_limits), **(fetch_options or {}))
     report, lock = DownloadReport(rows=len(rows)), threading.Lock()
     by_source: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     results: dict[int, dict[str, Any]] = {}

@@ -33,6 +33,9 @@ from soraprep.video.orient import display_size, upright_frame
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
 
+#: x264 threading for --cut exact, pinned so a clip's bytes do not depend on the machine
+X264_THREADS = "threads=4:sliced-threads=0:lookahead-threads=1"
+
 # Codecs the MP4 muxer takes as-is; anything else is stream-copied into Matroska.
 _MP4_CODECS = {"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video", "av1", "vp9", "mjpeg"}
 
@@ -206,7 +209,9 @@ def _reencode(src: str, dst: Path, start: int, end: int, index: PacketIndex, *, 
     if dst.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         dst = dst.with_suffix(".mp4")
     tmp = _tmp_path(dst)
-    out = av.open(str(tmp), mode="w", format="mp4" if dst.suffix.lower() != ".mkv" else "matroska")
+    # bitexact: no muxer version string or creation time, so identical runs write identical bytes
+    out = av.open(str(tmp), mode="w", format="mp4" if dst.suffix.lower() != ".mkv" else "matroska",
+                  options={"fflags": "+bitexact"})
     n = 0
     ostream = None
     try:
@@ -223,7 +228,9 @@ def _reencode(src: str, dst: Path, start: int, end: int, index: PacketIndex, *, 
                 ostream.pix_fmt = "yuv420p"
                 ostream.time_base = tb
                 ostream.codec_context.time_base = tb
-                ostream.options = {"preset": preset, "crf": str(crf)}
+                # a fixed thread layout: x264's output depends on its thread count, which is otherwise the
+                # machine's core count (frame threads, not slices; x264 is repeatable for a fixed count)
+                ostream.options = {"preset": preset, "crf": str(crf), "x264-params": X264_THREADS}
                 first_pts = frame.pts
             pts = frame.pts - first_pts
             if (frame.width, frame.height, frame.format.name) != (w, h, "yuv420p"):

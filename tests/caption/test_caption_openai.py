@@ -96,7 +96,7 @@ def test_connection_refused_is_a_connection_error(sleeps):
     cap = _client(f"http://127.0.0.1:{port}/v1", max_attempts=3)
     (reply,) = cap.generate([VLMRequest("x")])
     cap.close()
-    assert reply.error_kind == "connection" and reply.attempts == 3 and len(sleeps) == 2
+    assert reply.error_kind == "connection_failed" and reply.attempts == 3 and len(sleeps) == 2
 
 
 def test_bounded_concurrency_and_order(sleeps):
@@ -132,3 +132,21 @@ def test_urls_and_config_errors():
         _client("localhost:8000")
     with pytest.raises(BackendConfigError, match="unknown caption backend"):
         make_captioner("gpt-sdk", model="x")
+
+
+def test_oversized_answer_is_bad_response_without_retry(sleeps):
+    body = json.dumps({"choices": [{"message": {"content": "x" * 5000}}]})
+    with FakeChatServer(FakeServerConfig(raw_body=body)) as srv:
+        cap = _client(srv.url, max_response_bytes=1000)
+        (reply,) = cap.generate([VLMRequest("x")])
+        cap.close()
+    assert (reply.error_kind, reply.attempts, srv.requests) == ("bad_response", 1, 1) and sleeps == []
+
+
+def test_content_that_is_not_text_is_bad_response(sleeps):
+    body = json.dumps({"choices": [{"message": {"content": {"text": "a dict"}}}], "usage": None})
+    with FakeChatServer(FakeServerConfig(raw_body=body)) as srv:
+        cap = _client(srv.url)
+        (reply,) = cap.generate([VLMRequest("x")])
+        cap.close()
+    assert reply.error_kind == "bad_response" and "not text" in reply.error_message

@@ -131,9 +131,9 @@ def test_missing_file_and_unreachable_server_fail_soft(tmp_path, clips):
     write_manifest(tmp_path / "m.parquet", rows)
     s = caption_manifest(tmp_path / "m.parquet", settings=_settings(_dead_url(), backend_options={
         "backoff_base_s": 0.0, "max_attempts": 2}))
-    assert s.failures_by_kind == {"connection": 1, "missing_file": 1}
+    assert s.failures_by_kind == {"connection_failed": 1, "missing_file": 1}
     out = {r["clip_id"]: r["caption_error"]["kind"] for r in read_manifest(tmp_path / "m.parquet")}
-    assert out == {"v0-0000": "connection", "v1-0000": "missing_file"}
+    assert out == {"v0-0000": "connection_failed", "v1-0000": "missing_file"}
 
 
 def test_config_errors_fail_before_any_work(tmp_path):

@@ -105,7 +105,7 @@ def test_server_killed_mid_run_then_retry_failed(tmp_path, clips):
         run.join(timeout=60)
     s = result["s"]
     assert s.captioned >= 3 and s.failed == N - s.captioned > 0
-    assert set(s.failures_by_kind) == {"connection"}         # refused / reset, after the retry budget
+    assert set(s.failures_by_kind) == {"connection_failed"}       # refused / reset, after the retry budget
     first = {r["clip_id"]: r for r in read_manifest(out)}
     ok_first = {c: r["caption"] for c, r in first.items() if r["caption_error"] is None}
     assert len(ok_first) == s.captioned

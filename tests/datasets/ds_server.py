@@ -17,6 +17,7 @@ class VideoServer:
         self.actions: dict[str, list] = {}
         self.log: list[tuple[str, str | None]] = []  # (path, Range header) per request
         self._lock = threading.Lock()
+        self._stop = threading.Event()  # set on exit: trickling / stalled handlers end at once
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +41,7 @@ class VideoServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -52,8 +54,8 @@ class VideoServer:
     # --------------------------------------------------------------------------------------------
     def _serve(self, h: BaseHTTPRequestHandler, action) -> None:
         kind = action[0] if isinstance(action, tuple) else action
-        if kind == "404":
-            h.send_response(404)
+        if kind in ("403", "404", "410"):
+            h.send_response(int(kind))
             h.send_header("Content-Length", "0")
             h.end_headers()
             return
@@ -63,6 +65,18 @@ class VideoServer:
                 h.send_header("Retry-After", str(action[1]))
             h.send_header("Content-Length", "0")
             h.end_headers()
+            return
+        if kind == "slow_headers":  # ("slow_headers", interval_s, max_s): headers a byte at a time, for max_s
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nX-Padding: " + b"x" * 10_000 + b"\r\n\r\n"
+            try:
+                for i in range(min(len(head), int(action[2] / action[1]))):
+                    h.wfile.write(head[i:i + 1])
+                    h.wfile.flush()
+                    if self._stop.wait(action[1]):
+                        break
+            except OSError:  # the client gave up: expected
+                pass
+            h.close_connection = True
             return
         if kind == "redirect":
             h.send_response(302)
@@ -112,11 +126,30 @@ class VideoServer:
         if kind == "drop":  # announce the whole body, send part of it, then cut the connection
             h.wfile.write(body[: action[1]])
             h.wfile.flush()
+            if len(action) == 4:  # ("drop", n, new_bytes, new_etag): the file changes after the drop
+                key = h.path.split("?", 1)[0]  # (before the drop: a fast client may already be back)
+                self.files[key], self.etags[key] = action[2], action[3]
             h.connection.shutdown(socket.SHUT_RDWR)
             h.close_connection = True
-            if len(action) == 4:  # ("drop", n, new_bytes, new_etag): the file changes after the drop
-                key = h.path.split("?", 1)[0]
-                self.files[key], self.etags[key] = action[2], action[3]
+            return
+        if kind == "trickle":  # ("trickle", n, interval_s): n bytes at once, then one byte per interval_s
+            _, n, interval = action
+            try:
+                h.wfile.write(body[:n])
+                h.wfile.flush()
+                for i in range(n, len(body)):
+                    if self._stop.wait(interval):
+                        return
+                    h.wfile.write(body[i:i + 1])
+                    h.wfile.flush()
+            except OSError:  # the client gave up (stall timeout): expected
+                pass
+            return
+        if kind == "stall":  # ("stall", n, seconds): n bytes, then silence for `seconds`, then the connection ends
+            h.wfile.write(body[: action[1]])
+            h.wfile.flush()
+            self._stop.wait(action[2])
+            h.close_connection = True
             return
         h.wfile.write(body)
 

@@ -35,6 +35,7 @@ class VLMRequest:
     max_new_tokens: int = 256
     temperature: float = 0.0
     tag: str = ""                     # for logs only (e.g. "clip-0001/frame3")
+    timeout_s: float | None = None    # the whole request's budget: attempts, back-offs (HTTP backends)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class VLMReply:
     tokens_out: int = 0
     latency_s: float = 0.0            # wall seconds for this request, retries and back-off included
     attempts: int = 1                 # HTTP attempts (1 for local backends)
-    error_kind: str | None = None     # rate_limited | server_error | timeout | connection | bad_request | ...
+    error_kind: str | None = None     # rate_limited | server_error | timeout | connection_failed | bad_request | ...
     error_message: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

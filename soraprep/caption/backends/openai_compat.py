@@ -8,6 +8,16 @@ timeout or a connection error is retried up to ``max_attempts`` times in all, sl
 back-off with jitter: ``d = min(backoff_max_s, backoff_base_s * 2**(attempt-1))``, sleep ``uniform(d/2, d)``.
 Other 4xx answers (bad request, auth, unknown model) fail at once: repeating them cannot help.
 
+A request may carry a budget (``VLMRequest.timeout_s``; the pipeline's ``--clip-timeout``), counted from
+when this backend starts it (time queued behind other requests in the pipeline does not count): attempts,
+back-offs and the wait for a free slot all end there, each attempt's timeouts are cut to the time left, and
+the answer is read as a stream so a server that trickles bytes cannot hold it longer (kind ``timeout``).
+Answers over ``max_response_bytes`` are refused (``bad_response``). A malformed ``usage`` field never costs
+a valid caption: the token counts are then 0.
+
+Error kinds (``VLMReply.error_kind``): ``timeout``, ``connection_failed``, ``rate_limited``,
+``server_error``, ``bad_request``, ``auth``, ``not_found``, ``bad_response``, ``bad_image``.
+
 The API key is read from the environment variable named by ``api_key_env`` (``OPENAI_API_KEY``); local
 servers usually need none.
 """
@@ -16,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import json
 import os
 import random
 import socket
@@ -36,6 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("the openai caption backend needs httpx: pip install 'soraprep[caption]'", name="httpx") from exc
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_RESPONSE_BYTES = 8 * 2**20   # a chat answer is a few KiB; anything this big is not one
 _sleep = time.sleep   # indirection so tests can record back-off without waiting
 
 
@@ -98,11 +110,15 @@ class OpenAICompatCaptioner:
                  api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8, timeout_s: float = 120.0,
                  connect_timeout_s: float = 10.0, max_attempts: int = 6, backoff_base_s: float = 1.0,
                  backoff_max_s: float = 60.0, retry_after_max_s: float = 300.0, jpeg_quality: int = 90,
-                 extra_body: dict[str, Any] | None = None, seed: int | None = None) -> None:
+                 extra_body: dict[str, Any] | None = None, seed: int | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
         if not model:
             raise BackendConfigError("--model is required for the openai backend (the name the server serves)")
         if concurrency < 1 or max_attempts < 1:
             raise BackendConfigError(f"concurrency and max_attempts must be >= 1 (got {concurrency}, {max_attempts})")
+        if timeout_s <= 0 or connect_timeout_s <= 0:
+            raise BackendConfigError(f"timeouts must be > 0 s (got timeout_s={timeout_s}, "
+                                     f"connect_timeout_s={connect_timeout_s})")
         if not base_url.startswith(("http://", "https://")):
             raise BackendConfigError(f"base URL must start with http:// or https:// (got {base_url!r})")
         self.model = model
@@ -112,6 +128,8 @@ class OpenAICompatCaptioner:
         self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
         self.retry_after_max_s = retry_after_max_s
         self.jpeg_quality = jpeg_quality
+        self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
+        self.max_response_bytes = max_response_bytes
         self.extra_body = dict(extra_body or {})
         key = api_key if api_key is not None else os.environ.get(api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -169,41 +187,102 @@ class OpenAICompatCaptioner:
             body = self.payload(req)
         except ValueError as exc:
             return VLMReply(None, error_kind="bad_image", error_message=str(exc))
-        kind, message = "connection", ""
-        for attempt in range(1, self.max_attempts + 1):
+        deadline = time.monotonic() + req.timeout_s if req.timeout_s is not None else float("inf")
+        kind, message = "connection_failed", ""
+        attempt = 0
+        while attempt < self.max_attempts:
+            left = deadline - time.monotonic()
+            # bounded concurrency: only in-flight HTTP requests hold a slot; the wait for one counts too
+            if left <= 0 or not self._slots.acquire(timeout=min(left, threading.TIMEOUT_MAX)):
+                kind, message = "timeout", f"the {req.timeout_s:g} s clip timeout passed" + (f" (last: {message})" if message else
+                                                                         " before a request slot was free")
+                break
+            attempt += 1
+            try:
+                status, headers, data = self._post(body, deadline)
+            except _AttemptFailed as exc:
+                status, headers, data = None, None, b""
+                kind, message = exc.kind, exc.message
+            finally:
+                self._slots.release()
+            if kind == "bad_response" and status is None:
+                break  # an answer over max_response_bytes: asking again brings the same
             retry_after = None
-            with self._slots:  # bounded concurrency: only in-flight HTTP requests hold a slot
-                try:
-                    resp = self._client.post(self.url, json=body)
-                except httpx.TimeoutException as exc:
-                    kind, message = "timeout", f"{type(exc).__name__}: {exc}"
-                    resp = None
-                except httpx.TransportError as exc:  # refused, reset, closed mid-response
-                    kind, message = "connection", f"{type(exc).__name__}: {exc}"
-                    resp = None
-            if resp is not None:
-                if resp.status_code == 200:
-                    return self._parse(resp, attempt, time.perf_counter() - t0)
-                kind = _error_kind(resp.status_code)
-                message = f"HTTP {resp.status_code}: {resp.text[:500]}"
-                if resp.status_code not in RETRY_STATUS:
+            if status is not None:
+                if status == 200:
+                    return self._parse(data, attempt, time.perf_counter() - t0)
+                kind = _error_kind(status)
+                message = f"HTTP {status}: {data[:500].decode('utf-8', 'replace')}"
+                if status not in RETRY_STATUS:
                     break
-                retry_after = retry_after_seconds(resp.headers.get("retry-after"))
+                retry_after = retry_after_seconds(headers.get("retry-after"))
             if attempt < self.max_attempts:
-                _sleep(self._backoff(attempt, retry_after))
+                pause = self._backoff(attempt, retry_after)
+                if time.monotonic() + pause >= deadline:
+                    message += "; the clip timeout leaves no time for another attempt"
+                    break
+                _sleep(pause)
+        plural = "s" if attempt != 1 else ""
         return VLMReply(None, latency_s=time.perf_counter() - t0, attempts=attempt, error_kind=kind,
-                        error_message=f"{message} (after {attempt} attempt{'s' if attempt > 1 else ''})")
+                        error_message=f"{message} (after {attempt} attempt{plural})")
+
+    def _post(self, body: dict[str, Any], deadline: float) -> tuple[int, httpx.Headers, bytes]:
+        """One attempt: (status, headers, body), read as a stream so the deadline holds while bytes trickle."""
+        left = deadline - time.monotonic()
+        timeout = httpx.Timeout(min(self.timeout_s, left), connect=min(self.connect_timeout_s, left))
+        try:
+            with self._client.stream("POST", self.url, json=body, timeout=timeout) as resp:
+                chunks, size = [], 0
+                for chunk in resp.iter_bytes():
+                    size += len(chunk)
+                    if size > self.max_response_bytes:
+                        raise _AttemptFailed("bad_response", f"answer over {self.max_response_bytes} bytes: refused")
+                    if time.monotonic() > deadline:
+                        raise _AttemptFailed("timeout", f"the clip timeout passed while the answer arrived "
+                                                        f"({size} bytes so far)")
+                    chunks.append(chunk)
+                return resp.status_code, resp.headers, b"".join(chunks)
+        except httpx.TimeoutException as exc:
+            raise _AttemptFailed("timeout", f"no answer within {min(self.timeout_s, left):.1f} s "
+                                            f"({type(exc).__name__})") from None
+        except httpx.TransportError as exc:  # refused, reset, closed mid-response
+            raise _AttemptFailed("connection_failed", f"{type(exc).__name__}: {exc}") from None
 
     @staticmethod
-    def _parse(resp: httpx.Response, attempts: int, latency: float) -> VLMReply:
-        try:
-            data = resp.json()
-            content = data["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+    def _parse(data: bytes, attempts: int, latency: float) -> VLMReply:
+        def bad(why: str) -> VLMReply:
             return VLMReply(None, latency_s=latency, attempts=attempts, error_kind="bad_response",
-                            error_message=f"unexpected response ({type(exc).__name__}): {resp.text[:300]}")
+                            error_message=f"{why}: {data[:300].decode('utf-8', 'replace')}")
+
+        try:
+            body = json.loads(data)
+            content = body["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return bad(f"unexpected response ({type(exc).__name__})")
         if isinstance(content, list):  # some servers return content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        usage = data.get("usage") or {}
-        return VLMReply(str(content or ""), tokens_in=int(usage.get("prompt_tokens") or 0),
-                        tokens_out=int(usage.get("completion_tokens") or 0), latency_s=latency, attempts=attempts)
+            content = "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+        if content is not None and not isinstance(content, str):
+            return bad(f"message content is a {type(content).__name__}, not text")
+        usage = body.get("usage") if isinstance(body, dict) else None
+        return VLMReply(content or "", tokens_in=_token_count(usage, "prompt_tokens"),
+                        tokens_out=_token_count(usage, "completion_tokens"), latency_s=latency, attempts=attempts)
+
+
+def _token_count(usage: Any, key: str) -> int:
+    """A usage count as a non-negative int; 0 when the field is missing or malformed (the caption is kept)."""
+    if not isinstance(usage, dict):
+        return 0
+    value = usage.get(key)
+    if isinstance(value, bool):
+        return 0
+    try:
+        n = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return n if 0 <= n < 2**62 else 0
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.message = kind, message
