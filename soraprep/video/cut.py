@@ -27,7 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from soraprep.video.io import PacketIndex, VideoError, decode, open_container, scan_packets
+from soraprep.video.io import _VOP, PacketIndex, VideoError, decode, open_container, scan_packets
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
 
@@ -111,6 +111,10 @@ def _copy_packets(src: str, dst: Path, first: int, end: int, index: PacketIndex,
         codec = stream.codec_context.name
         if dst.suffix.lower() in (".mp4", ".mov") and codec not in _MP4_CODECS:
             dst = dst.with_suffix(".mkv")
+        if index.packed_b:   # DivX/Xvid packed B-frames: split them and stamp true timestamps first
+            pairs, seek = _unpacked_packets(container, stream, index), False
+        else:
+            pairs = _indexed_packets(container, stream, index)
         if seek and first > 0:
             container.seek(int(index.pts[first]), stream=stream, backward=True, any_frame=False)
         packets: list = []
@@ -118,13 +122,7 @@ def _copy_packets(src: str, dst: Path, first: int, end: int, index: PacketIndex,
         best, best_hi = 0, first  # longest clean prefix of `packets`: it decodes to exactly [first, best_hi)
         seen: set[int] = set()
         hi = first                # exclusive end of the gap-free run [first, hi) within `seen`
-        for packet in container.demux(stream):
-            pts = packet.pts if packet.pts is not None else packet.dts
-            if packet.size == 0 or pts is None:
-                continue
-            i = int(np.searchsorted(index.pts, pts))
-            if i >= len(index) or index.pts[i] != pts:
-                continue
+        for packet, i in pairs:
             if not started:
                 if i > first and seek:
                     raise _Overshot()
@@ -172,6 +170,65 @@ def _copy_packets(src: str, dst: Path, first: int, end: int, index: PacketIndex,
     _publish(tmp, dst)
     return CutResult(str(dst), first, best_hi, best_hi - first, "keyframe" if whole_gops else "copy",
                      stream.width, stream.height)
+
+
+def _indexed_packets(container, stream, index: PacketIndex):
+    """``(packet, display index)`` in decode order; packets the index does not list are skipped."""
+    for packet in container.demux(stream):
+        pts = packet.pts if packet.pts is not None else packet.dts
+        if packet.size == 0 or pts is None:
+            continue
+        i = int(np.searchsorted(index.pts, pts))
+        if i < len(index) and index.pts[i] == pts:
+            yield packet, i
+
+
+_VOP_TYPES = "IPBS"   # vop_coding_type, the two bits after an MPEG-4 part 2 VOP start code
+
+
+def _unpacked_packets(container, stream, index: PacketIndex):
+    """``(packet, display index)`` for an MPEG-4 part 2 stream with packed B-frames, from the first packet.
+
+    A DivX/Xvid AVI chunk may hold a P-VOP plus the B-VOP shown before it, followed later by a dummy
+    "N-VOP" chunk; the demuxer's pts are guesses. ``mpeg4_unpack_bframes`` (what FFmpeg recommends) turns
+    this into one VOP per packet in true decode order; a B-VOP is shown at once and a reference (I/P/S)
+    VOP after the B-VOPs that follow it. Each packet gets the display index that implies, ``pts`` of that
+    frame and a dts one frame before its decode position, so the written clip has true, monotonic
+    timestamps that any reader understands.
+    """
+    from av.bitstream import BitStreamFilterContext
+
+    bsf = BitStreamFilterContext("mpeg4_unpack_bframes", stream)
+    step = int(np.median(np.diff(index.pts))) if len(index) > 1 else 1
+    n = len(index)
+    shown = 0          # display slots given so far
+    group: list = []   # a reference VOP and the B-VOPs after it, as (packet, decode position)
+
+    def flush():
+        nonlocal shown
+        for j, (packet, k) in enumerate(group):
+            i = shown + (len(group) - 1 if j == 0 else j - 1)   # the reference is shown after its B-VOPs
+            if i < n and k < n:
+                packet.pts, packet.dts = int(index.pts[i]), int(index.pts[k]) - step
+                yield packet, i
+        shown += len(group)
+        group.clear()
+
+    def unpacked():
+        for packet in container.demux(stream):
+            if packet.size:
+                yield from bsf.filter(packet)
+        yield from bsf.filter(None)
+
+    for k, packet in enumerate(unpacked()):
+        data = bytes(packet)
+        at = data.find(_VOP)
+        kind = _VOP_TYPES[data[at + 4] >> 6] if 0 <= at < len(data) - 4 else "P"
+        if kind != "B":
+            yield from flush()
+            packet.is_keyframe = kind == "I"
+        group.append((packet, k))
+    yield from flush()
 
 
 def _mux(tmp: Path, fmt: str, stream, packets: list, offset_pts: int) -> None:

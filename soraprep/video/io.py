@@ -7,9 +7,11 @@ with data, sorted by pts) — not ``t * nominal_fps``, which lies for variable-f
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import struct
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -65,6 +67,8 @@ class PacketIndex:
     time_base: Fraction
     start_pts: int           # pts of the first frame (time 0)
     reorders: bool           # decode order differs from display order (B-frames)
+    synthetic: bool = False  # the stream carries no timestamps (raw Annex-B H.264...): pts = packet number * step
+    packed_b: bool = False   # MPEG-4 part 2 with "packed B-frames" (DivX/Xvid in AVI): packet pts are guesses
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -83,34 +87,63 @@ class PacketIndex:
         return float((int(self.pts[-1]) + step - self.start_pts) * self.time_base)
 
 
+_VOP = b"\x00\x00\x01\xb6"   # MPEG-4 part 2 picture (VOP) start code
+
+
+def _frame_step(stream, time_base: Fraction) -> int:
+    """One frame's duration in ``time_base`` units, from the stream's nominal rate (25 fps when unknown)."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    rate = Fraction(rate) if rate else Fraction(25)
+    return max(1, int(round(1 / (rate * time_base))))
+
+
 def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
-    """Demux (never decode) the first video stream and index its frames in display order."""
+    """Demux (never decode) the first video stream and index its frames in display order.
+
+    A stream without any timestamp (raw Annex-B H.264, some elementary streams) is indexed by packet
+    number (``synthetic``); decoding then numbers frames in output order.
+    """
     own = container is None
     container = container or open_container(path)
     pts: list[int] = []
     key: list[bool] = []
+    untimed: list[bool] = []   # keyframe flags of packets without any timestamp
+    packed = False
     try:
         stream = container.streams.video[0]
         time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        check_packed = stream.codec_context is not None and stream.codec_context.name == "mpeg4"
         for packet in container.demux(stream):
-            if packet.size == 0 or packet.pts is None and packet.dts is None:
+            if packet.size == 0:
+                continue
+            if packet.pts is None and packet.dts is None:
+                untimed.append(bool(packet.is_keyframe))
                 continue
             p = packet.pts if packet.pts is not None else packet.dts
             pts.append(p)
             key.append(bool(packet.is_keyframe))
+            if check_packed and not packed and packet.size > 8:
+                # DivX "packed bitstream": one AVI chunk holds a P-VOP and the B-VOP displayed before it
+                packed = bytes(packet).count(_VOP) > 1
     except av.error.FFmpegError as exc:
-        if not pts:
+        if not pts and not untimed:
             raise VideoError("demux_failed", str(exc)) from exc
     finally:
         if own:
             container.close()
-    arr = np.asarray(pts, dtype=np.int64)
+    synthetic = bool(untimed and not pts)
+    if synthetic:
+        arr = np.arange(len(untimed), dtype=np.int64) * _frame_step(stream, time_base)
+        key = untimed
+    else:  # untimed packets among timed ones cannot be placed: they are left out
+        arr = np.asarray(pts, dtype=np.int64)
     order = np.argsort(arr, kind="stable")
     return PacketIndex(
         pts=arr[order], keyframe=np.asarray(key, dtype=bool)[order],
         time_base=time_base,
         start_pts=int(arr[order][0]) if len(arr) else 0,
         reorders=bool(len(arr) and np.any(order != np.arange(len(arr)))),
+        synthetic=synthetic, packed_b=packed,
     )
 
 
@@ -179,7 +212,14 @@ def _mp4_rotation(path: str) -> int:
     return 0
 
 
-def probe(path: str | os.PathLike, *, count_frames: bool = True) -> VideoInfo:
+def probe_with_index(path: str | os.PathLike) -> tuple[VideoInfo, PacketIndex]:
+    """:func:`probe` plus the packet index it demuxed to count frames, so callers need not demux again."""
+    kept: list[PacketIndex] = []
+    info = probe(path, _keep_index=kept)
+    return info, kept[0]
+
+
+def probe(path: str | os.PathLike, *, count_frames: bool = True, _keep_index: list | None = None) -> VideoInfo:
     """Container and stream metadata without decoding any frame.
 
     With ``count_frames`` (default) the packets are demuxed (not decoded) to count frames exactly and to
@@ -209,7 +249,9 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True) -> VideoInfo:
         bit_rate = int(container.bit_rate) if container.bit_rate else None
         has_audio = bool(container.streams.audio)
         pix_fmt = str(cc.pix_fmt or "") if cc else ""
-        index = scan_packets(path, container) if count_frames else None
+        index = scan_packets(path, container) if count_frames or _keep_index is not None else None
+        if _keep_index is not None:
+            _keep_index.append(index)
     except av.error.FFmpegError as exc:
         raise VideoError("probe_failed", str(exc)) from exc
     finally:
@@ -272,9 +314,12 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
            interpolation: str = "FAST_BILINEAR") -> Iterator[DecodedFrame]:
     """Decode frames ``[start_frame, end_frame)`` once, every ``stride``-th, converted to ``fmt`` at ``size``.
 
-    ``fmt=None`` yields the ``av.VideoFrame`` objects unconverted (for re-encoding).
-    Seeks to the keyframe before ``start_frame`` when it is not 0. Damaged packets in the middle are
-    skipped by the decoder; a stream that fails outright raises :class:`VideoError` (``decode_failed``).
+    Frames come in display order with strictly increasing indices and times (see :func:`_in_order`).
+    ``fmt=None`` yields the ``av.VideoFrame`` objects unconverted (for re-encoding), their ``pts`` set to
+    the corrected timestamp. Seeks to the keyframe before ``start_frame`` when it is not 0; when the seek
+    lands too late or yields no frame of the span, decodes from the beginning instead. Damaged packets in
+    the middle are skipped by the decoder; a stream that fails outright raises :class:`VideoError`
+    (``decode_failed``).
     """
     if stride < 1:
         raise ValueError("stride must be >= 1")
@@ -282,18 +327,51 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
         index = scan_packets(path)
     if index is not None and start_frame >= len(index):
         return
-    seek = start_frame > 0 and index is not None
+    seek = start_frame > 0 and index is not None and not index.synthetic
+    if seek:
+        keys = np.flatnonzero(index.keyframe[: start_frame + 1])
+        seek = bool(len(keys) and keys[-1] > 0)   # the only keyframe before the span is the first frame
     while True:
-        overshot = False
+        retry = False
         for f in _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only, threads, index,
                               interpolation, seek):
-            if f is None:       # the seek landed after start_frame (imprecise seeking, e.g. MPEG-PS)
-                overshot = True
+            if f is None:       # the seek landed after start_frame or yielded nothing (e.g. MPEG-PS/TS)
+                retry = True
                 break
             yield f
-        if not overshot:
+        if not retry:
             return
         seek = False            # decode from the beginning instead: slower, always right
+
+
+#: Frames of look-ahead used to put the decoder's timestamps back in increasing order.
+REORDER_DEPTH = 4
+
+
+def _in_order(frames) -> Iterator[tuple[object, int | None]]:
+    """``(frame, timestamp)`` in the order the decoder returns frames, which is display order.
+
+    The decoder's *pictures* are in display order but their timestamps need not be: with MPEG-4 "packed
+    B-frames" (DivX/Xvid in AVI) each frame inherits the guessed pts of the packet that released it, so
+    pts run 3, 5, 4, 6, 8, 7, ... while the pictures are right (checked against the stream unpacked with
+    ``mpeg4_unpack_bframes``). Each frame gets the smallest timestamp among the next
+    :data:`REORDER_DEPTH` frames (a small heap): the same set of timestamps, strictly increasing, the
+    pictures untouched. Correctly stamped streams come out unchanged. ``None`` when a frame has neither
+    pts nor dts.
+    """
+    queue: deque = deque()
+    heap: list[int] = []
+    for frame in frames:
+        t = frame.pts if frame.pts is not None else frame.dts
+        queue.append((frame, t is not None))
+        if t is not None:
+            heapq.heappush(heap, t)
+        if len(queue) > REORDER_DEPTH:
+            f, timed = queue.popleft()
+            yield f, heapq.heappop(heap) if timed else None
+    while queue:
+        f, timed = queue.popleft()
+        yield f, heapq.heappop(heap) if timed else None
 
 
 def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only, threads, index,
@@ -311,21 +389,29 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
             seek_to = int(index.pts[keys[-1]]) if len(keys) else int(index.pts[0])
             container.seek(seek_to, stream=stream, backward=True, any_frame=False)
         tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        by_count = index is None or index.synthetic   # number frames in output order
         w = h = None
-        counter = -1
+        last = -1
         first = True
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                frame.pts = frame.dts if frame.dts is not None else 0
-            if start_pts is None:
-                start_pts = frame.pts
-            if index is not None:
-                i = int(np.searchsorted(index.pts, frame.pts))
-                if i >= len(index) or index.pts[i] != frame.pts:
-                    continue  # a frame the demuxer did not list (should not happen): skip rather than misnumber
+        reached = False   # a frame at or after start_frame came out
+        for frame, t in _in_order(container.decode(stream)):
+            if by_count or t is None:
+                i = last + 1
+                if index is not None:
+                    if i >= len(index):
+                        break
+                    t = int(index.pts[i])
+                elif t is None:
+                    t = start_pts if start_pts is not None else 0
             else:
-                counter += 1
-                i = counter
+                i = int(np.searchsorted(index.pts, t))
+                if i >= len(index) or index.pts[i] != t:
+                    continue  # a frame the demuxer did not list (should not happen): skip rather than misnumber
+            if i <= last:
+                continue      # a repeated timestamp: keep the numbering strictly increasing
+            last = i
+            if start_pts is None:
+                start_pts = t
             if first:
                 first = False
                 if frame.width * frame.height > MAX_PIXELS:
@@ -336,17 +422,21 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
                     return
             if i < start_frame:
                 continue
+            reached = True
             if end_frame is not None and i >= end_frame:
                 break
             if (i - start_frame) % stride:
                 continue
             if fmt is None:  # the caller wants the av.VideoFrame itself (e.g. to re-encode it)
+                frame.pts = t
                 arr = frame
             else:
                 if w is None:
                     w, h = analysis_size(frame.width, frame.height, size)
                 arr = frame.to_ndarray(width=w, height=h, format=fmt, interpolation=interpolation)
-            yield DecodedFrame(i, float((frame.pts - start_pts) * tb), bool(frame.key_frame), arr)
+            yield DecodedFrame(i, float((t - start_pts) * tb), bool(frame.key_frame), arr)
+        if seek and not reached and not keyframes_only:
+            yield None    # the seek produced nothing from the span: decode from the start instead
     except av.error.FFmpegError as exc:
         raise VideoError("decode_failed", str(exc)) from exc
     finally:
