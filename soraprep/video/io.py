@@ -97,6 +97,42 @@ def _frame_step(stream, time_base: Fraction) -> int:
     return max(1, int(round(1 / (rate * time_base))))
 
 
+def _vop_types(data: bytes, out: list[str], packed: bool) -> bool:
+    """Append the picture types of one MPEG-4 part 2 packet to ``out``; returns whether the stream is packed.
+
+    DivX/Xvid "packed bitstream": an AVI chunk holds a reference VOP plus the B-VOP shown before it, and a
+    later tiny chunk (an "N-VOP", at most 19 bytes, FFmpeg's ``MAX_NVOP_SIZE``) stands in for the frame
+    slot; the decoder (and ``mpeg4_unpack_bframes``) carry the B-VOP over, so the N-VOP adds no picture.
+    """
+    at = data.find(_VOP)
+    found = []
+    while 0 <= at < len(data) - 4:
+        found.append("IPBS"[data[at + 4] >> 6])
+        at = data.find(_VOP, at + 4)
+    if packed and len(data) <= 19 and len(found) == 1:
+        return packed
+    out.extend(found)
+    return packed or len(found) > 1
+
+
+def _display_keyframes(vops: list[str]) -> np.ndarray:
+    """Keyframe flags in display order from picture types in decode order (a B-VOP is shown at once; a
+    reference VOP after the B-VOPs that follow it)."""
+    key = np.zeros(len(vops), dtype=bool)
+    shown, ref = 0, None
+    for kind in vops:
+        if kind == "B":
+            shown += 1
+            continue
+        if ref is not None:
+            key[shown] = ref == "I"
+            shown += 1
+        ref = kind
+    if ref is not None:
+        key[shown] = ref == "I"
+    return key
+
+
 def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
     """Demux (never decode) the first video stream and index its frames in display order.
 
@@ -108,6 +144,7 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
     pts: list[int] = []
     key: list[bool] = []
     untimed: list[bool] = []   # keyframe flags of packets without any timestamp
+    vops: list[str] = []       # MPEG-4 part 2: picture types in decode order, N-VOPs left out
     packed = False
     try:
         stream = container.streams.video[0]
@@ -122,9 +159,8 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
             p = packet.pts if packet.pts is not None else packet.dts
             pts.append(p)
             key.append(bool(packet.is_keyframe))
-            if check_packed and not packed and packet.size > 8:
-                # DivX "packed bitstream": one AVI chunk holds a P-VOP and the B-VOP displayed before it
-                packed = bytes(packet).count(_VOP) > 1
+            if check_packed:
+                packed = _vop_types(bytes(packet), vops, packed)
     except av.error.FFmpegError as exc:
         if not pts and not untimed:
             raise VideoError("demux_failed", str(exc)) from exc
@@ -138,11 +174,13 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
     else:  # untimed packets among timed ones cannot be placed: they are left out
         arr = np.asarray(pts, dtype=np.int64)
     order = np.argsort(arr, kind="stable")
+    keyframe = np.asarray(key, dtype=bool)[order]
+    if packed and len(vops) == len(arr):
+        keyframe = _display_keyframes(vops)   # the demuxer's pts are guesses: trust the picture types
     return PacketIndex(
-        pts=arr[order], keyframe=np.asarray(key, dtype=bool)[order],
-        time_base=time_base,
+        pts=arr[order], keyframe=keyframe, time_base=time_base,
         start_pts=int(arr[order][0]) if len(arr) else 0,
-        reorders=bool(len(arr) and np.any(order != np.arange(len(arr)))),
+        reorders=bool(len(arr) and np.any(order != np.arange(len(arr)))) or packed,
         synthetic=synthetic, packed_b=packed,
     )
 
@@ -327,7 +365,8 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
         index = scan_packets(path)
     if index is not None and start_frame >= len(index):
         return
-    seek = start_frame > 0 and index is not None and not index.synthetic
+    # untimed and packed-B streams are numbered by counting frames from the first: never seek those
+    seek = start_frame > 0 and index is not None and not index.synthetic and not index.packed_b
     if seek:
         keys = np.flatnonzero(index.keyframe[: start_frame + 1])
         seek = bool(len(keys) and keys[-1] > 0)   # the only keyframe before the span is the first frame
@@ -342,6 +381,16 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
         if not retry:
             return
         seek = False            # decode from the beginning instead: slower, always right
+
+
+def _tolerant_decode(container, stream, errors: list) -> Iterator:
+    """``container.decode(stream)``, except that a packet the decoder rejects is skipped (as the ffmpeg
+    tool does: e.g. an open-GOP B-frame right after a seek, or a damaged packet) and kept in ``errors``."""
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError as exc:
+            errors.append(exc)
 
 
 #: Frames of look-ahead used to put the decoder's timestamps back in increasing order.
@@ -389,12 +438,13 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
             seek_to = int(index.pts[keys[-1]]) if len(keys) else int(index.pts[0])
             container.seek(seek_to, stream=stream, backward=True, any_frame=False)
         tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
-        by_count = index is None or index.synthetic   # number frames in output order
+        by_count = index is None or index.synthetic or index.packed_b   # number frames in output order
         w = h = None
         last = -1
         first = True
         reached = False   # a frame at or after start_frame came out
-        for frame, t in _in_order(container.decode(stream)):
+        errors: list[Exception] = []
+        for frame, t in _in_order(_tolerant_decode(container, stream, errors)):
             if by_count or t is None:
                 i = last + 1
                 if index is not None:
@@ -437,6 +487,8 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
             yield DecodedFrame(i, float((t - start_pts) * tb), bool(frame.key_frame), arr)
         if seek and not reached and not keyframes_only:
             yield None    # the seek produced nothing from the span: decode from the start instead
+        elif errors and last < 0:
+            raise errors[0]
     except av.error.FFmpegError as exc:
         raise VideoError("decode_failed", str(exc)) from exc
     finally:
