@@ -361,7 +361,7 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
     """
     if stride < 1:
         raise ValueError("stride must be >= 1")
-    if (start_frame > 0 or end_frame is not None) and index is None:
+    if (start_frame > 0 or end_frame is not None or keyframes_only) and index is None:
         index = scan_packets(path)
     if index is not None and start_frame >= len(index):
         return
@@ -439,6 +439,7 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
             container.seek(seek_to, stream=stream, backward=True, any_frame=False)
         tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
         by_count = index is None or index.synthetic or index.packed_b   # number frames in output order
+        keys_at = np.flatnonzero(index.keyframe) if index is not None and keyframes_only else None
         w = h = None
         last = -1
         first = True
@@ -447,6 +448,9 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
         for frame, t in _in_order(_tolerant_decode(container, stream, errors)):
             if by_count or t is None:
                 i = last + 1
+                if keyframes_only and index is not None:   # only keyframes come out: the next one
+                    later = keys_at[keys_at > last]
+                    i = int(later[0]) if len(later) else len(index)
                 if index is not None:
                     if i >= len(index):
                         break

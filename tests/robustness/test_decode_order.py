@@ -151,6 +151,11 @@ def test_generated_packed_avi_has_the_real_files_property(files):
         assert idx.packed_b
         got = [f.index for f in decode(files[name], size=32, fmt="gray")]
         assert got == list(range(len(idx))) == list(range(len(pts)))
+        keys = [f.index for f in decode(files[name], size=32, fmt="gray", keyframes_only=True)]
+        assert keys == list(np.flatnonzero(idx.keyframe))
+    # keyframes in display order come from the picture types, not from the demuxer's guessed pts
+    assert list(np.flatnonzero(scan_packets(files["real.avi"]).keyframe)) == [0, 1, 98, 154, 200]
+    assert list(np.flatnonzero(scan_packets(files["packed.avi"]).keyframe))[:4] == [0, 12, 24, 36]
 
 
 def test_packed_frames_are_the_true_pictures_in_display_order(files):
