@@ -82,6 +82,9 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, *, start_frame: int
 
 
 def _stream_copy(src: str, dst: Path, start: int, end: int, index: PacketIndex, whole_gops: bool) -> CutResult:
+    if index.pts_guessed and not index.packed_b:
+        raise VideoError("cut_failed", "this AVI has B-frames but no presentation timestamps: a stream copy would "
+                         "hold the wrong frames with scrambled timestamps (use --cut exact)")
     keys = np.flatnonzero(index.keyframe)
     later = keys[keys >= start]
     if not len(later) or later[0] >= end:

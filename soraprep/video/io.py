@@ -69,6 +69,7 @@ class PacketIndex:
     reorders: bool           # decode order differs from display order (B-frames)
     synthetic: bool = False  # the stream carries no timestamps (raw Annex-B H.264...): pts = packet number * step
     packed_b: bool = False   # MPEG-4 part 2 with "packed B-frames" (DivX/Xvid in AVI): packet pts are guesses
+    pts_guessed: bool = False  # AVI with B-frames: no real pts, the demuxer derives them from decode order
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -149,7 +150,10 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
     try:
         stream = container.streams.video[0]
         time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
-        check_packed = stream.codec_context is not None and stream.codec_context.name == "mpeg4"
+        cc = stream.codec_context
+        check_packed = cc is not None and cc.name == "mpeg4"
+        # AVI stores no presentation times: with B-frames the demuxer's pts follow decode order
+        guessed = container.format.name == "avi" and cc is not None and bool(cc.has_b_frames)
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue
@@ -181,7 +185,7 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
         pts=arr[order], keyframe=keyframe, time_base=time_base,
         start_pts=int(arr[order][0]) if len(arr) else 0,
         reorders=bool(len(arr) and np.any(order != np.arange(len(arr)))) or packed,
-        synthetic=synthetic, packed_b=packed,
+        synthetic=synthetic, packed_b=packed, pts_guessed=guessed or packed,
     )
 
 
@@ -403,21 +407,27 @@ def _in_order(frames) -> Iterator[tuple[object, int | None]]:
     The decoder's *pictures* are in display order but their timestamps need not be: with MPEG-4 "packed
     B-frames" (DivX/Xvid in AVI) each frame inherits the guessed pts of the packet that released it, so
     pts run 3, 5, 4, 6, 8, 7, ... while the pictures are right (checked against the stream unpacked with
-    ``mpeg4_unpack_bframes``). Each frame gets the smallest timestamp among the next
-    :data:`REORDER_DEPTH` frames (a small heap): the same set of timestamps, strictly increasing, the
-    pictures untouched. Correctly stamped streams come out unchanged. ``None`` when a frame has neither
-    pts nor dts.
+    ``mpeg4_unpack_bframes``); H.264 with B-frames in AVI is alike (pts 1, 4, 3, 5, 2, ...). Each frame
+    gets the smallest timestamp among the next :data:`REORDER_DEPTH` frames (a small heap; the window
+    doubles, up to 4x, when a timestamp arrives later than that): the same set of timestamps, strictly
+    increasing, the pictures untouched. Correctly stamped streams come out unchanged. ``None`` when a
+    frame has neither pts nor dts.
     """
     queue: deque = deque()
     heap: list[int] = []
+    depth, last = REORDER_DEPTH, None
     for frame in frames:
         t = frame.pts if frame.pts is not None else frame.dts
         queue.append((frame, t is not None))
         if t is not None:
             heapq.heappush(heap, t)
-        if len(queue) > REORDER_DEPTH:
+            if last is not None and t < last and depth < 4 * REORDER_DEPTH:
+                depth *= 2   # displaced further than the window: widen it (this one frame is numbered late)
+        if len(queue) > depth:
             f, timed = queue.popleft()
-            yield f, heapq.heappop(heap) if timed else None
+            if timed:
+                last = heapq.heappop(heap)
+            yield f, last if timed else None
     while queue:
         f, timed = queue.popleft()
         yield f, heapq.heappop(heap) if timed else None

@@ -93,11 +93,16 @@ def make_packed_avi(path: Path, shots: list[Shot], *, width: int = 256, height: 
 def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("order")
     out = {"real.avi": root / "real.avi", "packed.avi": root / "packed.avi", "two.ts": root / "two.ts",
-           "two.h264": root / "two.h264"}
+           "two.h264": root / "two.h264", "h264.avi": root / "h264.avi"}
     shutil.copy(REAL_AVI, out["real.avi"])
     out["truth"] = make_packed_avi(out["packed.avi"], [Shot(30, speed=3), Shot(30, speed=-2)])
     for name in ("two.ts", "two.h264"):   # x264 defaults + 3 B-frames: one IDR, at frame 0
         make_video(out[name], [Shot(40, speed=3), Shot(40, speed=-2)], width=256, height=160, bframes=3)
+    # H.264 with B-frames in AVI: no real pts either (the demuxer derives them from decode order)
+    make_video(out["h264.avi"], [Shot(30, speed=3), Shot(30, speed=-2)], width=256, height=160, bframes=3,
+               gop=15, crf=18)
+    out["h264.avi truth"] = [f for i, s in enumerate([Shot(30, speed=3), Shot(30, speed=-2)])
+                             for f in shot_frames(s, i, 256, 160)]
     return out
 
 
@@ -227,6 +232,20 @@ def test_curate_generated_packed_avi(files, tmp_path, mode):
             assert max(_err(a, truth[r["start_frame"] + k]) for k, a in enumerate(clip)) < 6
     if mode in ("none", "exact"):
         assert [(r["start_frame"], r["end_frame"]) for r in rows] == [(0, 30), (30, 60)]
+
+
+def test_curate_h264_avi_with_bframes(files, tmp_path):
+    """Stream-copying it would give clips with scrambled pts: copy falls back to exact, frames are right."""
+    truth = files["h264.avi truth"]
+    got = list(decode(files["h264.avi"]))
+    assert [f.index for f in got] == list(range(60))
+    assert max(_err(f.array, truth[f.index]) for f in got) < 6
+    rows = curate(files["h264.avi"], tmp_path, "copy")
+    assert [(r["start_frame"], r["end_frame"], r["cut_mode"]) for r in rows] == [(0, 30, "exact"), (30, 60, "exact")]
+    check_clip_files(rows, tmp_path, "copy")
+    for r in rows:
+        clip = [f.to_ndarray(format="rgb24") for f in _raw(resolve_path(tmp_path / "manifest.parquet", r["path"]))]
+        assert max(_err(a, truth[r["start_frame"] + k]) for k, a in enumerate(clip)) < 6
 
 
 # --- MPEG-TS with one IDR, raw Annex-B H.264 ----------------------------------------------------------
