@@ -19,6 +19,7 @@ temporary name and renamed into place, so a half-written clip is never visible.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,7 +28,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from soraprep.video.io import _VOP, PacketIndex, VideoError, decode, open_container, scan_packets
+from soraprep.video.io import _VOP, PacketIndex, VideoError, decode, entry_point, open_container, scan_packets
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
 
@@ -115,7 +116,7 @@ def _copy_packets(src: str, dst: Path, first: int, end: int, index: PacketIndex,
         if dst.suffix.lower() in (".mp4", ".mov") and codec not in _MP4_CODECS:
             dst = dst.with_suffix(".mkv")
         if index.packed_b:   # DivX/Xvid packed B-frames: split them and stamp true timestamps first
-            pairs, seek = _unpacked_packets(container, stream, index), False
+            pairs, seek = _unpacked_packets(container, stream, index, first, seek), False
         else:
             pairs = _indexed_packets(container, stream, index)
         if seek and first > 0:
@@ -189,8 +190,9 @@ def _indexed_packets(container, stream, index: PacketIndex):
 _VOP_TYPES = "IPBS"   # vop_coding_type, the two bits after an MPEG-4 part 2 VOP start code
 
 
-def _unpacked_packets(container, stream, index: PacketIndex):
-    """``(packet, display index)`` for an MPEG-4 part 2 stream with packed B-frames, from the first packet.
+def _unpacked_packets(container, stream, index: PacketIndex, first: int, seek: bool):
+    """``(packet, display index)`` for an MPEG-4 part 2 stream with packed B-frames, from the entry point
+    at or before ``first`` (a closed-GOP I-VOP, see :func:`entry_point`) when ``seek``, else from the start.
 
     A DivX/Xvid AVI chunk may hold a P-VOP plus the B-VOP shown before it, followed later by a dummy
     "N-VOP" chunk; the demuxer's pts are guesses. ``mpeg4_unpack_bframes`` (what FFmpeg recommends) turns
@@ -204,7 +206,16 @@ def _unpacked_packets(container, stream, index: PacketIndex):
     bsf = BitStreamFilterContext("mpeg4_unpack_bframes", stream)
     step = int(np.median(np.diff(index.pts))) if len(index) > 1 else 1
     n = len(index)
-    shown = 0          # display slots given so far
+    entry = entry_point(index, first) if seek else None
+    demuxed = container.demux(stream)
+    if entry is not None:
+        container.seek(entry[1], stream=stream, backward=True, any_frame=False)
+        demuxed = container.demux(stream)
+        head = next((p for p in demuxed if p.size), None)
+        if head is None or head.dts != entry[1]:
+            raise _Overshot()   # did not land on the entry's chunk: the caller copies from the start
+        demuxed = itertools.chain([head], demuxed)
+    shown = entry[0] if entry else 0   # display slots given so far
     group: list = []   # a reference VOP and the B-VOPs after it, as (packet, decode position)
 
     def flush():
@@ -218,12 +229,12 @@ def _unpacked_packets(container, stream, index: PacketIndex):
         group.clear()
 
     def unpacked():
-        for packet in container.demux(stream):
+        for packet in demuxed:
             if packet.size:
                 yield from bsf.filter(packet)
         yield from bsf.filter(None)
 
-    for k, packet in enumerate(unpacked()):
+    for k, packet in enumerate(unpacked(), start=shown):   # closed GOP: decode position == display index
         data = bytes(packet)
         at = data.find(_VOP)
         kind = _VOP_TYPES[data[at + 4] >> 6] if 0 <= at < len(data) - 4 else "P"

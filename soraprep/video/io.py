@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import re
 import struct
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -70,6 +71,8 @@ class PacketIndex:
     synthetic: bool = False  # the stream carries no timestamps (raw Annex-B H.264...): pts = packet number * step
     packed_b: bool = False   # MPEG-4 part 2 with "packed B-frames" (DivX/Xvid in AVI): packet pts are guesses
     pts_guessed: bool = False  # AVI with B-frames: no real pts, the demuxer derives them from decode order
+    entries: np.ndarray | None = None    # packed B-frames: frames where decoding may start (closed-GOP I-VOPs)
+    entry_dts: np.ndarray | None = None  # ... and the dts of their chunks, to seek to
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -89,6 +92,7 @@ class PacketIndex:
 
 
 _VOP = b"\x00\x00\x01\xb6"   # MPEG-4 part 2 picture (VOP) start code
+_DIVX_PACKED = re.compile(rb"DivX\d+(?:b|Build)\d+p")   # user data that switches FFmpeg to packed mode
 
 
 def _frame_step(stream, time_base: Fraction) -> int:
@@ -146,6 +150,7 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
     key: list[bool] = []
     untimed: list[bool] = []   # keyframe flags of packets without any timestamp
     vops: list[str] = []       # MPEG-4 part 2: picture types in decode order, N-VOPs left out
+    entry: list[tuple[int, int]] = []
     packed = False
     try:
         stream = container.streams.video[0]
@@ -164,7 +169,11 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
             pts.append(p)
             key.append(bool(packet.is_keyframe))
             if check_packed:
-                packed = _vop_types(bytes(packet), vops, packed)
+                data = bytes(packet)
+                n = len(vops)
+                packed = _vop_types(data, vops, packed)
+                if vops[n:] == ["I"] and packet.dts is not None and _DIVX_PACKED.search(data):
+                    entry.append((n, packet.dts))   # a lone I-VOP that tells the decoder "packed"
     except av.error.FFmpegError as exc:
         if not pts and not untimed:
             raise VideoError("demux_failed", str(exc)) from exc
@@ -179,14 +188,31 @@ def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
         arr = np.asarray(pts, dtype=np.int64)
     order = np.argsort(arr, kind="stable")
     keyframe = np.asarray(key, dtype=bool)[order]
+    entries = entry_dts = None
     if packed and len(vops) == len(arr):
         keyframe = _display_keyframes(vops)   # the demuxer's pts are guesses: trust the picture types
+        # closed GOP (no B-VOP right after the I-VOP): every earlier picture is shown before it, so its
+        # display index is its decode position and decoding from its chunk numbers frames by count
+        ok = [(n, d) for n, d in entry if n + 1 >= len(vops) or vops[n + 1] != "B"]
+        entries = np.asarray([n for n, _ in ok], dtype=np.int64)
+        entry_dts = np.asarray([d for _, d in ok], dtype=np.int64)
     return PacketIndex(
         pts=arr[order], keyframe=keyframe, time_base=time_base,
         start_pts=int(arr[order][0]) if len(arr) else 0,
         reorders=bool(len(arr) and np.any(order != np.arange(len(arr)))) or packed,
-        synthetic=synthetic, packed_b=packed, pts_guessed=guessed or packed,
+        synthetic=synthetic, packed_b=packed, pts_guessed=guessed or packed, entries=entries, entry_dts=entry_dts,
     )
+
+
+def entry_point(index: PacketIndex, frame: int) -> tuple[int, int] | None:
+    """For a packed-B stream: the last frame ``<= frame`` (and > 0) where decoding may start by seeking,
+    with the dts to seek to; ``None`` when there is none (decode from the first frame)."""
+    if index.entries is None or not len(index.entries):
+        return None
+    j = int(np.searchsorted(index.entries, frame, side="right")) - 1
+    if j < 0 or index.entries[j] == 0:
+        return None
+    return int(index.entries[j]), int(index.entry_dts[j])
 
 
 def _boxes(buf: bytes, start: int, end: int):
@@ -369,15 +395,18 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
         index = scan_packets(path)
     if index is not None and start_frame >= len(index):
         return
-    # untimed and packed-B streams are numbered by counting frames from the first: never seek those
+    # untimed and packed-B streams are numbered by counting frames: seek only to a packed-B entry point
     seek = start_frame > 0 and index is not None and not index.synthetic and not index.packed_b
-    if seek:
+    entry = entry_point(index, start_frame) if start_frame > 0 and index is not None and index.packed_b else None
+    if entry is not None:
+        seek = True
+    elif seek:
         keys = np.flatnonzero(index.keyframe[: start_frame + 1])
         seek = bool(len(keys) and keys[-1] > 0)   # the only keyframe before the span is the first frame
     while True:
         retry = False
         for f in _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only, threads, index,
-                              interpolation, seek):
+                              interpolation, seek, entry if seek else None):
             if f is None:       # the seek landed after start_frame or yielded nothing (e.g. MPEG-PS/TS)
                 retry = True
                 break
@@ -387,10 +416,13 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
         seek = False            # decode from the beginning instead: slower, always right
 
 
-def _tolerant_decode(container, stream, errors: list) -> Iterator:
+def _tolerant_decode(container, stream, errors: list, first_dts: list) -> Iterator:
     """``container.decode(stream)``, except that a packet the decoder rejects is skipped (as the ffmpeg
-    tool does: e.g. an open-GOP B-frame right after a seek, or a damaged packet) and kept in ``errors``."""
+    tool does: e.g. an open-GOP B-frame right after a seek, or a damaged packet) and kept in ``errors``.
+    The dts of the first non-empty packet goes to ``first_dts``."""
     for packet in container.demux(stream):
+        if not first_dts and packet.size:
+            first_dts.append(packet.dts)
         try:
             yield from packet.decode()
         except av.error.InvalidDataError as exc:
@@ -434,7 +466,7 @@ def _in_order(frames) -> Iterator[tuple[object, int | None]]:
 
 
 def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only, threads, index,
-                 interpolation, seek) -> Iterator[DecodedFrame | None]:
+                 interpolation, seek, entry=None) -> Iterator[DecodedFrame | None]:
     container = open_container(path)
     try:
         stream = container.streams.video[0]
@@ -443,7 +475,11 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
         if keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
         start_pts = index.start_pts if index is not None else None
-        if seek:
+        last = -1
+        if entry is not None:   # packed B-frames: frames are counted from the entry's I-VOP
+            container.seek(entry[1], stream=stream, backward=True, any_frame=False)
+            last = entry[0] - 1
+        elif seek:
             keys = np.flatnonzero(index.keyframe[: start_frame + 1])
             seek_to = int(index.pts[keys[-1]]) if len(keys) else int(index.pts[0])
             container.seek(seek_to, stream=stream, backward=True, any_frame=False)
@@ -451,11 +487,11 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
         by_count = index is None or index.synthetic or index.packed_b   # number frames in output order
         keys_at = np.flatnonzero(index.keyframe) if index is not None and keyframes_only else None
         w = h = None
-        last = -1
         first = True
         reached = False   # a frame at or after start_frame came out
         errors: list[Exception] = []
-        for frame, t in _in_order(_tolerant_decode(container, stream, errors)):
+        first_dts: list = []
+        for frame, t in _in_order(_tolerant_decode(container, stream, errors, first_dts)):
             if by_count or t is None:
                 i = last + 1
                 if keyframes_only and index is not None:   # only keyframes come out: the next one
@@ -481,8 +517,9 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
                 if frame.width * frame.height > MAX_PIXELS:
                     raise VideoError("too_large", f"decoded frames are {frame.width}x{frame.height}, over the "
                                      f"{MAX_PIXELS} pixel limit (the container header said otherwise)")
-                if seek and i > start_frame and not keyframes_only:
-                    yield None
+                if seek and (i > start_frame or entry is not None and first_dts[:1] != [entry[1]]) \
+                        and not keyframes_only:
+                    yield None   # overshot, or (packed B) did not land on the entry's chunk
                     return
             if i < start_frame:
                 continue

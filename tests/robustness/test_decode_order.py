@@ -36,7 +36,7 @@ runner = CliRunner()
 
 
 def make_packed_avi(path: Path, shots: list[Shot], *, width: int = 256, height: int = 160, fps: int = 25,
-                    bframes: int = 2, gop: int = 12) -> list[np.ndarray]:
+                    bframes: int = 2, gop: int = 12, closed_gop: bool = False) -> list[np.ndarray]:
     """MPEG-4 part 2 with B-frames, packed the DivX way into AVI; returns the RGB frames in display order.
 
     After a reference VOP R come its B-VOPs b1..bm in decode order; DivX stores them as the chunks
@@ -49,6 +49,9 @@ def make_packed_avi(path: Path, shots: list[Shot], *, width: int = 256, height: 
     enc.time_base, enc.framerate = Fraction(1, fps), Fraction(fps)
     enc.gop_size, enc.max_b_frames = gop, bframes
     enc.options = {"qscale": "4"}
+    if closed_gop:   # FFmpeg's mpeg4 encoder needs scene-change keyframes off for that
+        enc.flags |= av.codec.context.Flags.closed_gop
+        enc.options = {"qscale": "4", "sc_threshold": "1000000000"}
     vops: list[bytes] = []
     for n, rgb in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
@@ -96,6 +99,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
            "two.h264": root / "two.h264", "h264.avi": root / "h264.avi"}
     shutil.copy(REAL_AVI, out["real.avi"])
     out["truth"] = make_packed_avi(out["packed.avi"], [Shot(30, speed=3), Shot(30, speed=-2)])
+    out["closed.avi"] = root / "closed.avi"
+    out["closed truth"] = make_packed_avi(out["closed.avi"], [Shot(45, speed=3), Shot(45, speed=-2)], gop=15,
+                                          closed_gop=True)
     for name in ("two.ts", "two.h264"):   # x264 defaults + 3 B-frames: one IDR, at frame 0
         make_video(out[name], [Shot(40, speed=3), Shot(40, speed=-2)], width=256, height=160, bframes=3)
     # H.264 with B-frames in AVI: no real pts either (the demuxer derives them from decode order)
@@ -246,6 +252,43 @@ def test_curate_h264_avi_with_bframes(files, tmp_path):
     for r in rows:
         clip = [f.to_ndarray(format="rgb24") for f in _raw(resolve_path(tmp_path / "manifest.parquet", r["path"]))]
         assert max(_err(a, truth[r["start_frame"] + k]) for k, a in enumerate(clip)) < 6
+
+
+def test_packed_closed_gops_seek_to_entry_points(files, tmp_path, monkeypatch):
+    """Closed-GOP I-VOPs are entry points: decoding and stream copy seek there, counting frames from them."""
+    import soraprep.video.io as io
+    from soraprep.video.cut import cut_clip
+
+    truth, src = files["closed truth"], files["closed.avi"]
+    idx = scan_packets(src)
+    keys = list(np.flatnonzero(idx.keyframe))   # every I-VOP of a closed-GOP stream is an entry point
+    assert idx.packed_b and list(idx.entries) == keys and len(keys) >= 5 and keys[3] < 50 < keys[4]
+    assert io.entry_point(idx, 50) == (keys[3], int(idx.entry_dts[3])) and io.entry_point(idx, keys[1] - 1) is None
+    seeks = []
+    real_open = io.open_container
+
+    def spy(path):
+        c = real_open(path)
+        seek = c.seek
+        c_seek = lambda *a, **k: seeks.append(a[0]) or seek(*a, **k)   # noqa: E731
+        return type("Spy", (), {"__getattr__": lambda _, n: c_seek if n == "seek" else getattr(c, n)})()
+
+    monkeypatch.setattr(io, "open_container", spy)
+    got = list(decode(src, start_frame=50, end_frame=62, index=idx))
+    assert seeks == [int(idx.entry_dts[3])]                      # one seek, to the entry before frame 50
+    assert [f.index for f in got] == list(range(50, 62))
+    assert max(_err(f.array, truth[f.index]) for f in got) < 6
+    monkeypatch.undo()
+    # a seek that does not land on the entry's chunk is noticed: decoding restarts from the first frame
+    forged = type(idx)(**{**idx.__dict__, "entries": idx.entries + 2, "entry_dts": idx.entry_dts + 2})
+    got = list(decode(src, start_frame=50, end_frame=62, index=forged))
+    assert [f.index for f in got] == list(range(50, 62)) and max(_err(f.array, truth[f.index]) for f in got) < 6
+    for mode, (a, b) in (("copy", (50, 80)), ("keyframe", (31, 89))):
+        res = cut_clip(src, tmp_path / f"{mode}.mp4", start_frame=a, end_frame=b, mode=mode, index=idx)
+        assert res.start_frame == min(k for k in keys if k >= a) and res.num_frames > 10
+        clip = _raw(res.path)
+        assert len(clip) == res.num_frames and all(x.pts < y.pts for x, y in zip(clip, clip[1:]))
+        assert max(_err(f.to_ndarray(format="rgb24"), truth[res.start_frame + k]) for k, f in enumerate(clip)) < 6
 
 
 # --- MPEG-TS with one IDR, raw Annex-B H.264 ----------------------------------------------------------
