@@ -321,9 +321,32 @@ def test_probe_stage_demuxes_each_file_once(files, monkeypatch):
     import soraprep.video.io as io
     from soraprep.curate.analyze import ProbeStage
 
-    calls = []
-    real = io.scan_packets
-    monkeypatch.setattr(io, "scan_packets", lambda *a, **k: calls.append(a) or real(*a, **k))
+    opened = []
+    real = io.open_container
+    monkeypatch.setattr(io, "open_container", lambda path: opened.append(path) or real(path))
     rows = ProbeStage()([{"source": str(files["two.ts"])}])
     assert rows[0].get("error") is None and len(rows[0]["_index"]) == 80 and rows[0]["_info"].num_frames == 80
-    assert len(calls) == 1
+    assert len(opened) == 1   # probe's demux gives the frame count and the packet index
+
+
+@pytest.mark.parametrize("mode", ["exact", "copy"])
+def test_download_cuts_packed_avi(files, tmp_path, mode):
+    """``soraprep download`` (default ``--cut exact``) on a published span of the real DivX AVI."""
+    meta = tmp_path / "internvid.jsonl"
+    meta.write_text(json.dumps({"YoutubeID": str(files["real.avi"]), "Start_timestamp": "00:00:04.000",
+                                "End_timestamp": "00:00:09.000", "Caption": "c"}) + "\n")
+    res = runner.invoke(app, ["ingest", str(meta), "--dataset", "internvid", "-o", str(tmp_path / "m.parquet")])
+    assert res.exit_code == 0, res.output
+    args = ["download", str(tmp_path / "m.parquet"), "-o", str(tmp_path / "out")] + (["--cut", mode] * (mode != "exact"))
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    (row,) = read_manifest(tmp_path / "out" / "manifest.parquet")
+    assert row["error"] is None
+    if mode == "exact":
+        assert (row["start_frame"], row["end_frame"]) == (96, 216)
+    clip = _raw(resolve_path(tmp_path / "out" / "manifest.parquet", row["path"]))
+    assert len(clip) == row["num_frames"] == row["end_frame"] - row["start_frame"] > 40
+    assert all(x.pts < y.pts for x, y in zip(clip, clip[1:]))
+    src = {f.index: f.array for f in decode(files["real.avi"], start_frame=row["start_frame"],
+                                           end_frame=row["end_frame"], fmt="gray")}
+    assert max(_err(f.to_ndarray(format="gray"), src[row["start_frame"] + k]) for k, f in enumerate(clip)) < 2
