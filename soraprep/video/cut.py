@@ -15,6 +15,10 @@ Snapping is always inwards, so a clip never holds frames from across a detected 
 :class:`CutResult` says which frames the file really holds: ``num_frames`` equals what a decoder returns
 from the file (no hidden pre-roll, no frame shared by adjacent clips). Files are written under a hidden
 temporary name and renamed into place, so a half-written clip is never visible.
+
+AVI stores no presentation times. DivX/Xvid "packed B-frames" are unpacked (``mpeg4_unpack_bframes``) and
+given true timestamps from their picture types before copying; other AVIs with B-frames (e.g. H.264)
+refuse stream copy (``cut_failed``), which the cut stage turns into an exact re-encode.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, *, start_frame: int
 
 
 def _stream_copy(src: str, dst: Path, start: int, end: int, index: PacketIndex, whole_gops: bool) -> CutResult:
-    if index.pts_guessed and not index.packed_b:
+    if index.pts_guessed and (not index.packed_b or index.entries is None):
         raise VideoError("cut_failed", "this AVI has B-frames but no presentation timestamps: a stream copy would "
                          "hold the wrong frames with scrambled timestamps (use --cut exact)")
     keys = np.flatnonzero(index.keyframe)
@@ -241,6 +245,10 @@ def _unpacked_packets(container, stream, index: PacketIndex, first: int, seek: b
         if kind != "B":
             yield from flush()
             packet.is_keyframe = kind == "I"
+        elif not group:   # a B-VOP with no reference before it (a damaged start): shown at once
+            group.append((packet, k))
+            yield from flush()
+            continue
         group.append((packet, k))
     yield from flush()
 
