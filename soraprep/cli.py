@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="soraprep",
@@ -17,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain text: "pip install 'soraprep[ray]'" must keep its [ray]
 )
 console = Console(stderr=True)
 
@@ -24,9 +26,41 @@ EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def fail_usage(message: str) -> None:
-    """Report a usage/config error and exit with code 2."""
-    console.print(f"[bold red]error:[/] {message}")
+    """Report a usage/config error and exit with code 2 (the message is text, never rich markup)."""
+    console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
+
+
+def require_torch(command: str) -> None:
+    """Exit 2 with an install hint when PyTorch cannot be imported (encode, train and sample need it)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        fail_usage(f"soraprep {command} needs PyTorch, which cannot be imported here ({exc}): "
+                   "pip install torch (CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu)")
+
+
+def check_out_dir(out: str, flag: str = "-o/--out") -> None:
+    """Fail with exit 2 when ``out`` (an output folder, created if missing) is a file or lies under one."""
+    from pathlib import Path
+
+    p = Path(out)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                where = "is a file" if q == p else f"lies under {q}, which is a file"
+                fail_usage(f"{flag} {out} {where}: give a folder (it is created if missing)")
+            return
+
+
+def check_out_file(out: str, flag: str = "-o/--output") -> None:
+    """Fail with exit 2 when ``out`` (an output file) is a folder or lies under a file."""
+    from pathlib import Path
+
+    p = Path(out)
+    if p.is_dir():
+        fail_usage(f"{flag} {out} is a folder: give a file name")
+    check_out_dir(str(p.parent), flag)
 
 
 # --- curation (issue: curation pipeline) ----------------------------------------------------------
@@ -34,18 +68,22 @@ def fail_usage(message: str) -> None:
 CURATE_HELP = """Turn raw videos into training-ready clips, a manifest and a report.
 
 INPUTS are video files, folders (searched recursively) or manifests (.parquet/.jsonl, e.g. from
-`soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans.
+`soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans. Curation reads
+local files only (fetch URLs with `soraprep download`); anything unusable becomes a row with an error.
 
 Writes OUT/manifest.parquet (+ manifest.jsonl), OUT/clips/, OUT/report.html. Rerunning the same command
-resumes an interrupted run. Exit code: 0 all rows fine, 1 some rows failed (see the `error` column),
+resumes an interrupted run. Rerunning with another recipe or --cut redoes what changed: new filter, cut or
+bucket settings are applied without decoding; new analysis settings (analyze, split, scorers) stop with
+exit 2 unless --force. Exit code: 0 all rows fine, 1 some rows failed (see the `error` column),
 2 usage or recipe error.
 
+A recipe file overrides only the keys it names on top of the default recipe (or of `base: opensora-like`,
+`base: none`); `filter: {motion_score: null}` removes a default rule. See docs/curation.md.
+
+\b
 Examples:
-
   soraprep curate videos/ -o out --workers 2
-
   soraprep curate panda70m.parquet -o out --recipe opensora-like --cut exact
-
   soraprep curate --rethreshold out --recipe strict.yaml     # new thresholds, no decoding
 """
 
@@ -55,11 +93,15 @@ def curate_cmd(
     inputs: list[str] = typer.Argument(None, help="Video files, folders or manifests."),
     out: str = typer.Option(None, "--out", "-o", help="Output folder."),
     recipe: str = typer.Option(None, "--recipe", "-r",
-                               help="Recipe YAML file, or a built-in name: default, opensora-like."),
+                               help="Built-in recipe (default, opensora-like), or a YAML file whose keys "
+                                    "override the default's (null removes a filter rule)."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one video each)."),
     cut: str = typer.Option(None, "--cut", help="none | copy | keyframe | exact (default from the recipe: copy)."),
     rethreshold: str = typer.Option(None, "--rethreshold", metavar="OUT",
                                     help="Re-apply filters of --recipe to a finished run in OUT; no decoding."),
+    force: bool = typer.Option(False, "--force",
+                               help="OUT was curated with other analysis settings (analyze, split, scorers): "
+                                    "re-analyse those videos instead of stopping (exit 2)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     runner: str = typer.Option("local", "--runner", help="local (process pool) | ray (Ray Data; pip install 'soraprep[ray]')."),
@@ -83,21 +125,54 @@ def curate_cmd(
         else:
             if not out:
                 fail_usage("missing --out/-o OUT (the output folder)")
+            check_out_dir(out)
             if not inputs:
                 fail_usage("give at least one video file, folder or manifest")
             if runner not in ("local", "ray"):
                 fail_usage(f"--runner must be local or ray, got {runner!r}")
+            if runner == "ray":
+                try:
+                    import ray.data  # noqa: F401
+                except ImportError as exc:
+                    fail_usage(f"--runner ray needs Ray, which cannot be imported here ({exc}): "
+                               "pip install 'soraprep[ray]' (or use --runner local)")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
-                            report=not no_report, runner=runner, ray_address=ray_address)
+                            report=not no_report, runner=runner, ray_address=ray_address, force=force)
     except (RecipeError, InputError, ManifestError, StageSetupError) as exc:
         fail_usage(str(exc))
-    console.print(f"[green]{len(result.rows)} rows[/]: {result.kept} kept, "
-                  f"{len(result.rows) - result.kept - result.errors} dropped by filters, {result.errors} errors "
-                  f"· {result.wall_s:.1f} s")
-    console.print(f"manifest: {result.manifest}")
-    if result.report:
-        console.print(f"report:   {result.report}")
+    _print_curate_summary(result, report_wanted=not no_report)
     raise typer.Exit(result.exit_code)
+
+
+def _print_curate_summary(result, report_wanted: bool) -> None:
+    """Counts (the same as the report's), then each error kind with its count and one example message."""
+    from soraprep.curate.report import summarize
+
+    s = summarize(result.rows)
+    console.print(f"[green]{s.rows} rows[/]: {s.kept} kept, {s.dropped} dropped by filters, {s.errors} errors "
+                  f"· {result.wall_s:.1f} s")
+    if getattr(result, "redone", None):
+        console.print("redone for the new recipe: " + ", ".join(f"{v} videos {k}" for k, v in result.redone.items()))
+    if s.errors_by_kind:
+        console.print("errors by kind [dim](stage/kind: rows, first example)[/]:")
+    for stage, kind, n, source, message in s.errors_by_kind:
+        example = f"{source}: {message}" if source and source not in message else message
+        example = example if len(example) <= 300 else example[:297] + "..."
+        console.print(f"  [red]{escape(stage)}/{escape(kind)}[/]: {n} · {escape(example)}", highlight=False,
+                      soft_wrap=True)
+    console.print(f"manifest: {escape(str(result.manifest))}", highlight=False)
+    if result.report:
+        console.print(f"report:   {escape(str(result.report))}", highlight=False)
+    elif report_wanted:  # the report failed; the pipeline recorded why in run.json
+        import json
+
+        try:
+            why = json.loads((result.out / "run.json").read_text()).get("report_error") or "unknown error"
+        except (OSError, ValueError):
+            why = "unknown error"
+        console.print(f"[yellow]warning:[/] report.html not written ({escape(str(why))}); the manifest is "
+                      f"complete: retry with `soraprep report {escape(str(result.out))}`", highlight=False,
+                      soft_wrap=True)
 
 
 @app.command("probe")
@@ -106,6 +181,8 @@ def probe_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
 ) -> None:
     """Print container/stream metadata without decoding (exit 1 if any file cannot be probed).
+
+    Sizes are as displayed: a sideways-stored phone video shows its portrait size and "rot" (clockwise).
 
     Example: soraprep probe clip.mp4 --json
     """
@@ -125,13 +202,14 @@ def probe_cmd(
             if as_json:
                 print(json.dumps({"path": v, "error": {"kind": exc.kind, "message": exc.message}}))
             else:
-                table.add_row(v, f"[red]{exc.kind}[/]", exc.message[:60], "", "", "", "", "", "")
+                table.add_row(escape(v), f"[red]{escape(exc.kind)}[/]", escape(exc.message[:60]), "", "", "", "", "", "")
             continue
         if as_json:
             print(json.dumps(info.to_dict()))
         else:
-            table.add_row(v, f"{info.duration_s:.2f}s", f"{info.fps} ({float(info.fps):.3f})",
-                          f"{info.num_frames}{'' if info.frames_exact else '?'}", f"{info.width}x{info.height}",
+            table.add_row(escape(v), f"{info.duration_s:.2f}s", f"{info.fps} ({float(info.fps):.3f})",
+                          f"{info.num_frames}{'' if info.frames_exact else '?'}",
+                          f"{info.width}x{info.height}" + (f" (rot {info.rotation})" if info.rotation else ""),
                           info.codec, info.pix_fmt, "yes" if info.has_audio else "no", "yes" if info.vfr else "no")
     if not as_json:
         Console().print(table)
@@ -144,10 +222,15 @@ def report_cmd(out: str = typer.Argument(..., help="A curation output folder."))
     from pathlib import Path
 
     from soraprep.curate.report import write_report
+    from soraprep.manifest import ManifestError
 
     if not (Path(out) / "manifest.parquet").exists():
         fail_usage(f"{out}/manifest.parquet not found: run `soraprep curate ... -o {out}` first")
-    console.print(f"report: {write_report(out)}")
+    try:
+        path = write_report(out)
+    except ManifestError as exc:
+        fail_usage(str(exc))
+    console.print(f"report: {escape(str(path))}", highlight=False)
 
 
 @app.command("export")
@@ -157,22 +240,38 @@ def export_cmd(
     fmt: str = typer.Option("opensora-csv", "--format", help="opensora-csv | jsonl"),
     all_rows: bool = typer.Option(False, "--all", help="Also rows that were dropped or failed."),
 ) -> None:
-    """Export a manifest to another format.  Example: soraprep export out/manifest.parquet -o train.csv"""
+    """Export a manifest to another format.  Example: soraprep export out/manifest.parquet -o train.csv
+
+    Refuses (exit 2) to write over the input manifest or its JSONL twin, whatever the name (a symlink,
+    hard link or relative path to the same file). Exit 1 when a kept row cannot be written (a file name
+    that is not UTF-8 has no place in Open-Sora's CSV; the message names it).
+    """
+    import os
+
     from soraprep.manifest import ManifestError, export_opensora_csv, read_manifest, write_jsonl
 
+    if fmt not in ("opensora-csv", "jsonl"):
+        fail_usage(f"--format must be opensora-csv or jsonl, got {fmt!r}")
+    src = os.path.splitext(manifest)[0]
+    for protected in {manifest, src + ".parquet", src + ".jsonl"}:
+        if os.path.exists(protected) and os.path.exists(out) and os.path.samefile(protected, out):
+            fail_usage(f"-o {out} is the manifest {protected} itself: choose another output file")
+    check_out_file(out, "-o/--out")  # not a folder, not under a file
     try:
         rows = read_manifest(manifest)
     except ManifestError as exc:
         fail_usage(str(exc))
+    skipped: list[str] = []
     if fmt == "opensora-csv":
-        n = export_opensora_csv(rows, out, manifest, only_kept=not all_rows)
-    elif fmt == "jsonl":
+        n = export_opensora_csv(rows, out, manifest, only_kept=not all_rows, skipped=skipped)
+    else:
         sel = rows if all_rows else [r for r in rows if r.get("keep") and not r.get("error")]
         write_jsonl(out, sel)
         n = len(sel)
-    else:
-        fail_usage(f"--format must be opensora-csv or jsonl, got {fmt!r}")
-    console.print(f"{n} rows -> {out}")
+    console.print(f"{n} rows -> {escape(out)}", highlight=False)
+    for message in skipped[:10]:
+        console.print(f"[yellow]not exported:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(EXIT_ROWS_FAILED if skipped else EXIT_OK)
 
 
 @app.command("demo")
@@ -186,6 +285,7 @@ def demo_cmd(
     """
     from soraprep.curate.demo import run_demo
 
+    check_out_dir(out)
     result = run_demo(out, workers=workers, console=console)
     raise typer.Exit(EXIT_OK if result.errors <= 1 else EXIT_ROWS_FAILED)
 
@@ -200,9 +300,9 @@ def _print_counts(title: str, counts: dict[str, object], errors: dict[str, int])
 
     table = Table(title=title, show_header=False)
     for key, value in counts.items():
-        table.add_row(key, str(value))
+        table.add_row(escape(key), escape(str(value)))
     for kind, n in sorted(errors.items()):
-        table.add_row(f"errors: {kind}", f"[red]{n}[/]")
+        table.add_row(f"errors: {escape(str(kind))}", f"[red]{n}[/]")
     console.print(table)
 
 
@@ -224,6 +324,7 @@ def ingest(
 
     if dataset not in INGEST_DATASETS:
         fail_usage(f"--dataset {dataset!r} is not one of {'|'.join(INGEST_DATASETS)}")
+    check_out_file(output)
     try:
         report = run_ingest(dataset=dataset, path=metadata, out=output, split=split, limit=limit, fps=fps)
     except MetadataError as exc:
@@ -256,6 +357,7 @@ def download(
     from soraprep.datasets.download import download as run_download
     from soraprep.datasets.fetch import parse_rate
 
+    check_out_dir(output, "-o/--output")
     try:
         rates = dict(parse_rate(r) for r in rate_limit)
         report = run_download(manifest=manifest, out=output, concurrency=concurrency, rate_limits=rates, cut=cut)
@@ -420,11 +522,13 @@ def estimate_cmd(
             points = run_sweep(parse_sweep(sweep), **kwargs)
             files = write_sweep(points, out, title=f"{model or config} on {num_gpus} x {gpu}")
             if files["png"] is None:
-                console.print("[yellow]warning:[/] no PNG written: pip install 'soraprep[estimate]' for matplotlib")
+                console.print("[yellow]warning:[/] no PNG written: " + escape("pip install 'soraprep[estimate]'")
+                              + " for matplotlib")
             if as_json:
                 print(_json.dumps({"sweep": points, "files": files}))
             else:
-                console.print(f"sweep of {len(points)} points written: " + ", ".join(f for f in files.values() if f))
+                console.print(f"sweep of {len(points)} points written: " + escape(", ".join(f for f in files.values() if f)),
+                              highlight=False)
             raise typer.Exit(EXIT_OK)
         result = run_estimate(**kwargs)
     except ValueError as exc:
@@ -473,6 +577,8 @@ def encode_cmd(
     """
     from rich.progress import Progress
 
+    require_torch("encode")
+    check_out_dir(out)
     from soraprep.train.latents import encode
 
     try:
@@ -485,8 +591,9 @@ def encode_cmd(
     except (ValueError, FileNotFoundError, ImportError) as exc:
         fail_usage(str(exc))
     idx, cost = res.index, res.index["cost"]
-    console.print(f"encoded {res.encoded} clips, reused {res.reused}; {idx['num_samples']} in {out}/index.json; "
-                  f"latent scale {idx['latent_scale']:.4g}; skipped {idx['skipped'] or 'none'}")
+    console.print(f"encoded {res.encoded} clips, reused {res.reused}; {idx['num_samples']} in {escape(out)}/index.json; "
+                  f"latent scale {idx['latent_scale']:.4g}; skipped {escape(str(idx['skipped'] or 'none'))}",
+                  highlight=False)
     est, secs = cost["estimated_flops"], cost["measured_autoencoder_s"]
     est_text = f"{est / 1e9:.3g} GFLOP estimated" if est is not None else "no estimate for this autoencoder"
     rate = f" -> {cost['implied_flops_per_s'] / 1e9:.3g} GFLOP/s" if cost["implied_flops_per_s"] else ""
@@ -495,7 +602,8 @@ def encode_cmd(
     if idx.get("captions_missing"):
         console.print(f"[yellow]warning:[/] {idx['captions_missing']} clips have no caption (encoded as empty text)")
     for e in idx["errors"][:5]:
-        console.print(f"  [red]{e['clip_id']}[/]: {e['kind']}: {e['message']}", markup=True, highlight=False)
+        console.print(f"  [red]{escape(str(e['clip_id']))}[/]: {escape(str(e['kind']))}: {escape(str(e['message']))}",
+                      highlight=False)
     raise typer.Exit(EXIT_ROWS_FAILED if idx["errors"] else EXIT_OK)
 
 
@@ -508,6 +616,7 @@ def train_cmd(
 
     Example: soraprep train --config train.yaml steps=200
     """
+    require_torch("train")
     from soraprep.train.__main__ import main as train_main
 
     code = train_main(["--config", config, *(overrides or [])])
@@ -537,6 +646,8 @@ def sample_cmd(
 
     Example: soraprep sample runs/x/checkpoints/step-0020000.pt -o samples --prompt "a red car" --steps 50 --cfg 4
     """
+    require_torch("sample")
+    check_out_dir(out)
     from soraprep.train.sample import sample
 
     try:
@@ -546,8 +657,8 @@ def sample_cmd(
                      device=device)
     except (ValueError, FileNotFoundError, ImportError, KeyError) as exc:
         fail_usage(str(exc))
-    console.print(f"wrote {len(res.videos)} videos and {res.grid} ({res.frames.shape[1]} frames, "
-                  f"{res.frames.shape[3]}x{res.frames.shape[2]})")
+    console.print(f"wrote {len(res.videos)} videos and {escape(str(res.grid))} ({res.frames.shape[1]} frames, "
+                  f"{res.frames.shape[3]}x{res.frames.shape[2]})", highlight=False)
     raise typer.Exit(EXIT_OK)
 
 

@@ -1,4 +1,4 @@
-"""The manifest: one row per clip, schema-versioned Parquet — the only contract between parts.
+r"""The manifest: one row per clip, schema-versioned Parquet — the only contract between parts.
 
 Curation writes it, dataset ingestion writes it, captioning adds columns to it, training reads it.
 Known columns have fixed Arrow types (``COLUMNS``); any other column (scores, dataset metadata) is
@@ -7,18 +7,28 @@ aspect_ratio, resolution, fps``) are always present, with Open-Sora's meanings: 
 height / width and ``resolution`` is height * width.
 
 ``path`` is absolute or relative to the manifest's folder; :func:`resolve_path` handles both.
+
+File names that are not valid UTF-8 (bytes such as ``b"caf\xe9.mp4"``, which Python holds as lone
+surrogates, ``"caf\udce9.mp4"``) cannot be Arrow strings. In the path columns (``PATH_COLUMNS``) such a
+name is stored as ``fsbytes:`` + its bytes percent-encoded (``fsbytes:/videos/caf%E9.mp4``, ``%`` as ``%25``);
+:func:`read_manifest` and :func:`resolve_path` turn it back into the exact name, so the file re-opens.
+Names that are valid UTF-8 are stored unchanged. In other text columns (error messages, ids) such
+characters are written as ``\xNN`` (display only).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
@@ -70,8 +80,55 @@ COLUMNS: dict[str, pa.DataType] = {
 }
 
 
+#: Columns holding file paths: names that are not valid UTF-8 are stored escaped (see the module doc).
+PATH_COLUMNS = ("source", "path", "source_url")
+FSBYTES = "fsbytes:"
+
+
 class ManifestError(ValueError):
     """A manifest that cannot be read or does not follow the schema."""
+
+
+def encode_path(path: Any) -> Any:
+    """Manifest text for an OS path string: unchanged unless it holds undecodable bytes (lone surrogates)."""
+    if not isinstance(path, str) or path.isascii():
+        return path
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return FSBYTES + quote_from_bytes(os.fsencode(path), safe="/ !$&'()+,;=@[]")
+
+
+def decode_path(text: Any) -> Any:
+    """The OS path for a manifest path text (inverse of :func:`encode_path`)."""
+    if not isinstance(text, str) or not text.startswith(FSBYTES):
+        return text
+    raw = unquote_to_bytes(text[len(FSBYTES):])
+    try:
+        raw.decode("utf-8")
+        return text  # valid UTF-8 was never escaped: a name that really starts with "fsbytes:"
+    except UnicodeDecodeError:
+        return os.fsdecode(raw)
+
+
+def _text_safe(value: Any) -> Any:
+    """Any str inside ``value`` with lone surrogates gets them as ``\\xNN`` (for non-path columns)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {k: _text_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_text_safe(v) for v in value]
+    return value
+
+
+def _storable(name: str, values: list[Any]) -> list[Any]:
+    return [encode_path(v) for v in values] if name in PATH_COLUMNS else [_text_safe(v) for v in values]
 
 
 def _field_type(name: str, values: Sequence[Any]) -> pa.DataType:
@@ -80,7 +137,12 @@ def _field_type(name: str, values: Sequence[Any]) -> pa.DataType:
     non_null = [v for v in values if v is not None]
     if not non_null:
         return pa.string()
-    return pa.array(non_null).type
+    try:
+        return pa.array(non_null).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ManifestError(f"column {name!r} mixes value types ({exc}); give it one type in every row") from exc
+    except UnicodeEncodeError:
+        return pa.array(_storable(name, non_null)).type
 
 
 def rows_to_table(rows: Sequence[dict[str, Any]], metadata: dict[str, str] | None = None) -> pa.Table:
@@ -93,7 +155,10 @@ def rows_to_table(rows: Sequence[dict[str, Any]], metadata: dict[str, str] | Non
         values = [r.get(name) for r in rows]
         typ = _field_type(name, values)
         try:
-            arrays.append(pa.array(values, type=typ))
+            try:
+                arrays.append(pa.array(values, type=typ))
+            except UnicodeEncodeError:  # a file name that is not UTF-8 (rare: only then pay for the check)
+                arrays.append(pa.array(_storable(name, values), type=typ))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ManifestError(f"column {name!r} cannot be stored as {typ}: {exc}") from exc
         fields.append(pa.field(name, typ))
@@ -133,7 +198,13 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path
     def _w(p: Path) -> None:
         with open(p, "w", encoding="utf-8") as fh:
             for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+                try:
+                    text = json.dumps(r, ensure_ascii=False, default=str)
+                    text.encode("utf-8")
+                except UnicodeEncodeError:  # a file name that is not UTF-8: escape it as in Parquet
+                    text = json.dumps({k: _storable(k, [v])[0] for k, v in r.items()}, ensure_ascii=False,
+                                      default=str)
+                fh.write(text + "\n")
 
     _atomic_write(path, _w)
     return path
@@ -143,13 +214,14 @@ def read_table(path: str | os.PathLike) -> pa.Table:
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"manifest not found: {path}")
+    if not path.is_file():
+        raise ManifestError(f"{path} is not a file: give a manifest (.parquet or .jsonl)")
     if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            return rows_to_table([json.loads(line) for line in fh if line.strip()])
+        return rows_to_table(_read_jsonl(path))
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ManifestError(f"{path} is not a readable Parquet manifest: {exc}") from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"{path} is not a readable Parquet manifest: {str(exc).splitlines()[0]}") from exc
     version = int((table.schema.metadata or {}).get(META_VERSION, b"0"))
     if version > SCHEMA_VERSION:
         raise ManifestError(f"{path} has manifest schema v{version}; this soraprep reads up to v{SCHEMA_VERSION}. "
@@ -157,9 +229,131 @@ def read_table(path: str | os.PathLike) -> pa.Table:
     return table
 
 
+# Python types a JSONL value may have for each Arrow type of a known column
+_JSON_TYPES = {pa.string(): (str,), pa.int64(): (int, float), pa.float64(): (int, float), pa.bool_(): (bool,),
+               ERROR_TYPE: (dict,)}
+
+
+# exact Python types that need no closer look, per known column (the fast path of cell_problem)
+_PLAIN = {name: {str} if typ == pa.string() else {float, int} if typ == pa.float64() else {bool}
+          if typ == pa.bool_() else {dict} if typ == ERROR_TYPE else set() for name, typ in COLUMNS.items()}
+
+
+def cell_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be stored in known column ``name`` (None when it can)."""
+    plain = _PLAIN.get(name)
+    if value is None or plain is None or (type(value) in plain and type(value) is not dict):
+        return None
+    if type(value) is int and -2**63 <= value < 2**63 and COLUMNS[name] == pa.int64():
+        return None
+    want = _JSON_TYPES.get(COLUMNS[name], ())
+    if isinstance(value, bool) and bool not in want:
+        return f"column {name!r} must be {COLUMNS[name]}, got a boolean"
+    if not isinstance(value, want):
+        return f"column {name!r} must be {COLUMNS[name]}, got {type(value).__name__}"
+    if COLUMNS[name] == ERROR_TYPE and not all(isinstance(value.get(k), str | None) for k in value):
+        return f"column {name!r} must be {{stage, kind, message}} strings"
+    if COLUMNS[name] == pa.int64() and isinstance(value, float) and not value.is_integer():
+        return f"column {name!r} must be a whole number, got {value}"  # 50.0 (as pandas writes it) is fine
+    if isinstance(value, int | float) and not isinstance(value, bool) and COLUMNS[name] == pa.int64() \
+            and abs(value) >= 2**63:
+        return f"column {name!r}: {value} is out of range"
+    return None
+
+
+#: ids longer than this are refused (``bad_id``); file names derived from ids are bounded anyway
+MAX_ID_CHARS = 1000
+
+
+def _seconds_problem(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name} must be a number of seconds, got {type(value).__name__}"
+    if not math.isfinite(value) or value < 0:
+        return f"{name} is {value}: spans are finite seconds >= 0 (null for 'from the start' / 'to the end')"
+    return None
+
+
+def row_problem(row: dict[str, Any], source: Any, skip: Iterable[str] = ()) -> tuple[str, str] | None:
+    """(kind, message) when an input row cannot be used as given, checked before any work; None when it can.
+
+    Kinds: ``bad_source`` (a source that is not text, or holds a NUL), ``bad_id`` (a clip/video id that is not text or
+    longer than ``MAX_ID_CHARS``), ``bad_span`` (``start_s``/``end_s`` not finite, negative or inverted),
+    ``bad_value`` (a known column of the wrong type; columns in ``skip`` are not checked).
+    """
+    if source is not None and not isinstance(source, str):
+        return "bad_source", f"source must be a path or URL (text), got {type(source).__name__}: {str(source)[:80]}"
+    if source is not None and "\x00" in source:
+        return "bad_source", f"source holds a NUL character, which no file name can: {source[:80]!r}"
+    for col in ("clip_id", "video_id"):
+        v = row.get(col)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, str | int)):
+            return "bad_id", f"{col} must be text, got {type(v).__name__}"
+        if v is not None and len(str(v)) > MAX_ID_CHARS:
+            return "bad_id", f"{col} is {len(str(v))} characters long (at most {MAX_ID_CHARS})"
+    start, end = row.get("start_s"), row.get("end_s")
+    problem = _seconds_problem("start_s", start) or _seconds_problem("end_s", end)
+    if problem:
+        return "bad_span", problem
+    if start is not None and end is not None and end <= start:
+        return "bad_span", f"end_s {end} is not after start_s {start}"
+    skip = set(skip)
+    bad = [p for k, v in row.items() if k not in skip and (p := cell_problem(k, v))]
+    if bad:  # e.g. an int `text` or a string `error`: it could not be stored on the output rows
+        return "bad_value", "; ".join(bad)
+    return None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON Lines manifest. A line that is not a JSON object, or whose known columns have the
+    wrong type, becomes an error row (``{stage: "input", kind: "bad_json" | "bad_value", message:
+    "FILE:LINE: ..."}``) so the run accounts for it; a file with no good line at all is refused."""
+    rows: list[dict[str, Any]] = []
+    good = 0
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                rows.append(_line_error(path, i, "bad_encoding", "bytes that are not UTF-8"))
+                continue
+            except json.JSONDecodeError as exc:
+                rows.append(_line_error(path, i, "bad_json", f"not JSON: {exc.msg} (column {exc.colno})"))
+                continue
+            if not isinstance(value, dict):
+                rows.append(_line_error(path, i, "bad_json", f"expected an object, got {type(value).__name__}"))
+                continue
+            problems = [p for k, v in value.items() if (p := cell_problem(k, v))]
+            if problems:
+                kept = {k: v for k, v in value.items() if k in ("clip_id", "video_id") and isinstance(v, str)}
+                rows.append({**kept, **_line_error(path, i, "bad_value", "; ".join(problems))})
+                continue
+            rows.append(value)
+            good += 1
+    if rows and not good:
+        first = rows[0]["error"]["message"]
+        raise ManifestError(f"{path} is not a JSON Lines manifest (no line is a valid row; {first})")
+    return rows
+
+
+def _line_error(path: Path, line: int, kind: str, message: str) -> dict[str, Any]:
+    return {"error": {"stage": "input", "kind": kind, "message": f"{path}:{line}: {message}"}}
+
+
 def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a manifest (Parquet or JSONL) as dicts."""
-    return read_table(path).to_pylist()
+    """Rows of a manifest (Parquet or JSONL) as dicts; escaped file names (``fsbytes:``) are decoded."""
+    table = read_table(path)
+    escaped = [name for name in PATH_COLUMNS if name in table.column_names
+               and pa.types.is_string(table.schema.field(name).type)
+               and pc.any(pc.starts_with(table[name], FSBYTES)).as_py()]
+    rows = table.to_pylist()
+    for name in escaped:
+        for r in rows:
+            r[name] = decode_path(r[name])
+    return rows
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -169,16 +363,19 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def resolve_path(manifest_path: str | os.PathLike, path: str) -> str:
     """A row's ``path`` as usable here: URLs and absolute paths as-is, others relative to the manifest."""
+    path = decode_path(path)
     if "://" in path or os.path.isabs(path):
         return path
     return str(Path(manifest_path).resolve().parent / path)
 
 
 def export_opensora_csv(rows: Iterable[dict[str, Any]], out: str | os.PathLike, manifest_path: str | os.PathLike,
-                        only_kept: bool = True) -> int:
+                        only_kept: bool = True, skipped: list[str] | None = None) -> int:
     """Write Open-Sora's CSV (``path,text,num_frames,height,width,aspect_ratio,resolution,fps``).
 
-    Paths become absolute, so the CSV works from any directory. Returns the number of rows written.
+    Paths become absolute, so the CSV works from any directory. Returns the number of rows written. A
+    row whose path is not valid UTF-8 cannot be a line of a UTF-8 CSV: it is left out and described in
+    ``skipped`` (rename the file, or cut the clip: clip files have ASCII names).
     """
     cols = ["path", "text", "num_frames", "height", "width", "aspect_ratio", "resolution", "fps"]
     n = 0
@@ -192,6 +389,10 @@ def export_opensora_csv(rows: Iterable[dict[str, Any]], out: str | os.PathLike, 
                 continue
             rec = dict(r)
             rec["path"] = resolve_path(manifest_path, r["path"])
-            w.writerow(["" if rec.get(c) is None else rec.get(c) for c in cols])
+            if encode_path(rec["path"]) != rec["path"]:
+                if skipped is not None:
+                    skipped.append(f"{r.get('clip_id')}: path {encode_path(rec['path'])} is not valid UTF-8")
+                continue
+            w.writerow(["" if rec.get(c) is None else _text_safe(rec.get(c)) for c in cols])
             n += 1
     return n

@@ -109,7 +109,8 @@ def _probe_frames(path: str) -> int:
 
 
 def load_frames(path: str | os.PathLike, indices: Sequence[int], *, size: int | None) -> list[np.ndarray]:
-    """RGB uint8 frames at ``indices``, short side resized to ``size`` (never upscaled)."""
+    """RGB uint8 frames at ``indices``, short side resized to ``size`` (never upscaled), upright (turned by
+    the file's display rotation, as a player shows them)."""
     from soraprep.video.io import read_frames
 
-    return read_frames(str(path), list(indices), size=size, fmt="rgb24")
+    return read_frames(str(path), list(indices), size=size, fmt="rgb24", upright=True)  # as a player shows them

@@ -60,6 +60,7 @@ class CaptionStage:
     batch_size: int = 64
     gpus: float = 0.0               # set 1 for the transformers backend on a GPU worker
     name = "caption"
+    columns = ()                # its columns are manifest.COLUMNS (caption*, text)
 
     def __post_init__(self) -> None:
         if not self.model:

@@ -25,9 +25,34 @@ from soraprep.curate.score.base import FrameViews, build_scorers
 from soraprep.curate.split import build_detector
 from soraprep.curate.stage import Resources, Row, error_dict, failed
 from soraprep.types import fps_fraction
-from soraprep.video.io import VideoError, analysis_size, decode, probe_with_index
+from soraprep.video.io import MIN_SIDE, VideoError, analysis_size, decode, probe_with_index
+from soraprep.video.orient import rotate_array
 
 _PLANAR_8BIT = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv410p"}
+
+# (Kr, Kb) luma weights by FFmpeg colorspace code, as swscale picks them (anything else: BT.601)
+_LUMA_WEIGHTS = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 7: (0.212, 0.087), 9: (0.2627, 0.0593),
+                 10: (0.2627, 0.0593)}
+
+
+def yuv_to_bgr_matrix(colorspace: int, full_range: bool) -> np.ndarray:
+    """The 3x4 affine map (Y, Cb, Cr, 1) -> (B, G, R) that swscale applies for this colorspace and range.
+
+    Limited ("TV", Y 16-235, chroma 16-240) range is stretched to 0-255, as every player and PySceneDetect's
+    own decoding do; OpenCV's ``COLOR_YUV2BGR`` does neither (full range, analogue-YUV weights).
+    """
+    kr, kb = _LUMA_WEIGHTS.get(int(colorspace), (0.299, 0.114))
+    kg = 1.0 - kr - kb
+    ys, cs, y0 = (1.0, 1.0, 0.0) if full_range else (255 / 219, 255 / 224, 16.0)
+    rv, bu = 2 * (1 - kr) * cs, 2 * (1 - kb) * cs
+    gu, gv = -2 * kb * (1 - kb) / kg * cs, -2 * kr * (1 - kr) / kg * cs
+    m = np.array([[ys, bu, 0.0], [ys, gu, gv], [ys, 0.0, rv]])
+    offset = -m @ np.array([y0, 128.0, 128.0])
+    return np.hstack([m, offset[:, None]]).astype(np.float32)
+
+
+def _full_range(frame) -> bool:
+    return frame.format.name.startswith("yuvj") or int(getattr(frame, "color_range", 0) or 0) == 2
 
 
 @register("probe")
@@ -125,6 +150,7 @@ class AnalyzeStage:
         if end <= start:
             raise VideoError("empty_span", f"input span {start}..{end} holds no frames")
         fps = fps_fraction(info.fps)
+        rotation = getattr(info, "rotation", 0) or 0   # thumbnails and samples are shown upright
         detector = build_detector(self.detector, fps)
         scorers = build_scorers(self.scorers)
         for s in scorers:
@@ -142,8 +168,13 @@ class AnalyzeStage:
         for f in decode(row["source"], start_frame=start, end_frame=end, fmt=None, index=index):
             frame = f.array
             if w is None:
+                if min(frame.width, frame.height) < MIN_SIDE:  # the header said otherwise (probe checks it)
+                    raise VideoError("too_small", f"decoded frames are {frame.width}x{frame.height}, below the "
+                                     f"{MIN_SIDE}x{MIN_SIDE} minimum")
                 w, h = analysis_size(frame.width, frame.height, self.short_side)
                 planar = frame.format.name in _PLANAR_8BIT
+                if planar:
+                    to_bgr = yuv_to_bgr_matrix(int(getattr(frame, "colorspace", 2) or 2), _full_range(frame))
             if planar:
                 gray = cv2.resize(_plane(frame, 0), (w, h), interpolation=cv2.INTER_AREA)
                 small_gray = cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
@@ -151,7 +182,7 @@ class AnalyzeStage:
                     # chroma only feeds the scene detector: bilinear is plenty (and 7x cheaper than area)
                     yuv = cv2.merge([small_gray] + [cv2.resize(_plane(frame, i), (w // 2, h // 2),
                                                                interpolation=cv2.INTER_LINEAR) for i in (1, 2)])
-                    small_bgr = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
+                    small_bgr = cv2.transform(yuv, to_bgr)  # range- and colorspace-aware, as a player shows it
             else:
                 small_bgr = frame.to_ndarray(width=w // 2, height=h // 2, format="bgr24")
                 gray = frame.to_ndarray(width=w, height=h, format="gray")
@@ -164,12 +195,13 @@ class AnalyzeStage:
             if f.index % thumb_step == 0 and len(thumbs) < self.max_thumbs:
                 tw = max(2, int(round(self.thumb_height * w / h)))
                 thumb = thumb_fmt.reformat(frame, width=tw, height=self.thumb_height, format="bgr24").to_ndarray()
+                thumb = rotate_array(thumb, rotation)
                 ok, jpg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])
                 if ok:
                     thumbs[f.index] = jpg.tobytes()
             if sample_step and (f.index - start) % sample_step == 0 and len(samples) < self.max_samples:
                 sw, sh = analysis_size(frame.width, frame.height, self.sample_short_side)
-                bgr = sample_fmt.reformat(frame, width=sw, height=sh, format="bgr24").to_ndarray()
+                bgr = rotate_array(sample_fmt.reformat(frame, width=sw, height=sh, format="bgr24").to_ndarray(), rotation)
                 ok, jpg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
                 if ok:
                     samples[f.index] = jpg.tobytes()

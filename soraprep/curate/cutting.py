@@ -20,6 +20,8 @@ from soraprep.video.cut import CUT_MODES, cut_clip
 from soraprep.video.io import VideoError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
 
 
 def safe_name(name: str, max_len: int = 96) -> str:
@@ -64,6 +66,12 @@ class CutStage:
             raise ValueError(f"cut.mode must be one of {', '.join(CUT_MODES)}, got {self.mode!r}")
         if self.max_snap_s < 0:
             raise ValueError("cut.max_snap_s must be >= 0")
+        if isinstance(self.crf, bool) or not isinstance(self.crf, int) or not 0 <= self.crf <= 51:
+            raise ValueError(f"cut.crf must be an integer 0-51 (x264; 18 is visually lossless), got {self.crf!r}")
+        for key in ("preset", "fallback_preset"):
+            if getattr(self, key) not in X264_PRESETS:
+                raise ValueError(f"cut.{key} must be an x264 preset: {', '.join(X264_PRESETS)}; "
+                                 f"got {getattr(self, key)!r}")
 
     def setup(self) -> None:
         pass

@@ -38,11 +38,14 @@ def run_demo(out: str | Path, *, workers: int = 2, console=None):
     inputs = make_demo_inputs(out / "videos")
     result = curate([str(out / "videos")], out / "curated", workers=workers, progress=console is not None)
     if console is not None:
-        console.print(f"\n[bold]demo videos[/]  {out / 'videos'}  ({len(inputs)} files, one deliberately broken)")
-        console.print(f"[bold]manifest[/]     {result.manifest}  ({len(result.rows)} rows: {result.kept} kept, "
-                      f"{result.errors} error)")
-        console.print(f"[bold]clips[/]        {out / 'curated' / 'clips'}")
-        console.print(f"[bold]report[/]       {result.report}")
+        from rich.markup import escape  # paths are text, not rich markup
+
+        console.print(f"\n[bold]demo videos[/]  {escape(str(out / 'videos'))}  ({len(inputs)} files, one deliberately "
+                      "broken)", highlight=False)
+        console.print(f"[bold]manifest[/]     {escape(str(result.manifest))}  ({len(result.rows)} rows: "
+                      f"{result.kept} kept, {result.errors} error)", highlight=False)
+        console.print(f"[bold]clips[/]        {escape(str(out / 'curated' / 'clips'))}", highlight=False)
+        console.print(f"[bold]report[/]       {escape(str(result.report))}", highlight=False)
         console.print("next: open the report in a browser, or `soraprep export "
-                      f"{result.manifest} -o train.csv` for Open-Sora")
+                      f"{escape(str(result.manifest))} -o train.csv` for Open-Sora", highlight=False)
     return result

@@ -3,16 +3,32 @@
 Each input becomes one *work unit* (one source video, or one span of it), with a deterministic key so a
 rerun finds what an interrupted run already committed. Rows of an input manifest keep their extra
 columns (dataset, captions, published scores...) on every clip cut from them.
+
+Everything an input names ends in a row, never in an abort or a hang. In a folder, every entry with a
+video extension that is not a regular file becomes an error row, found by ``stat`` alone (a FIFO is
+never opened): a FIFO, socket or device (``not_a_regular_file``), a broken link (``not_found``), a
+``symlink_loop``, a folder named ``x.mp4`` (``is_a_directory``; its contents are scanned too), a folder
+that cannot be listed (``unreadable``). File names that are not valid UTF-8 are curated like any other
+(see :mod:`soraprep.manifest` for how they are stored). Curation reads local files only: a source
+naming a URL or any FFmpeg protocol (``http:``, ``file:``, ``concat:``, ``pipe:``, ``data:``,
+``subfile,...:``) is an ``unsupported_source`` error row (``soraprep download`` fetches http(s) and
+YouTube sources first). Manifest rows are checked before any work: a ``source`` that is not text
+(``bad_source``), a span that is not finite, negative or inverted (``bad_span``), an id that is not
+text or absurdly long (``bad_id``), a ``clip_id`` already used by another source or span
+(``duplicate_clip_id``: a later row never shares the first row's clip files) become error rows.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
-from soraprep.manifest import read_manifest, resolve_path
+from soraprep.manifest import cell_problem, read_manifest, resolve_path, row_problem
 from soraprep.video.io import video_id_for
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
@@ -24,41 +40,122 @@ _RECOMPUTED = {"path", "num_frames", "height", "width", "aspect_ratio", "resolut
                "filter_reason", "bucket", "bucket_height", "bucket_width", "bucket_frames", "provenance"}
 
 
+# a URL or an FFmpeg protocol prefix ("http:", "concat:", "pipe:", "subfile,,start,0,...:"); one letter is
+# a Windows drive
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.,-]+:")
+
+
 class InputError(ValueError):
     """An input argument that cannot be used (a usage error: exit code 2)."""
 
 
 def unit_key(source: str, start_s: float | None, end_s: float | None, base_id: str) -> str:
     raw = f"{source}\x00{start_s}\x00{end_s}\x00{base_id}"
-    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+    return hashlib.sha1(raw.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def _file_unit(path: Path) -> dict[str, Any]:
+def _error(stage_kind: str, message: str) -> dict[str, str]:
+    return {"stage": "input", "kind": stage_kind, "message": message}
+
+
+def not_a_file(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(kind, message) when ``path`` is not a regular file (or a link to one); None when it is.
+
+    Uses ``stat`` only: a FIFO, socket or device is never opened (opening a FIFO blocks forever).
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink_loop", f"{os.fsdecode(path)}: symbolic link loop"
+        if os.path.islink(path):
+            return "not_found", f"{os.fsdecode(path)}: symbolic link to a missing file ({os.readlink(path)})"
+        if exc.errno == errno.ENOENT:
+            return "not_found", f"no such file: {os.fsdecode(path)}"
+        return "unreadable", f"{os.fsdecode(path)}: {exc.strerror or exc}"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return "is_a_directory", f"{os.fsdecode(path)} is a folder named like a video, not a video file"
+    what = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a file")
+    return "not_a_regular_file", f"{os.fsdecode(path)} is {what}, not a video file"
+
+
+def _file_unit(path: Path, problem: tuple[str, str] | None = None) -> dict[str, Any]:
     src = os.path.abspath(path)  # not resolve(): a symlink stays the name the user gave
     vid = video_id_for(path)
-    return {"source": src, "video_id": vid, "_base_id": vid, "_key": unit_key(src, None, None, vid)}
+    unit = {"source": src, "video_id": vid, "_base_id": vid, "_key": unit_key(src, None, None, vid)}
+    if problem:
+        unit["error"] = _error(*problem)
+    return unit
+
+
+def _folder_units(root: Path) -> list[dict[str, Any]]:
+    """Every entry with a video extension under ``root`` (recursive; folder symlinks are not followed)."""
+    found: list[tuple[Path, dict[str, Any]]] = []
+    todo = [root]
+    while todo:
+        folder = todo.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:  # an unreadable sub-folder: a row says so, the rest goes on
+            if folder == root:
+                raise InputError(f"cannot read folder {root}: {exc.strerror or exc}") from None
+            found.append((folder, _file_unit(folder, ("unreadable", f"cannot list folder {folder}: "
+                                                                     f"{exc.strerror or exc}"))))
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                todo.append(path)
+            if entry.name.startswith(".partial-") or path.suffix.lower() not in VIDEO_EXTENSIONS:
+                continue
+            found.append((path, _file_unit(path, not_a_file(path))))
+    return [unit for _, unit in sorted(found, key=lambda pu: pu[0])]
 
 
 def _manifest_units(path: Path) -> list[dict[str, Any]]:
     rows = read_manifest(path)
-    if rows and not any(("source" in r or "path" in r) for r in rows):
+    if rows and not any(("source" in r or "path" in r or r.get("error")) for r in rows):
         raise InputError(f"{path}: no 'source' (or 'path') column naming the videos; is this a soraprep manifest?")
     units = []
     for i, row in enumerate(rows):
         src = row.get("source") or row.get("path")
-        if src and "://" not in src:
+        # failed upstream (e.g. at ingest): passes through, accounted for
+        upstream = bool(row.get("error")) and isinstance(row["error"], dict)
+        problem = None if upstream else row_problem(row, src, skip=_RECOMPUTED)
+        if not isinstance(src, str):
+            src = None
+        elif not upstream and not problem and not os.path.lexists(resolve_path(path, src)) \
+                and ("://" in src or _SCHEME.match(src)):
+            problem = ("unsupported_source", f"{src[:200]}: curate reads local files only; fetch http(s) and "
+                                             "YouTube sources with `soraprep download` first")
+        elif "://" not in src:
             src = resolve_path(path, src)
-        vid = str(row.get("video_id") or (video_id_for(src) if src else f"row{i}"))
-        base = str(row.get("clip_id") or vid)
-        start, end = row.get("start_s"), row.get("end_s")
+        if not src and not upstream and not problem:
+            problem = ("no_source", f"{path}: row {i} names no source video")
+        ok_ids = not problem or problem[0] != "bad_id"
+        vid = str(row["video_id"]) if row.get("video_id") is not None and ok_ids else (
+            video_id_for(src) if src else f"row{i}")
+        base = str(row["clip_id"]) if row.get("clip_id") is not None and ok_ids else vid
+        start, end = (None, None) if problem else (row.get("start_s"), row.get("end_s"))
         unit = {k: v for k, v in row.items() if k not in _RECOMPUTED and v is not None}
-        unit.update(source=src, video_id=vid, _base_id=base,
+        if problem:  # the offending values are not carried (they may not even be storable)
+            for col in ("source", "clip_id", "video_id", "start_s", "end_s", *[k for k in list(unit)
+                                                                             if cell_problem(k, unit[k])]):
+                unit.pop(col, None)
+            kind, message = problem
+            unit["error"] = _error(kind, message if kind == "no_source" else f"{path}: row {i}: {message}")
+        unit.update(source=src, video_id=vid, _base_id=base, _explicit_id=row.get("clip_id") is not None,
                     _key=unit_key(src or f"{path}#{i}", start, end, base),
                     _span_s=(start, end) if start is not None or end is not None else None)
-        if not src and not unit.get("error"):
-            unit["error"] = {"stage": "input", "kind": "no_source",
-                             "message": f"{path}: row {i} names no source video"}
-        if unit.get("error"):  # rows that failed upstream (e.g. at ingest) pass through, accounted for
+        if unit.get("error"):
             unit["clip_id"] = base
         units.append(unit)
     return units
@@ -72,16 +169,17 @@ def collect_units(inputs: list[str]) -> list[dict[str, Any]]:
     for arg in inputs:
         p = Path(arg)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
-                           and not f.name.startswith(".partial-"))
-            units += [_file_unit(f) for f in files]
+            units += _folder_units(p)
         elif p.suffix.lower() in MANIFEST_EXTENSIONS and p.is_file():
             units += _manifest_units(p)
         elif p.exists() or p.is_symlink():
-            units.append(_file_unit(p))  # any file named explicitly is tried: bad ones become error rows
-        elif "://" in arg:
+            # any file named explicitly is tried: bad ones become error rows (a FIFO is never opened)
+            units.append(_file_unit(p, not_a_file(p)))
+        elif "://" in arg or _SCHEME.match(arg):
             vid = video_id_for(arg)
-            units.append({"source": arg, "video_id": vid, "_base_id": vid, "_key": unit_key(arg, None, None, vid)})
+            units.append({"source": arg, "video_id": vid, "_base_id": vid, "_key": unit_key(arg, None, None, vid),
+                          "error": _error("unsupported_source", f"{arg[:200]}: curate reads local files only; "
+                                          "fetch http(s) and YouTube sources with `soraprep download` first")})
         else:
             # a missing path named explicitly: record it (a row with an error), do not abort the run
             vid = video_id_for(arg)
@@ -93,4 +191,36 @@ def collect_units(inputs: list[str]) -> list[dict[str, Any]]:
         if u["_key"] not in seen:
             seen.add(u["_key"])
             unique.append(u)
-    return unique
+    return _distinct_ids(unique)
+
+
+def _distinct_ids(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """No two units share a clip id (clip files and thumbnails are named after it).
+
+    A repeated explicit ``clip_id`` (another source or span) is an error row: guessing which row the id
+    belongs to could pair a caption with another video's footage. Rows without one are told apart by a
+    short hash of their source and span.
+    """
+    owner: dict[str, dict[str, Any]] = {}
+    repeats: dict[str, int] = {}
+    for u in units:
+        base = u["_base_id"]
+        if u.get("error"):
+            continue
+        if base not in owner:
+            owner[base] = u
+            continue
+        first = owner[base]
+        if u.pop("_explicit_id", False):
+            repeats[base] = repeats.get(base, 0) + 1
+            u["error"] = _error("duplicate_clip_id", f"clip_id {base!r} is also used by another row "
+                                f"({first['source']!r}, span {first.get('_span_s')}); clip ids must be unique")
+            u["clip_id"] = f"{base}-duplicate{repeats[base]}"
+            continue
+        span = u.get("_span_s")
+        digest = hashlib.sha1(f"{u['source']}\x00{span}".encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        u["_base_id"] = f"{base}-{digest}"
+        owner.setdefault(u["_base_id"], u)
+    for u in units:
+        u.pop("_explicit_id", None)
+    return units

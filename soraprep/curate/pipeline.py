@@ -6,19 +6,33 @@
 
 The manifest is assembled from the committed units in input order, so it is the same whatever the
 number of workers and however often the run was interrupted.
+
+Rerunning into an OUT made with another recipe never returns stale rows (:func:`reconcile`): videos whose
+decision settings (filter, cut, bucket) changed are re-decided from their stored analysis, without
+decoding; videos whose analysis settings (probe, analyze, split, score, model scorers) changed stop the
+run (exit 2) unless ``force=True`` re-analyses them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from soraprep.curate.inputs import collect_units
-from soraprep.curate.recipe import Recipe, load_recipe
-from soraprep.curate.runners.local import pending_units, read_unit, run_local
+from soraprep.curate.recipe import Recipe, RecipeError, check_filter_columns, load_recipe
+from soraprep.curate.runners.local import (
+    analysis_path,
+    pending_units,
+    read_unit,
+    run_local,
+    stale_path,
+    unit_fingerprints,
+    unit_path,
+)
 from soraprep.manifest import read_manifest, read_metadata, write_manifest
 
 MANIFEST = "manifest.parquet"
@@ -32,6 +46,7 @@ class CurateResult:
     rows: list[dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
+    redone: dict[str, int] = field(default_factory=dict)  # {"redecided": n, "reanalysed": m} videos
 
     @property
     def errors(self) -> int:
@@ -60,12 +75,76 @@ def _clean_partials(out: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+class StaleOutError(RecipeError):
+    """OUT holds videos analysed with other settings and ``force`` was not given (exit code 2)."""
+
+
+def _state_path(out: Path) -> Path:
+    return out / ".soraprep" / "recipe.json"
+
+
+def reconcile(units: list[dict[str, Any]], out: Path, rec: Recipe, *, force: bool = False) -> dict[str, int]:
+    """Make every committed unit of ``units`` one that ``rec`` would have produced, before the run.
+
+    A unit committed under other decision settings goes back to pending with its analysis kept (the
+    runner re-filters, re-cuts, re-buckets it without decoding); one committed under other analysis
+    settings is re-analysed when ``force``, else :class:`StaleOutError` says what to do. Cheap when
+    nothing changed: ``OUT/.soraprep/recipe.json`` records the fingerprints every commit was made under.
+    """
+    fps = rec.fingerprints()
+    state = _state_path(out)
+    try:
+        if json.loads(state.read_text()) == fps:
+            return {}
+    except (OSError, ValueError):
+        pass
+    redecide, reanalyse, changed = [], [], set()
+    for u in units:
+        path = unit_path(out, u["_key"])
+        if not path.exists():
+            continue
+        have = unit_fingerprints(path)
+        if have is None:  # committed by an older soraprep: only its whole-recipe hash is known
+            import pyarrow.parquet as pq
+
+            old_hash = (pq.read_schema(path).metadata or {}).get(b"soraprep.recipe_hash", b"").decode()
+            if old_hash != rec.hash:
+                reanalyse.append(u)
+                changed.add("recipe, committed by an older soraprep")
+        elif have.get("analysis") != fps["analysis"]:
+            reanalyse.append(u)
+            changed |= {n for n in rec.analysis_stage_names() if have.get(n) != fps[n]}
+            changed |= {n for n in have if n not in fps and n not in ("analysis", "decision")}
+        elif have.get("decision") != fps["decision"]:
+            redecide.append(u)
+    if "split" in changed:
+        changed = (changed - {"split"}) | {"split, which follows cut.mode/max_snap_s and filter.duration_s.min"}
+    if reanalyse and not force:
+        raise StaleOutError(
+            f"{out}: {len(reanalyse)} of its videos were analysed with other settings "
+            f"({', '.join(sorted(changed)) or 'analysis'} changed): rerun with --force to re-analyse them "
+            "(their clips are replaced), or curate into a new --out")
+    for u in redecide + reanalyse:
+        stale = stale_path(out, u["_key"])
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(unit_path(out, u["_key"]), stale)  # pending again; its clip files are reused or removed
+    for u in reanalyse:
+        analysis_path(out, u["_key"]).unlink(missing_ok=True)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state.with_name(f".{state.name}.tmp")
+    tmp.write_text(json.dumps(fps, indent=2, sort_keys=True))
+    os.replace(tmp, state)
+    return {k: v for k, v in (("redecided", len(redecide)), ("reanalysed", len(reanalyse))) if v}
+
+
 def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | None = None, workers: int = 1,
            cut: str | None = None, progress: bool = False, report: bool = True, runner: str = "local",
-           ray_address: str | None = None) -> CurateResult:
+           ray_address: str | None = None, force: bool = False) -> CurateResult:
     """Curate ``inputs`` (files, folders, manifests) into ``out``; resumes a previous run in ``out``.
 
     ``runner="ray"`` runs the same stages on a Ray cluster (``ray_address``; a local one when None).
+    A previous run with another recipe is brought up to date (see :func:`reconcile`; ``force``
+    re-analyses videos whose analysis settings changed).
     """
     if runner not in ("local", "ray"):
         raise ValueError(f"runner must be 'local' or 'ray', got {runner!r}")
@@ -75,8 +154,10 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
     if cut is not None:
         rec = rec.with_overrides(cut={"mode": cut})
     units = collect_units([str(i) for i in inputs])
+    check_filter_columns(rec, {k for u in units for k in u if not k.startswith("_")})
     out.mkdir(parents=True, exist_ok=True)
     _clean_partials(out)
+    redone = reconcile(units, out, rec, force=force)
     with _progress(len(units), progress) as bar:
         task = bar.add_task("curate", total=len(units))
         done_before = len(units) - len(pending_units(units, out))
@@ -97,7 +178,9 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
         for k, v in unit_t.items():
             timings[k] = timings.get(k, 0.0) + v
     rows = apply_global(rows, rec, timings, refilter=True)
-    return _finish(out, rows, rec, timings, t0, report, inputs=[str(i) for i in inputs])
+    result = _finish(out, rows, rec, timings, t0, report, inputs=[str(i) for i in inputs], redone=redone)
+    result.redone = redone
+    return result
 
 
 def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, float], *,
@@ -132,20 +215,38 @@ def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, flo
     return rows
 
 
-def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str]) -> CurateResult:
-    meta = {"soraprep.recipe": rec.to_yaml(), "soraprep.recipe_hash": rec.hash}
+def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str],
+            redone: dict[str, int] | None = None, rethreshold_of: str | None = None) -> CurateResult:
+    fps = json.dumps(rec.fingerprints(), sort_keys=True)
+    meta = {"soraprep.recipe": rec.to_yaml(), "soraprep.recipe_hash": rec.hash, "soraprep.fingerprints": fps}
+    if rethreshold_of:  # rows re-filtered from a run made with this recipe (its analysis and cut spans)
+        meta["soraprep.rethreshold_of"] = rethreshold_of
     manifest = write_manifest(out / MANIFEST, rows, metadata=meta, jsonl=True)
     rows = read_manifest(manifest)  # every row with every column, as readers will see them
     wall = time.perf_counter() - t0
-    run = {"inputs": inputs, "recipe": rec.source, "recipe_hash": rec.hash, "stage_time_s": timings,
-           "wall_time_s": wall, "rows": len(rows)}
+    run = {"inputs": inputs, "recipe": rec.source, "recipe_hash": rec.hash, "fingerprints": json.loads(fps),
+           "redone": redone or {}, "stage_time_s": timings, "wall_time_s": wall, "rows": len(rows)}
+    if rethreshold_of:
+        run["rethreshold_of"] = rethreshold_of
     (out / "run.json").write_text(json.dumps(run, indent=2))
     report_path = None
     if report:
         from soraprep.curate.report import write_report
 
-        report_path = write_report(out)
+        try:  # the manifest is written: a report bug must not turn a finished run into a crash
+            report_path = write_report(out)
+        except Exception as exc:  # noqa: BLE001 - recorded in run.json; the CLI prints it as a warning
+            run["report_error"] = f"{type(exc).__name__}: {exc}"
+            (out / "run.json").write_text(json.dumps(run, indent=2))
     return CurateResult(out, manifest, report_path, rows, timings, wall)
+
+
+def _cut_settings(section: dict[str, Any] | None) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from soraprep.curate.cutting import CutStage
+
+    return {k: v for k, v in asdict(CutStage(**(section or {}))).items() if k != "out_dir"}
 
 
 def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, cut: str | None = None,
@@ -161,19 +262,24 @@ def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, c
     out = Path(out)
     manifest = out / MANIFEST
     rows = read_manifest(manifest)
+    import yaml
+
+    text = read_metadata(manifest).get("soraprep.recipe")
+    data = (yaml.safe_load(text) if text else None) or {}
+    data.pop("version", None)
     if recipe is None:
         from soraprep.curate.recipe import validate
 
-        text = read_metadata(manifest).get("soraprep.recipe")
-        import yaml
-
-        data = yaml.safe_load(text) if text else {}
-        data.pop("version", None)
         rec = validate(data, "previous run") if data else load_recipe()
     else:
         rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if cut is not None:
         rec = rec.with_overrides(cut={"mode": cut})
+    check_filter_columns(rec, {k for r in rows for k in r})
+    if data and _cut_settings(data.get("cut")) != _cut_settings(rec.sections.get("cut")):
+        raise RecipeError(f"--rethreshold keeps the clips as they were cut ({_cut_settings(data.get('cut'))}); "
+                          f"to cut with other settings, rerun `soraprep curate` on the same inputs into {out} "
+                          "with this recipe instead")
     stages = {s.name: s for s in rec.build(out) if s.name in ("filter", "cut", "bucket")}
     timings: dict[str, float] = {}
     indexes: dict[str, Any] = {}
@@ -199,4 +305,6 @@ def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, c
             r.pop("_index", None)
     timings["cut"] = time.perf_counter() - t
     rows = stages["bucket"](rows)
-    return _finish(out, rows, rec, timings, t0, report, inputs=[str(manifest)])
+    previous = read_metadata(manifest)
+    return _finish(out, rows, rec, timings, t0, report, inputs=[str(manifest)],
+                   rethreshold_of=previous.get("soraprep.rethreshold_of") or previous.get("soraprep.recipe_hash"))

@@ -29,6 +29,18 @@ from soraprep.curate.score import stage as _score_stage  # noqa: F401
 #: Curation stages in pipeline order; any other registered stage (e.g. caption) may follow `bucket`.
 PIPELINE = ("probe", "analyze", "split", "score", "filter", "cut", "bucket")
 BUILTIN = ("default", "opensora-like")
+MAX_RECIPE_BYTES = 1 << 20
+MAX_NODES = 100_000  # values in a recipe once YAML aliases are expanded
+#: bump when probe/analyze/split/score write other values for the same settings: reruns then re-analyse
+ANALYSIS_VERSION = 1
+
+
+#: settings that change where or how fast a stage runs, not what it writes: left out of fingerprints
+_EXECUTION_ONLY = {"device", "images_per_batch", "torch_threads", "threads", "concurrency", "cache_path"}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class RecipeError(ValueError):
@@ -65,18 +77,49 @@ class Recipe:
             cut = self.sections.get("cut", {})
             if cut.get("mode", "copy") in ("copy", "keyframe") and cut.get("fallback_exact", True):
                 kw["keyframe_split_s"] = float(cut.get("max_snap_s", 1.0))
+                # ... but never into a part the duration filter would drop (that scene is re-encoded whole)
+                rule = self.sections.get("filter", {}).get("duration_s")
+                min_s = rule.get("min") if isinstance(rule, dict) else None
+                if isinstance(min_s, (int, float)) and not isinstance(min_s, bool) and min_s > 0:
+                    kw.setdefault("min_part_s", float(min_s))
         return kw
+
+    def effective_kwargs(self, name: str) -> dict[str, Any]:
+        """The arguments stage ``name`` really runs with (``out_dir`` aside)."""
+        kw = self.stage_kwargs(name)
+        if name == "analyze":  # model-based scorers need sampled frames from the one decode pass
+            wanted = [getattr(STAGES[n], "samples_every_s", 0) for n in self.stage_names()]
+            wanted = [w for w in wanted if w]
+            if wanted and not kw.get("sample_every_s"):
+                kw["sample_every_s"] = min(wanted)
+        return kw
+
+    def analysis_stage_names(self) -> list[str]:
+        """The per-video stages that decode or score (probe ... model scorers): redoing them costs a decode."""
+        names = self.stage_names()
+        return names[: names.index("filter")]
+
+    def decision_stage_names(self) -> list[str]:
+        """The per-video stages that decide over stored columns (filter, cut, bucket, then e.g. caption)."""
+        names = self.stage_names()
+        return names[names.index("filter"):]
+
+    def fingerprints(self) -> dict[str, str]:
+        """Stage -> hash of everything it runs with; analysis stages also hash :data:`ANALYSIS_VERSION`.
+        Plus ``analysis`` and ``decision``: the hashes of each part's stages (what a rerun compares)."""
+        fps = {name: _digest({"stage": name, "kwargs": {k: v for k, v in self.effective_kwargs(name).items()
+                                                        if k not in _EXECUTION_ONLY},
+                              "version": ANALYSIS_VERSION if name in self.analysis_stage_names() else 0})
+               for name in self.stage_names()}
+        for part, names in (("analysis", self.analysis_stage_names()), ("decision", self.decision_stage_names())):
+            fps[part] = _digest({n: fps[n] for n in names})
+        return fps
 
     def build(self, out_dir: str | Path) -> list:
         """Instantiate the stages (cheap; heavy work happens in each stage's ``setup()``)."""
         stages = []
         for name in self.stage_names():
-            kw = self.stage_kwargs(name)
-            if name == "analyze":  # model-based scorers need sampled frames from the one decode pass
-                wanted = [getattr(STAGES[n], "samples_every_s", 0) for n in self.stage_names()]
-                wanted = [w for w in wanted if w]
-                if wanted and not kw.get("sample_every_s"):
-                    kw["sample_every_s"] = min(wanted)
+            kw = self.effective_kwargs(name)
             if "out_dir" in {f.name for f in fields(STAGES[name])}:
                 kw["out_dir"] = str(out_dir)  # cut writes there; caption resolves relative clip paths there
             stages.append(STAGES[name](**kw))
@@ -99,26 +142,111 @@ class Recipe:
 
 
 def load_recipe(spec: str | Path | None = None) -> Recipe:
-    """A built-in recipe by name (``default``, ``opensora-like``) or a YAML file path."""
+    """A built-in recipe by name (``default``, ``opensora-like``) or a YAML file path.
+
+    A recipe *file* is laid over a base recipe (``base:``, default ``default``; ``none`` = the stages'
+    built-in settings): see :func:`overlay` for the one rule.
+    """
     spec = spec or "default"
     if str(spec) in BUILTIN:
-        text = resources.files("soraprep.recipes").joinpath(f"{spec}.yaml").read_text()
-        source = str(spec)
-    else:
-        path = Path(spec)
-        if not path.exists():
-            raise RecipeError(f"recipe {spec!r} not found: give a YAML file or one of {', '.join(BUILTIN)}")
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        return validate(_builtin_sections(str(spec)), str(spec))
+    path = Path(spec)
+    if not path.is_file():
+        raise RecipeError(f"recipe {spec!r} not found: give a YAML file or one of {', '.join(BUILTIN)}")
+    source = str(path)
+    raw = path.read_bytes()
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{source}: {len(raw)} bytes is too large for a recipe (at most {MAX_RECIPE_BYTES})")
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{source}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from exc
+    data = _parse(text, source)
+    base = data.pop("base", "default")
+    if base not in (*BUILTIN, "none"):
+        raise RecipeError(f"{source}: base {base!r} is not a recipe; use one of {', '.join(BUILTIN)}, none")
+    sections = {} if base == "none" else _builtin_sections(base)
+    return validate(overlay(sections, data, source), source)
+
+
+def _builtin_sections(name: str) -> dict[str, Any]:
+    data = yaml.safe_load(resources.files("soraprep.recipes").joinpath(f"{name}.yaml").read_text())
+    data.pop("version", None)
+    return data
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
+    """YAML -> mapping; refuses documents whose aliases expand past MAX_NODES (a "billion laughs")."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None and _expanded_size(root, {}) > MAX_NODES:
+            raise RecipeError(f"{source}: its YAML aliases expand to more than {MAX_NODES} values; "
+                              "write the settings out instead of nesting aliases")
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{source}: not valid YAML: {exc}") from exc
+        raise RecipeError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    except RecursionError as exc:
+        raise RecipeError(f"{source}: nested too deeply to be a recipe") from exc
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe is a mapping of stage name -> settings")
     version = data.pop("version", 1)
     if version != 1:
         raise RecipeError(f"{source}: recipe version {version} is not supported (this soraprep reads version 1)")
-    return validate(data, source)
+    return data
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Values in ``node`` once every alias is expanded (memoised: linear in the document, not the expansion)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_NODES + 1  # a node reached again while being counted: a recursive alias
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = min(size, MAX_NODES + 1)
+    return memo[id(node)]
+
+
+def overlay(base: dict[str, Any], over: dict[str, Any], source: str = "recipe") -> dict[str, Any]:
+    """The one rule for recipe files: the file overrides the keys it names, on top of ``base``.
+
+    * A section the file leaves out (or leaves empty) keeps the base's settings.
+    * A key the file names replaces the base's value for that key, as a whole (``detector: {name:
+      content}`` is the whole detector; ``split: {max_clip_s: null}`` sets it to null).
+    * ``filter`` (keys are columns) and ``analyze.scorers`` (keys are scorers) merge rule by rule: a rule
+      or scorer the file names replaces the base's; ``null`` removes it (``filter: {motion_score: null}``).
+    """
+    out = copy.deepcopy(base)
+    for name, body in over.items():
+        if body is None:
+            out.setdefault(name, {})
+            continue
+        if not isinstance(body, dict):
+            out[name] = body  # validate() says what is wrong with it
+            continue
+        section = out.setdefault(name, {})
+        if not isinstance(section, dict):
+            out[name] = section = {}
+        for key, value in body.items():
+            if name == "filter":  # keys are columns: each rule replaced whole, null removes
+                _merge_named(section, key, value)
+            elif name == "analyze" and key == "scorers" and isinstance(value, dict) \
+                    and isinstance(section.get("scorers"), dict):
+                for scorer, params in value.items():
+                    _merge_named(section["scorers"], scorer, params)
+            else:
+                section[key] = copy.deepcopy(value)
+    return out
+
+
+def _merge_named(target: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        target.pop(key, None)
+    else:
+        target[key] = copy.deepcopy(value)
 
 
 def _suggest(word: str, options) -> str:
@@ -150,6 +278,9 @@ def _type_ok(value: Any, hint: Any) -> bool:
 def validate(sections: dict[str, Any], source: str = "recipe") -> Recipe:
     sections = copy.deepcopy(sections)
     for name, body in sections.items():
+        bad = [k for k in [name, *(body if isinstance(body, dict) else ())] if not isinstance(k, str)]
+        if bad:
+            raise RecipeError(f"{source}: {bad[0]!r} is not a name: recipe sections and their keys are text")
         if name not in STAGES or name in ("probe",):
             raise RecipeError(f"{source}: unknown section {name!r}{_suggest(name, STAGES)}; "
                               f"sections are: {', '.join(s for s in STAGES if s not in ('probe', 'score'))}")
@@ -177,3 +308,35 @@ def validate(sections: dict[str, Any], source: str = "recipe") -> Recipe:
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{source}: {exc}") from exc
     return recipe
+
+
+#: columns the pipeline itself writes besides manifest.COLUMNS and the scorers' columns
+_PIPELINE_COLUMNS = {"decode_note", "dup_of", "is_duplicate"}
+
+
+def check_filter_columns(recipe: Recipe, available: set[str] | None = None) -> None:
+    """Fail (before any work) on a filter rule over a column nothing will write.
+
+    Known: the manifest's fixed columns, ``short_side``, the columns of the recipe's scorers and stages,
+    and ``available`` (the columns of the input manifests, or of the manifest being re-thresholded).
+    A stage that does not declare its ``columns`` may write anything: then nothing is checked.
+    """
+    from soraprep.curate.filter import DERIVED
+    from soraprep.curate.score.base import SCORERS
+    from soraprep.manifest import COLUMNS
+
+    known = set(COLUMNS) | set(DERIVED) | _PIPELINE_COLUMNS | set(available or ())
+    for name in (recipe.sections.get("analyze", {}).get("scorers") or {}):
+        known |= set(getattr(SCORERS.get(name), "columns", ()))
+    for name in recipe.stage_names() + recipe.global_stage_names():
+        if name in PIPELINE:
+            continue
+        cols = getattr(STAGES[name], "columns", None)
+        if cols is None:
+            return
+        known |= set(cols)
+    for col in recipe.sections.get("filter", {}):
+        if col not in known:
+            raise RecipeError(f"{recipe.source}: filter.{col}: no stage or input writes a column {col!r}"
+                              f"{_suggest(col, known)}; fix the name, add the stage that writes it, "
+                              f"or remove the rule with `{col}: null`")

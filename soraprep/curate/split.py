@@ -88,7 +88,7 @@ def build_detector(config: dict[str, Any], fps: Fraction):
 def scene_spans(start: int, end: int, cuts: list[int], *, fps: float, max_clip_s: float | None,
                 trim_start_s: float, trim_end_s: float, keyframes: np.ndarray | None = None,
                 keyframe_tolerance_s: float = 1.0,
-                keyframe_split_s: float | None = None) -> list[tuple[int, int]]:
+                keyframe_split_s: float | None = None, min_part_s: float = 0.0) -> list[tuple[int, int]]:
     """Frame spans ``[a, b)`` of the clips: scenes between cuts, trimmed, long ones split into equal parts."""
     bounds = [start] + [c for c in cuts if start < c < end] + [end]
     spans = []
@@ -99,17 +99,20 @@ def scene_spans(start: int, end: int, cuts: list[int], *, fps: float, max_clip_s
             continue
         spans += _split_long(a2, b2, fps, max_clip_s, keyframes, keyframe_tolerance_s)
     if keyframe_split_s is not None and keyframes is not None and len(keyframes):
-        spans = [part for span in spans for part in _split_at_first_keyframe(span, keyframes, keyframe_split_s * fps)]
+        spans = [part for span in spans
+                 for part in _split_at_first_keyframe(span, keyframes, keyframe_split_s * fps, min_part_s * fps)]
     return spans
 
 
-def _split_at_first_keyframe(span: tuple[int, int], keyframes: np.ndarray, max_gap: float):
+def _split_at_first_keyframe(span: tuple[int, int], keyframes: np.ndarray, max_gap: float, min_len: float = 0.0):
     """A scene whose first keyframe lies more than ``max_gap`` frames after its start becomes two clips:
-    the head (no keyframe: re-encoded exactly, or dropped by the duration filter when short) and the body
-    from the keyframe (stream-copied losslessly). Cheaper than re-encoding the whole scene, loses nothing."""
+    the head (no keyframe: re-encoded exactly) and the body from the keyframe (stream-copied losslessly).
+    Cheaper than re-encoding the whole scene, loses nothing — but only when both parts are at least
+    ``min_len`` frames (the duration filter's minimum): otherwise the scene stays whole (and its cut
+    re-encodes it), as splitting would hand the filter a part it drops."""
     a, b = span
     first = keyframes[np.searchsorted(keyframes, a):]  # keyframes at or after the start
-    if len(first) and a < first[0] < b and first[0] - a > max_gap:
+    if len(first) and a < first[0] < b and first[0] - a > max_gap and min(first[0] - a, b - first[0]) >= min_len:
         return [(a, int(first[0])), (int(first[0]), b)]
     return [span]
 
@@ -148,6 +151,7 @@ class SplitStage:
     trim_end_s: float = 0.0
     keyframe_tolerance_s: float = 1.0
     keyframe_split_s: float | None = None   # see _split_at_first_keyframe; the recipe sets it for copy cuts
+    min_part_s: float = 0.0                 # ... and this, from filter.duration_s.min
     name = "split"
     resources = Resources(cpus=0.1)
     batch_size = 1
@@ -177,7 +181,7 @@ class SplitStage:
         spans = scene_spans(an["start"], an["end"], an["cuts"], fps=fps, max_clip_s=self.max_clip_s,
                             trim_start_s=self.trim_start_s, trim_end_s=self.trim_end_s, keyframes=keyframes,
                             keyframe_tolerance_s=self.keyframe_tolerance_s,
-                            keyframe_split_s=self.keyframe_split_s)
+                            keyframe_split_s=self.keyframe_split_s, min_part_s=self.min_part_s)
         base = row.get("_base_id") or row["video_id"]
         thumbs = an["thumbs"]
         thumb_idx = np.array(sorted(thumbs), dtype=np.int64)

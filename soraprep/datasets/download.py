@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 from soraprep.datasets.common import MetadataError, youtube_id
 from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter
 from soraprep.datasets.sniff import VIDEO_EXTENSIONS
-from soraprep.manifest import read_manifest, write_manifest
+from soraprep.manifest import MAX_ID_CHARS, cell_problem, read_manifest, row_problem, write_manifest
 from soraprep.types import RowError, Span
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
@@ -153,8 +153,13 @@ class _Job:
         if kind == "local":
             path = Path(self.source)
             path = path if path.is_absolute() else self.manifest_dir / path
-            if not path.is_file():
-                raise FetchError("not_found", f"no such file: {path}")
+            try:
+                is_file, exists = path.is_file(), path.exists()  # stat only: a FIFO is never opened
+            except (OSError, ValueError) as exc:  # a name too long for the file system...
+                raise FetchError("not_found", f"{str(path)[:300]}: {getattr(exc, 'strerror', None) or exc}") from None
+            if not is_file:
+                raise FetchError("not_a_regular_file" if exists else "not_found",
+                                 f"{path}: not a regular file" if exists else f"no such file: {path}")
             self._count("local")
             return path
         dst = inside(self.out, f"videos/{_video_file_name(self.rows[0], self.source)}")
@@ -215,7 +220,11 @@ class _Job:
         if whole or mode == "none":
             path, mode = video, "none"
         else:
-            name = safe_name(str(row.get("clip_id") or f"{row.get('video_id')}-{start_frame}"))
+            if row.get("clip_id") is not None:  # unique: download() refuses a clip_id reused elsewhere
+                name = safe_name(str(row["clip_id"]))
+            else:  # two datasets may reuse a video_id for different videos: the source tells them apart
+                src_hash = hashlib.sha1(str(row["source"]).encode("utf-8", "surrogateescape")).hexdigest()[:6]
+                name = safe_name(f"{row.get('video_id')}-{start_frame}-{src_hash}")
             suffix = "" if mode == "exact" else f".{mode}"  # modes never overwrite each other's clips
             try:
                 dst = inside(self.out, f"clips/{name}{suffix}.mp4")
@@ -250,6 +259,37 @@ class _Job:
         if not whole:  # the span really held (snapping may move it inwards)
             out["start_s"], out["end_s"] = float(start_frame / info.fps), float(end_frame / info.fps)
         return out
+
+
+def _row_problem(row: dict[str, Any], claimed: dict[str, tuple[Any, Any, Any]]) -> tuple[str, str] | None:
+    """(kind, message) when a row cannot be downloaded as given: checked before anything is fetched."""
+    src = row.get("source")
+    if src is None or src == "":
+        return "missing_source", "row has no source"
+    problem = row_problem(row, src)  # bad_source, bad_id, bad_span, bad_value
+    if problem:
+        return problem
+    if row.get("clip_id") is not None:  # the clip file is named after it: one id, one footage
+        cid, what = str(row["clip_id"]), (src, row.get("start_s"), row.get("end_s"))
+        if claimed.setdefault(cid, what) != what:
+            first = claimed[cid]
+            return "duplicate_clip_id", (f"clip_id {cid!r} is also used by another row ({first[0]!r}, "
+                                         f"{first[1]}..{first[2]} s); clip ids must be unique")
+    return None
+
+
+def _storable_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with values of the wrong type in known text columns written as text (so it can be stored)."""
+    out = {k: v for k, v in row.items() if not cell_problem(k, v)}
+    for col in ("source", "clip_id", "video_id"):
+        if out.get(col) is not None and not isinstance(out[col], str):
+            out[col] = json.dumps(out[col], default=str)[:200]
+    for col in ("start_s", "end_s"):
+        if out.get(col) is not None and (isinstance(out[col], bool) or not isinstance(out[col], int | float)):
+            out[col] = None
+    if isinstance(out.get("clip_id"), str) and len(out["clip_id"]) > MAX_ID_CHARS:
+        out["clip_id"] = out["clip_id"][:MAX_ID_CHARS]
+    return out
 
 
 def _fail(row: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
@@ -289,11 +329,14 @@ def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency
     report, lock = DownloadReport(rows=len(rows)), threading.Lock()
     by_source: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     results: dict[int, dict[str, Any]] = {}
+    claimed: dict[str, tuple[Any, Any, Any]] = {}  # clip_id -> (source, start_s, end_s) of its first row
     for i, row in enumerate(rows):
-        if row.get("error"):
+        upstream = bool(row.get("error")) and isinstance(row["error"], dict)
+        problem = None if upstream else _row_problem(row, claimed)
+        if upstream:
             results[i] = row  # failed upstream: carried through unchanged
-        elif not row.get("source"):
-            results[i] = _fail(row, "missing_source", "row has no source")
+        elif problem:
+            results[i] = _fail(_storable_row(row), *problem)
         else:
             by_source[str(row["source"])].append((i, row))
     report.sources = len(by_source)

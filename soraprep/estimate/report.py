@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from soraprep.estimate.plan import Estimate, fmt_bytes, fmt_hours, fmt_si
 
 
 def _table(title: str) -> Table:
-    t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    t = Table(title=escape(title), title_justify="left", show_header=False, box=None, pad_edge=False)
     t.add_column("what", style="bold")
     t.add_column("value", justify="right")
     t.add_column("note", style="dim")
@@ -58,7 +59,7 @@ def render(est: Estimate, console: Console) -> None:
               f"{fmt_si(s['peak_flops_per_gpu'], 'FLOP/s')} {s['precision']} x {s['mfu']}")
     t.add_row("GPU-hours", fmt_hours(d["gpu_hours"]), "")
     t.add_row("wall time", fmt_hours(d["wall_hours"]), f"on {s['num_gpus']} GPUs, perfect scaling")
-    t.add_row("cost", _money(d["cost"]), f"${est.gpu.price_per_hour}/GPU-h ({est.gpu.price_source})")
+    t.add_row("cost", _money(d["cost"]), escape(f"${est.gpu.price_per_hour}/GPU-h ({est.gpu.price_source})"))
     console.print(t)
 
     m = est.memory
@@ -78,13 +79,13 @@ def render(est: Estimate, console: Console) -> None:
     if p:
         t = _table(f"Data preparation ({p['clips']:,} clips, once)")
         for k in ("vae_encode", "text_encode", "captioning"):
-            t.add_row(f"  {k}", fmt_hours(p[k]["gpu_hours"]) + " GPU", f"{_money(p[k]['cost'])}; {p[k]['source']}")
+            t.add_row(f"  {k}", fmt_hours(p[k]["gpu_hours"]) + " GPU", escape(f"{_money(p[k]['cost'])}; {p[k]['source']}"))
         cur = p["curation"]
         t.add_row("  curation (decode)", fmt_hours(cur["cpu_core_hours"]) + " CPU",
-                  f"{_money(cur['cost'])}; {cur['source_video_hours']:,.0f} video hours, {cur['source']}")
+                  escape(f"{_money(cur['cost'])}; {cur['source_video_hours']:,.0f} video hours, {cur['source']}"))
         t.add_row("total", _money(p["cost"]), "")
         console.print(t)
     if d["total_cost"] is not None:
         console.print(f"[bold]total cost[/] (training + data preparation): {_money(d['total_cost'])}")
     for a in d["assumptions"]:
-        console.print(f"[dim]· {a}[/]")
+        console.print(f"[dim]· {escape(str(a))}[/]", highlight=False)

@@ -25,9 +25,18 @@ def main(argv: list[str] | None = None) -> int:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} must look like key=value (e.g. steps=200)")
             k, v = item.split("=", 1)
-            overrides[k] = yaml.safe_load(v)
+            try:
+                overrides[k] = yaml.safe_load(v)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"override {k}: {v!r} is not a YAML value ({type(exc).__name__}); "
+                                  f"quote text, e.g. {k}='[...]'") from exc
         config = load_train_config(args.config, **overrides)
-        from soraprep.train.loop import train
+        try:
+            from soraprep.train.loop import train
+        except ImportError as exc:
+            if (exc.name or "").split(".")[0] != "torch":
+                raise
+            raise ConfigError(f"training needs PyTorch, which cannot be imported here ({exc}): pip install torch") from exc
 
         result = train(config)
     except (ConfigError, FileNotFoundError) as exc:

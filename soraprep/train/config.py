@@ -113,6 +113,9 @@ class TrainConfig:
         if missing:
             raise ConfigError(f"training config needs {missing} (data: the `soraprep encode` folder, out: run folder)")
         d = dict(d)
+        for f in dataclasses.fields(cls):
+            if f.name in d:
+                d[f.name] = _checked_value(f.name, str(f.type), d[f.name])
         if "adam_betas" in d:
             d["adam_betas"] = tuple(d["adam_betas"])
         for k in ("model_args", "diffusion_args", "transport_args"):
@@ -129,6 +132,49 @@ class TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
+def _checked_value(key: str, annotation: str, value: Any) -> Any:
+    """``value`` as the field's type, or a ConfigError naming ``key`` (e.g. ``steps=abc``). Strings that
+    spell a number are accepted for float fields: YAML 1.1 reads ``lr: 1e-4`` as the string '1e-4'."""
+    optional = annotation.endswith("| None")
+    base = annotation.removesuffix("| None").strip()
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} needs a value ({base}), got null")
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if base == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} must be a whole number, got {value!r} (e.g. {key}=100)")
+    if base == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r} (e.g. {key}=0.5)")
+    if base == "str":
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be text, got {value!r}")
+    if base.startswith("tuple[float"):
+        if isinstance(value, (list, tuple)) and all(_is_number(v) for v in value):
+            return tuple(float(v) for v in value)
+        raise ConfigError(f"{key} takes a list of numbers, e.g. [0.9, 0.999], got {value!r}")
+    return value  # mappings are checked in from_dict
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     """Read a YAML (or JSON) training config; relative ``data`` / ``out`` / ``init_from`` stay as written
     (relative to the working directory, like every other path on the command line)."""
@@ -137,7 +183,12 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"training config {p} not found")
-    d = yaml.safe_load(p.read_text()) or {}
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{p} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
     if not isinstance(d, dict):
         raise ConfigError(f"{p} must hold a mapping of config keys (data, out, model, ...), got {type(d).__name__}")
     d.update(overrides)

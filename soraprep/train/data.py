@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from soraprep.train.config import ConfigError
 from soraprep.train.latents import read_index
 
 
@@ -31,13 +32,19 @@ class LatentData:
         self.folder = Path(folder)
         self.index = read_index(folder)
         if not self.index["shards"]:
-            raise ValueError(f"{folder} holds no encoded clips (see its index.json 'skipped' and 'errors')")
+            raise ConfigError(f"{folder} holds no encoded clips (see its index.json 'skipped' and 'errors')")
         self.scale = float(self.index["latent_scale"])
         self.shards: list[dict[str, Any]] = []
         self.items: list[tuple[int, int]] = []
         self.buckets: list[str] = []
         for s in self.index["shards"]:
-            shard = torch.load(self.folder / s["file"], map_location="cpu", weights_only=True, mmap=True)
+            try:
+                shard = torch.load(self.folder / s["file"], map_location="cpu", weights_only=True, mmap=True)
+            except FileNotFoundError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - truncated or not a torch file: say which one
+                raise ConfigError(f"{self.folder / s['file']} cannot be loaded ({type(exc).__name__}); re-run "
+                                  f"`soraprep encode` into {self.folder} (finished shards are reused)") from exc
             key = "x".join(str(v) for v in shard["latents"].shape[1:])  # (C, T', H', W') = the bucket
             for j in range(shard["latents"].shape[0]):
                 self.items.append((len(self.shards), j))

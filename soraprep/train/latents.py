@@ -92,8 +92,9 @@ def load_clip(row: dict[str, Any], manifest: str, shape: tuple[int, int, int]) -
     if row.get("width") and row.get("height"):  # resize while decoding (cheaper than full-size frames)
         s = max(th / row["height"], tw / row["width"])
         size = (max(tw, math.ceil(row["width"] * s)), max(th, math.ceil(row["height"] * s)))
+    # upright: the manifest's width/height are display sizes, and a phone clip must not be trained sideways
     frames = [fr.array for fr in decode(path, start_frame=start, end_frame=start + f, size=size,
-                                        interpolation="AREA")]
+                                        interpolation="AREA", upright=True)]
     if len(frames) < f:
         raise ValueError(f"decoded {len(frames)} frames, the bucket needs {f}")
     out = []
@@ -304,4 +305,14 @@ def read_index(folder: str | Path) -> dict[str, Any]:
     p = Path(folder) / INDEX
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found: run `soraprep encode MANIFEST -o {folder} --vae ...` first")
-    return json.loads(p.read_text())
+    try:
+        index = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # a cut-short copy, another tool's file
+        from soraprep.train.config import ConfigError
+
+        raise ConfigError(f"{p} is not valid JSON ({exc}): re-run `soraprep encode` into {folder}") from exc
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        from soraprep.train.config import ConfigError
+
+        raise ConfigError(f"{p} is not a `soraprep encode` index (no 'shards' list)")
+    return index

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class TrainResult:
     losses: dict[int, float] = field(default_factory=dict)  # step -> loss (global mean) of the steps run here
     checkpoint: Path | None = None
     resumed_from: int | None = None
+    unloadable_checkpoints: list[tuple[Path, str]] = field(default_factory=list)  # skipped at resume
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -77,6 +79,20 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 def checkpoints(out: str | Path) -> list[Path]:
     """Committed checkpoints of a run, oldest first."""
     return sorted((Path(out) / CKPT_DIR).glob("step-*.pt"))
+
+
+CHECKPOINT_KEYS = ("model", "ema", "optimizer", "step", "model_config", "rng")
+
+
+def _read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """``torch.load`` plus a check that every part a resume needs is there (ValueError if not)."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"not a soraprep checkpoint (a {type(ckpt).__name__})")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"not a soraprep training checkpoint: no {missing}")
+    return ckpt
 
 
 class Trainer:
@@ -130,8 +146,9 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if use_cuda else None)
         self.step = 0
         self.resumed_from: int | None = None
+        self.unloadable_checkpoints: list[tuple[Path, str]] = []  # skipped at resume: (file, why)
         if cfg.resume and checkpoints(cfg.out):
-            self.load_checkpoint(checkpoints(cfg.out)[-1])
+            self.resume()
         self.peak = peak_flops(cfg, self.device, self.bf16)
         self._flops: dict[tuple[int, ...], tuple[float, int]] = {}
 
@@ -225,8 +242,34 @@ class Trainer:
             dist.barrier()
         return path
 
+    def resume(self) -> None:
+        """Load the newest checkpoint that loads; a truncated or empty newer one (a run killed while the
+        disk filled, a copy cut short) is skipped with a message, never a crash. A checkpoint of another
+        model still fails loud (ConfigError): that is a wrong ``out`` folder, not a damaged file."""
+        found = checkpoints(self.cfg.out)
+        for path in reversed(found):
+            try:
+                ckpt = _read_checkpoint(path, self.device)
+            except Exception as exc:  # noqa: BLE001 - whatever torch.load raises on a damaged file
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"[:200]
+                self.unloadable_checkpoints.append((path, why))
+                self._say(f"warning: checkpoint {path} cannot be loaded ({why}); trying an older one")
+                continue
+            self._apply_checkpoint(path, ckpt)
+            if self.unloadable_checkpoints:
+                self._say(f"resuming from {path.name} (step {self.step}), the newest loadable checkpoint")
+            return
+        self._say(f"warning: none of the {len(found)} checkpoints in {Path(self.cfg.out) / CKPT_DIR} can be "
+                  "loaded; starting from step 0")
+
+    def _say(self, message: str) -> None:
+        if self.rank == 0:
+            print(message, file=sys.stderr, flush=True)
+
     def load_checkpoint(self, path: str | Path) -> None:
-        ckpt = torch.load(Path(path), map_location=self.device, weights_only=True)
+        self._apply_checkpoint(Path(path), _read_checkpoint(Path(path), self.device))
+
+    def _apply_checkpoint(self, path: Path, ckpt: dict[str, Any]) -> None:
         if ckpt["model_config"] != self.model_config.to_dict():
             raise ConfigError(f"{path} holds a different model ({ckpt['model_config']}); "
                               "use another `out` folder or `resume: false`")
@@ -246,7 +289,8 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         out = Path(cfg.out)
-        result = TrainResult(out, self.step, resumed_from=self.resumed_from)
+        result = TrainResult(out, self.step, resumed_from=self.resumed_from,
+                             unloadable_checkpoints=list(self.unloadable_checkpoints))
         if self.rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(),

@@ -154,7 +154,13 @@ def sample(checkpoint: str | Path, out: str | Path, *, prompts: list[str] | None
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
-    ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+    try:
+        ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # truncated, empty, or not a torch file
+        raise ValueError(f"{checkpoint} cannot be loaded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                         "a run killed while saving leaves a truncated file: pick an older step-*.pt") from exc
     if not isinstance(ckpt, dict) or "model_config" not in ckpt:
         raise ValueError(f"{checkpoint} is not a soraprep training checkpoint (no model_config)")
     mc = config_from_dict(ckpt["model_config"])

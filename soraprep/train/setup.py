@@ -99,7 +99,9 @@ def make_objective(objective: str, args: dict[str, Any], model_config: Any):
         from soraprep.diffusion.transport import Transport
 
         return Transport(**args)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # unknown key, bad value (e.g. noise_schedule: foo)
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"{'diffusion_args' if objective == 'ddpm' else 'transport_args'}: {exc}") from exc
 
 

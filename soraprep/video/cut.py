@@ -23,6 +23,7 @@ refuse stream copy (``cut_failed``), which the cut stage turns into an exact re-
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass
@@ -32,7 +33,17 @@ from pathlib import Path
 import av
 import numpy as np
 
-from soraprep.video.io import _VOP, PacketIndex, VideoError, decode, entry_point, open_container, scan_packets
+from soraprep.video.io import (
+    _VOP,
+    PacketIndex,
+    VideoError,
+    decode,
+    display_rotation,
+    entry_point,
+    open_container,
+    scan_packets,
+)
+from soraprep.video.orient import display_size, upright_frame
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
 
@@ -47,7 +58,7 @@ class CutResult:
     end_frame: int
     num_frames: int
     mode: str
-    width: int | None = None
+    width: int | None = None   # display size (after the display rotation), as a player shows the file
     height: int | None = None
 
 
@@ -81,9 +92,16 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, *, start_frame: int
     dst.parent.mkdir(parents=True, exist_ok=True)
     index = index if index is not None else scan_packets(src)
     end_frame = min(end_frame, len(index))
+    # a rotated source (phone video): `exact` turns the pixels upright (no display matrix in the output,
+    # like ffmpeg's autorotate); stream copies keep the source's display matrix. Both show the same.
+    rotation = display_rotation(src)
     if mode == "exact":
-        return _reencode(src, dst, start_frame, end_frame, index, crf=crf, preset=preset)
-    return _stream_copy(src, dst, start_frame, end_frame, index, whole_gops=(mode == "keyframe"))
+        return _reencode(src, dst, start_frame, end_frame, index, crf=crf, preset=preset, rotation=rotation)
+    res = _stream_copy(src, dst, start_frame, end_frame, index, whole_gops=(mode == "keyframe"))
+    if rotation and res.width and res.height:
+        width, height = display_size(res.width, res.height, rotation)
+        res = dataclasses.replace(res, width=width, height=height)
+    return res
 
 
 def _stream_copy(src: str, dst: Path, start: int, end: int, index: PacketIndex, whole_gops: bool) -> CutResult:
@@ -271,7 +289,8 @@ def _mux(tmp: Path, fmt: str, stream, packets: list, offset_pts: int) -> None:
         out.close()
 
 
-def _reencode(src: str, dst: Path, start: int, end: int, index: PacketIndex, *, crf: int, preset: str) -> CutResult:
+def _reencode(src: str, dst: Path, start: int, end: int, index: PacketIndex, *, crf: int, preset: str,
+              rotation: int = 0) -> CutResult:
     if dst.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         dst = dst.with_suffix(".mp4")
     tmp = _tmp_path(dst)
@@ -288,14 +307,16 @@ def _reencode(src: str, dst: Path, start: int, end: int, index: PacketIndex, *, 
                     raise VideoError("too_small", f"{frame.width}x{frame.height} is too small to encode")
                 tb = index.time_base
                 ostream = out.add_stream("libx264", rate=_rate(index))
-                ostream.width, ostream.height, ostream.pix_fmt = w, h, "yuv420p"
+                ostream.width, ostream.height = display_size(w, h, rotation)
+                ostream.pix_fmt = "yuv420p"
                 ostream.time_base = tb
                 ostream.codec_context.time_base = tb
                 ostream.options = {"preset": preset, "crf": str(crf)}
                 first_pts = frame.pts
             pts = frame.pts - first_pts
-            if (frame.width, frame.height, frame.format.name) != (ostream.width, ostream.height, "yuv420p"):
-                frame = frame.reformat(width=ostream.width, height=ostream.height, format="yuv420p")
+            if (frame.width, frame.height, frame.format.name) != (w, h, "yuv420p"):
+                frame = frame.reformat(width=w, height=h, format="yuv420p")
+            frame = upright_frame(frame, rotation)
             frame.pts = pts
             frame.time_base = index.time_base
             frame.pict_type = av.video.frame.PictureType.NONE

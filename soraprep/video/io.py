@@ -11,6 +11,7 @@ import heapq
 import math
 import os
 import re
+import stat
 import struct
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -22,9 +23,14 @@ import av
 import numpy as np
 
 from soraprep.types import VideoInfo
+from soraprep.video.orient import coded_size, display_size, rotate_array
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.,-]+:")  # a URL or FFmpeg protocol prefix (one letter: a drive)
 #: Largest frame we agree to decode (width * height); bigger ones are refused before decoding.
 MAX_PIXELS = 8192 * 8192
+#: Smallest side we agree to analyse: a 16x16 picture is one macroblock; anything smaller holds no usable
+#: picture, and the analysis views (half size) and optical flow need a few pixels to work on.
+MIN_SIDE = 16
 
 
 class VideoError(Exception):
@@ -36,16 +42,35 @@ class VideoError(Exception):
         self.message = message
 
 
+#: URL schemes FFmpeg may open; anything else ("file:", "concat:", "pipe:", "data:", "subfile,...:") is refused
+URL_SCHEMES = ("http", "https")
+
+
 def open_container(path: str | os.PathLike):
-    """Open with PyAV, turning failures into :class:`VideoError` with a precise kind."""
-    path = str(path)
-    if "://" not in path:
-        if not os.path.exists(path):
-            raise VideoError("not_found", f"no such file: {path}")
+    """Open with PyAV, turning failures into :class:`VideoError` with a precise kind.
+
+    Local files are opened by absolute path (so FFmpeg never reads ``concat:x`` or ``pipe:0`` in a name
+    as a protocol) and only when ``stat`` says they are regular files (a FIFO would block forever).
+    """
+    path = os.fspath(path)
+    path = os.fsdecode(path) if isinstance(path, bytes) else path
+    if not os.path.lexists(path) and ("://" in path or _SCHEME.match(path)):
+        if path.split(":", 1)[0].lower() not in URL_SCHEMES:
+            raise VideoError("unsupported_source", f"{path[:200]}: not a local file or an http(s) URL")
+    else:
+        shown, path = path, os.path.abspath(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise VideoError("not_found", f"no such file: {shown}") from None
+        except (OSError, ValueError) as exc:  # a symlink loop, a name too long, a NUL in the name...
+            raise VideoError("not_found", f"{shown[:300]}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise VideoError("not_a_regular_file", f"{shown} is not a regular file (a folder, FIFO, socket or device)")
         if not os.access(path, os.R_OK):
-            raise VideoError("unreadable", f"permission denied: {path}")
-        if os.path.getsize(path) == 0:
-            raise VideoError("empty_file", f"zero-byte file: {path}")
+            raise VideoError("unreadable", f"permission denied: {shown}")
+        if st.st_size == 0:
+            raise VideoError("empty_file", f"zero-byte file: {shown}")
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.error.InvalidDataError as exc:
@@ -280,6 +305,33 @@ def _mp4_rotation(path: str) -> int:
     return 0
 
 
+def display_rotation(path: str | os.PathLike) -> int:
+    """Degrees clockwise (0, 90, 180, 270) to turn the coded picture to show it upright; see
+    :mod:`soraprep.video.orient`. MP4/MOV: from the ``tkhd`` display matrix (no frame read). Matroska/WebM
+    (where FFmpeg also keeps one, e.g. soraprep's own stream copies of ProRes): from the first decoded
+    frame's display matrix. Other containers: 0."""
+    path = str(path)
+    low = path.lower()
+    if "://" in path:
+        return 0
+    if low.endswith((".mp4", ".mov", ".m4v", ".3gp")):
+        return int(round(_mp4_rotation(path) / 90)) * 90 % 360
+    if low.endswith((".mkv", ".webm")):
+        return _first_frame_rotation(path)
+    return 0
+
+
+def _first_frame_rotation(path: str) -> int:
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            for frame in container.decode(video=0):
+                # FFmpeg reports the display matrix counter-clockwise; we use clockwise
+                return int(round(-(frame.rotation or 0) / 90)) * 90 % 360
+    except (av.error.FFmpegError, OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def probe_with_index(path: str | os.PathLike) -> tuple[VideoInfo, PacketIndex]:
     """:func:`probe` plus the packet index it demuxed to count frames, so callers need not demux again."""
     kept: list[PacketIndex] = []
@@ -308,6 +360,9 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True, _keep_index: li
             raise VideoError("no_dimensions", "video stream reports no frame size (codec unsupported?)")
         if width * height > MAX_PIXELS:
             raise VideoError("too_large", f"{width}x{height} exceeds the {MAX_PIXELS} pixel limit")
+        if min(width, height) < MIN_SIDE:
+            raise VideoError("too_small", f"{width}x{height} frames are below the {MIN_SIDE}x{MIN_SIDE} minimum "
+                             "(too small to analyse or train on)")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         nominal = Fraction(rate) if rate else None
         tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
@@ -341,8 +396,8 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True, _keep_index: li
         n, exact = (int(stream.frames) if stream.frames else int(round(duration * nominal))), False
     if n <= 0:
         raise VideoError("no_frames", "the video stream holds no frames")
-    rotation = _mp4_rotation(path) if path.lower().endswith((".mp4", ".mov", ".m4v", ".3gp")) else 0
-    disp_w, disp_h = (height, width) if rotation in (90, 270) else (width, height)
+    rotation = display_rotation(path)
+    disp_w, disp_h = display_size(width, height, rotation)
     try:
         size_bytes = os.path.getsize(path)
     except OSError:
@@ -379,18 +434,25 @@ class DecodedFrame:
 def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | None = None,
            size: int | tuple[int, int] | None = None, fmt: str | None = "rgb24", stride: int = 1,
            keyframes_only: bool = False, threads: bool = True, index: PacketIndex | None = None,
-           interpolation: str = "FAST_BILINEAR") -> Iterator[DecodedFrame]:
+           interpolation: str = "FAST_BILINEAR", upright: bool = False) -> Iterator[DecodedFrame]:
     """Decode frames ``[start_frame, end_frame)`` once, every ``stride``-th, converted to ``fmt`` at ``size``.
 
     Frames come in display order with strictly increasing indices and times (see :func:`_in_order`).
-    ``fmt=None`` yields the ``av.VideoFrame`` objects unconverted (for re-encoding), their ``pts`` set to
-    the corrected timestamp. Seeks to the keyframe before ``start_frame`` when it is not 0; when the seek
-    lands too late or yields no frame of the span, decodes from the beginning instead. Damaged packets in
-    the middle are skipped by the decoder; a stream that fails outright raises :class:`VideoError`
-    (``decode_failed``).
+    ``fmt=None`` yields the ``av.VideoFrame`` objects unconverted (for re-encoding; never turned), their
+    ``pts`` set to the corrected timestamp. ``upright=True`` turns the arrays by the file's display
+    rotation (:func:`display_rotation`), so they look as a player shows them; a ``(width, height)``
+    ``size`` is then the displayed size. Seeks to the keyframe before ``start_frame`` when it is not 0;
+    when the seek lands too late or yields no frame of the span, decodes from the beginning instead.
+    Damaged packets in the middle are skipped by the decoder; a stream that fails outright raises
+    :class:`VideoError` (``decode_failed``).
     """
     if stride < 1:
         raise ValueError("stride must be >= 1")
+    if upright and fmt is not None and fmt.startswith(("yuv", "nv", "gbrp")):
+        raise ValueError(f"upright=True needs a packed format (rgb24, bgr24, gray...), not {fmt}")
+    rotation = display_rotation(path) if upright and fmt is not None else 0
+    if rotation and isinstance(size, tuple):
+        size = coded_size(int(size[0]), int(size[1]), rotation)
     if (start_frame > 0 or end_frame is not None or keyframes_only) and index is None:
         index = scan_packets(path)
     if index is not None and start_frame >= len(index):
@@ -410,7 +472,7 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
             if f is None:       # the seek landed after start_frame or yielded nothing (e.g. MPEG-PS/TS)
                 retry = True
                 break
-            yield f
+            yield DecodedFrame(f.index, f.time, f.key, rotate_array(f.array, rotation)) if rotation else f
         if not retry:
             return
         seek = False            # decode from the beginning instead: slower, always right
@@ -548,20 +610,22 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
 
 def iter_frames(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | None = None,
                 size: int | tuple[int, int] | None = None, fmt: str = "rgb24",
-                stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+                stride: int = 1, upright: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """``(frame_index, array)`` pairs; see :func:`decode`."""
-    for f in decode(path, start_frame=start_frame, end_frame=end_frame, size=size, fmt=fmt, stride=stride):
+    for f in decode(path, start_frame=start_frame, end_frame=end_frame, size=size, fmt=fmt, stride=stride,
+                    upright=upright):
         yield f.index, f.array
 
 
 def read_frames(path: str | os.PathLike, indices: Sequence[int], *, size: int | tuple[int, int] | None = None,
-                fmt: str = "rgb24") -> list[np.ndarray]:
-    """The frames at ``indices`` (any order, repeats allowed), from one decode pass."""
+                fmt: str = "rgb24", upright: bool = False) -> list[np.ndarray]:
+    """The frames at ``indices`` (any order, repeats allowed), from one decode pass (``upright``: see
+    :func:`decode`)."""
     if not indices:
         return []
     wanted = sorted(set(int(i) for i in indices))
     got: dict[int, np.ndarray] = {}
-    for f in decode(path, start_frame=wanted[0], end_frame=wanted[-1] + 1, size=size, fmt=fmt):
+    for f in decode(path, start_frame=wanted[0], end_frame=wanted[-1] + 1, size=size, fmt=fmt, upright=upright):
         if f.index in wanted:
             got[f.index] = f.array
     missing = [i for i in wanted if i not in got]
@@ -575,6 +639,6 @@ def video_id_for(path: str | os.PathLike) -> str:
     import hashlib
 
     p = Path(path)
-    digest = hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(os.fsencode(os.path.abspath(p))).hexdigest()[:8]  # fsencode: any file name
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in p.stem)[:48] or "video"
     return f"{stem}-{digest}"

@@ -82,13 +82,13 @@ def test_rethreshold_does_not_decode(run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(vio, "decode", boom)
     strict = tmp_path / "strict.yaml"
-    strict.write_text("filter:\n  duration_s: {min: 2.5}\ncut:\n  mode: none\n")
+    strict.write_text("filter:\n  duration_s: {min: 2.5}\n")  # on top of the default recipe's other rules
     res = rethreshold(work, recipe=strict)
     before = {r["clip_id"]: r for r in read_manifest(out / "manifest.parquet")}
     for r in res.rows:
         if r["error"]:
             continue
-        assert r["keep"] == (r["duration_s"] >= 2.5), r
+        assert r["keep"] == (before[r["clip_id"]]["keep"] and r["duration_s"] >= 2.5), r
         assert r["motion_score"] == before[r["clip_id"]]["motion_score"]  # scores untouched
 
 

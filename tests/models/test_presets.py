@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from soraprep.models import MODELS, PRESETS  # noqa: E402
 from soraprep.models.dit import load_official_checkpoint  # noqa: E402
 
-REFERENCE = Path("/work/shared/reference/dit_official_state_dicts.json")
+REFERENCE = Path(__file__).parents[1] / "data" / "reference" / "dit_official_state_dicts.json"  # see SOURCES.md there
 # Official DiT counts (DiT README / paper, re-measured on facebookresearch/DiT models.py).
 OFFICIAL_DIT = {("DiT-XL/2", 32): 675_129_632, ("DiT-XL/2", 64): 676_014_368,
                 ("DiT-S/2", 32): 32_963_360, ("DiT-B/4", 32): 130_475_648}

@@ -5,6 +5,12 @@ committed atomically as ``OUT/.soraprep/units/<key>.parquet`` (written to a temp
 Clip files are themselves written atomically before the commit. After ``kill -9`` the rerun skips every
 committed unit and redoes the rest (re-cutting overwrites any clip the killed run had finished), so the
 final manifest equals an uninterrupted run's.
+
+Beside each commit, ``OUT/.soraprep/analysis/<key>.parquet`` keeps the unit's rows as the analysis stages
+left them (before ``filter``), stamped with the recipe's analysis fingerprint. A rerun whose recipe changed
+only in its decisions (filter, cut, bucket) redoes those from it without decoding; the previous commit
+then waits in ``OUT/.soraprep/stale/`` so unchanged clip files are reused and orphaned ones removed
+(see ``pipeline.reconcile``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,23 @@ def units_dir(out: Path) -> Path:
 
 def unit_path(out: Path, key: str) -> Path:
     return units_dir(out) / f"{key}.parquet"
+
+
+def analysis_path(out: Path, key: str) -> Path:
+    return out / ".soraprep" / "analysis" / f"{key}.parquet"
+
+
+def stale_path(out: Path, key: str) -> Path:
+    return out / ".soraprep" / "stale" / f"{key}.parquet"
+
+
+def unit_fingerprints(path: Path) -> dict[str, str] | None:
+    """The stage fingerprints a unit (or analysis) file was written under; None for files of older soraprep."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"soraprep.fingerprints")
+    return json.loads(raw) if raw else None
 
 
 def pending_units(units: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
@@ -62,34 +85,115 @@ def _init_worker(recipe_sections: dict, recipe_source: str, out: str) -> None:
     except Exception as exc:  # reported by run_unit, raised in the parent as StageSetupError
         _STATE["setup_error"] = f"stage {name!r} failed to set up: {type(exc).__name__}: {exc}"
         return
-    _STATE.update(stages=stages, recipe_hash=recipe.hash)
+    _STATE.update(stages=stages, recipe_hash=recipe.hash, fingerprints=recipe.fingerprints(),
+                  decision=set(recipe.decision_stage_names()))
+
+
+def _geometry(row: dict[str, Any]) -> None:
+    h, w = row.get("height"), row.get("width")
+    if h and w:  # Open-Sora's derived columns, so filters over them see what the manifest will say
+        row["aspect_ratio"], row["resolution"] = h / w, h * w
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     """The manifest row: private ``_`` keys dropped, Open-Sora's derived geometry columns filled in."""
     out = {k: v for k, v in row.items() if not k.startswith("_")}
-    h, w = out.get("height"), out.get("width")
-    if h and w:
-        out["aspect_ratio"], out["resolution"] = h / w, h * w
+    _geometry(out)
     return out
 
 
+def _reusable_analysis(out: Path, key: str) -> list[dict[str, Any]] | None:
+    """The unit's stored analysis rows when they were made with this recipe's analysis settings."""
+    path = analysis_path(out, key)
+    try:
+        if (unit_fingerprints(path) or {}).get("analysis") != _STATE["fingerprints"]["analysis"]:
+            return None
+        return read_table(path).to_pylist()
+    except (OSError, ValueError):  # absent or unreadable: analyse again
+        return None
+
+
+def _previous_rows(out: Path, key: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    path = stale_path(out, key)
+    try:
+        return read_table(path).to_pylist(), unit_fingerprints(path) or {}
+    except (OSError, ValueError):
+        return [], {}
+
+
+_CUT_COLUMNS = ("path", "cut_mode", "start_frame", "end_frame", "num_frames", "start_s", "end_s", "duration_s",
+                "width", "height", "aspect_ratio", "resolution")
+
+
 def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
-    """Run every stage on one unit and commit its rows. Returns a small summary for the progress bar."""
+    """Run every stage on one unit and commit its rows. Returns a small summary for the progress bar.
+
+    When the unit's analysis is stored under this recipe's analysis fingerprint, only the decision
+    stages run (no decoding); a kept clip whose previous file was cut with the same settings is reused.
+    """
     if "setup_error" in _STATE:
         return {"key": unit["_key"], "fatal": _STATE["setup_error"]}
-    stages, out = _STATE["stages"], _STATE["out"]
-    rows = [dict(unit)]
+    stages, out, fps = _STATE["stages"], _STATE["out"], _STATE["fingerprints"]
+    key = unit["_key"]
     timings: dict[str, float] = {}
+    previous, previous_fps = _previous_rows(out, key)
+    rows = _reusable_analysis(out, key)
+    reused = rows is not None
+    if not reused:
+        rows = [dict(unit)]
+    reuse_cut = {}
+    if reused and previous_fps.get("cut") == fps.get("cut") and previous_fps.get("analysis") == fps["analysis"]:
+        reuse_cut = {r["clip_id"]: r for r in previous if r.get("keep") and r.get("cut_mode") not in (None, "none")
+                     and r.get("path") and (out / r["path"]).is_file()}
     for stage in stages:
+        if stage.name in _STATE["decision"]:
+            if stage.name == "filter":
+                if not reused:  # the analysis as stored: what a rerun with other decisions starts from
+                    _write_thumbs(out, rows)
+                    meta = {"soraprep.fingerprints": json.dumps(fps)}
+                    write_manifest(analysis_path(out, key), [_public(r) for r in rows], metadata=meta)
+                for r in rows:
+                    _geometry(r)
+        elif reused:
+            continue
         t0 = time.perf_counter()
-        try:
-            rows = stage(rows)
-        except Exception as exc:  # a stage bug must not take the run down: the unit's rows record it
+        batch = rows
+        if stage.name == "cut" and reuse_cut:
+            batch = []
             for r in rows:
+                old = reuse_cut.get(r.get("clip_id"))
+                if r.get("keep") and not r.get("error") and old is not None:
+                    r.update({c: old.get(c) for c in _CUT_COLUMNS})
+                else:
+                    batch.append(r)
+        if stage.name == "cut" and reused and getattr(stage, "mode", "none") != "none":
+            _attach_indexes([r for r in batch if r.get("keep")])
+        try:
+            result = stage(batch)
+            rows = result if batch is rows else rows
+        except Exception as exc:  # a stage bug must not take the run down: the unit's rows record it
+            for r in batch:
                 if not r.get("error"):
                     r["error"] = error_dict(stage.name, "internal_error", f"{type(exc).__name__}: {exc}")
         timings[stage.name] = timings.get(stage.name, 0.0) + time.perf_counter() - t0
+    public = [_public(r) for r in rows]
+    for r in public:
+        r.setdefault("keep", False)
+        if r.get("error") and not r.get("clip_id"):
+            r["clip_id"] = f"{unit.get('_base_id') or r.get('video_id')}-error"
+        if r.get("error"):
+            r["path"] = r.get("path") or r.get("source")
+            r["filter_reason"] = "error"
+    meta = {"soraprep.unit_timings": json.dumps(timings), "soraprep.recipe_hash": _STATE["recipe_hash"],
+            "soraprep.fingerprints": json.dumps(fps)}
+    write_manifest(unit_path(out, key), public, metadata=meta)
+    _drop_orphans(out, previous, public)
+    stale_path(out, key).unlink(missing_ok=True)
+    return {"key": key, "clips": len(public), "errors": sum(1 for r in public if r.get("error")),
+            "timings": timings}
+
+
+def _write_thumbs(out: Path, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         thumb = r.get("_thumb")
         if thumb and r.get("clip_id"):
@@ -98,18 +202,38 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
             tmp = p.with_name(f".partial-{p.name}")
             tmp.write_bytes(thumb)
             os.replace(tmp, p)
-    public = [_public(r) for r in rows]
-    for r in public:
-        r.setdefault("keep", False)
-        if r.get("error") and not r.get("clip_id"):
-            r["clip_id"] = f"{unit.get('_base_id') or r.get('video_id')}-error"
-        if r.get("error"):
-            r.setdefault("path", r.get("source"))
-            r["filter_reason"] = "error"
-    meta = {"soraprep.unit_timings": json.dumps(timings), "soraprep.recipe_hash": _STATE["recipe_hash"]}
-    write_manifest(unit_path(out, unit["_key"]), public, metadata=meta)
-    return {"key": unit["_key"], "clips": len(public), "errors": sum(1 for r in public if r.get("error")),
-            "timings": timings}
+
+
+def _attach_indexes(rows: list[dict[str, Any]]) -> None:
+    """Packet indexes for the cut stage (a demux, no decoding), one per source."""
+    from soraprep.video.io import scan_packets
+
+    indexes: dict[str, Any] = {}
+    for r in rows:
+        src = r.get("source")
+        if r.get("error") or not src:
+            continue
+        if src not in indexes:
+            try:
+                indexes[src] = scan_packets(src)
+            except Exception:  # the cut stage records the error on the row
+                indexes[src] = None
+        r["_index"] = indexes[src]
+
+
+def _drop_orphans(out: Path, previous: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """Remove the clip files and thumbnails of a unit's previous commit that its new rows no longer name."""
+    paths = {r.get("path") for r in rows}
+    ids = {r.get("clip_id") for r in rows}
+    clips = (out / "clips").resolve()
+    for r in previous:
+        p = r.get("path")
+        if p and r.get("cut_mode") not in (None, "none") and p not in paths:
+            f = (out / p).resolve()
+            if clips in f.parents:  # only files this run wrote, whatever a manifest says
+                f.unlink(missing_ok=True)
+        if r.get("clip_id") and r["clip_id"] not in ids:
+            thumb_path(out, r["clip_id"]).unlink(missing_ok=True)
 
 
 def read_unit(out: Path, key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:

@@ -80,6 +80,7 @@ class PhashStage:
     """Perceptual hash of each clip's middle sampled frame -> ``phash`` (16 hex digits)."""
 
     name = "phash"
+    columns = ("phash",)
     phase = "score"
     samples_every_s = 1.0
     resources = Resources(cpus=0.1)
@@ -116,6 +117,7 @@ class DedupStage:
 
     max_hamming: int = 6        # bits of 64; a re-encode moves 0-4, unrelated pictures ~32
     name = "dedup"
+    columns = ("dup_of", "is_duplicate")
     phase = "global"            # run once over all rows (pipeline), never per unit
     requires = ("phash",)       # the recipe must also have the phash stage
     resources = Resources(cpus=0.1)

@@ -60,6 +60,9 @@ class MotionScorer(PairScorer):
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
 
     def pair(self, index: int, prev: np.ndarray, cur: np.ndarray) -> None:
+        if min(cur.shape) < 16:  # DIS needs >= 12 px; tiny videos (16 px frames, 8 px views) are upscaled
+            k = -(-16 // min(cur.shape))
+            prev, cur = (cv2.resize(x, None, fx=k, fy=k, interpolation=cv2.INTER_LINEAR) for x in (prev, cur))
         flow = self._dis.calc(prev, cur, None)
         mag = float(np.mean(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)))
         self._put("flow", index, mag * REF_SHORT_SIDE / min(cur.shape))

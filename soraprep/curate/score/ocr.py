@@ -79,6 +79,7 @@ class OcrStage:
     max_box_ratio: float = 0.5  # a "box" covering more of the frame than this is dense texture, not a text line
     threads: int = 1            # onnxruntime threads per worker (workers are processes already)
     name = "ocr"
+    columns = ("ocr_area_ratio", "ocr_area_ratio_mean", "ocr_boxes", "ocr_boxes_mean")
     phase = "score"             # runs after `score`, before `filter`
     samples_every_s = 1.0       # asks `analyze` to keep a frame this often
     resources = Resources(cpus=1, memory_gb=1.0)
