@@ -25,7 +25,7 @@ from soraprep.curate.score.base import FrameViews, build_scorers
 from soraprep.curate.split import build_detector
 from soraprep.curate.stage import Resources, Row, error_dict, failed
 from soraprep.types import fps_fraction
-from soraprep.video.io import MIN_SIDE, VideoError, analysis_size, decode, probe, scan_packets
+from soraprep.video.io import MIN_SIDE, VideoError, analysis_size, decode, probe_with_index
 from soraprep.video.orient import rotate_array
 
 _PLANAR_8BIT = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv410p"}
@@ -72,9 +72,8 @@ class ProbeStage:
             if failed(row):
                 continue
             try:
-                info = probe(row["source"])
-                row["_info"] = info
-                row["_index"] = scan_packets(row["source"])
+                info, index = probe_with_index(row["source"])   # one demux: the count and the index
+                row["_info"], row["_index"] = info, index
             except VideoError as exc:
                 row["error"] = error_dict("probe", exc.kind, exc.message)
                 continue

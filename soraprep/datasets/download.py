@@ -185,11 +185,10 @@ class _Job:
             return [_fail(r, "unsafe_path", str(exc)) for r in self.rows]
         except OSError as exc:  # the local side: disk full, permissions (network errors are FetchErrors)
             return [_fail(r, "io_error", f"{self.source}: {exc}") for r in self.rows]
-        from soraprep.video.io import VideoError, probe, scan_packets
+        from soraprep.video.io import VideoError, probe_with_index
 
         try:
-            info = probe(video)
-            index = scan_packets(video) if self.cut in ("copy", "keyframe", "exact") else None
+            info, index = probe_with_index(video)   # one demux gives the frame count and the cut index
         except VideoError as exc:
             return [_fail(r, exc.kind, f"{video}: {exc.message}") for r in self.rows]
         return [self._cut_row(r, video, info, index) for r in self.rows]

@@ -15,11 +15,16 @@ Snapping is always inwards, so a clip never holds frames from across a detected 
 :class:`CutResult` says which frames the file really holds: ``num_frames`` equals what a decoder returns
 from the file (no hidden pre-roll, no frame shared by adjacent clips). Files are written under a hidden
 temporary name and renamed into place, so a half-written clip is never visible.
+
+AVI stores no presentation times. DivX/Xvid "packed B-frames" are unpacked (``mpeg4_unpack_bframes``) and
+given true timestamps from their picture types before copying; other AVIs with B-frames (e.g. H.264)
+refuse stream copy (``cut_failed``), which the cut stage turns into an exact re-encode.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,7 +33,16 @@ from pathlib import Path
 import av
 import numpy as np
 
-from soraprep.video.io import PacketIndex, VideoError, decode, display_rotation, open_container, scan_packets
+from soraprep.video.io import (
+    _VOP,
+    PacketIndex,
+    VideoError,
+    decode,
+    display_rotation,
+    entry_point,
+    open_container,
+    scan_packets,
+)
 from soraprep.video.orient import display_size, upright_frame
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
@@ -94,6 +108,9 @@ def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, *, start_frame: int
 
 
 def _stream_copy(src: str, dst: Path, start: int, end: int, index: PacketIndex, whole_gops: bool) -> CutResult:
+    if index.pts_guessed and (not index.packed_b or index.entries is None):
+        raise VideoError("cut_failed", "this AVI has B-frames but no presentation timestamps: a stream copy would "
+                         "hold the wrong frames with scrambled timestamps (use --cut exact)")
     keys = np.flatnonzero(index.keyframe)
     later = keys[keys >= start]
     if not len(later) or later[0] >= end:
@@ -123,6 +140,10 @@ def _copy_packets(src: str, dst: Path, first: int, end: int, index: PacketIndex,
         codec = stream.codec_context.name
         if dst.suffix.lower() in (".mp4", ".mov") and codec not in _MP4_CODECS:
             dst = dst.with_suffix(".mkv")
+        if index.packed_b:   # DivX/Xvid packed B-frames: split them and stamp true timestamps first
+            pairs, seek = _unpacked_packets(container, stream, index, first, seek), False
+        else:
+            pairs = _indexed_packets(container, stream, index)
         if seek and first > 0:
             container.seek(int(index.pts[first]), stream=stream, backward=True, any_frame=False)
         packets: list = []
@@ -130,13 +151,7 @@ def _copy_packets(src: str, dst: Path, first: int, end: int, index: PacketIndex,
         best, best_hi = 0, first  # longest clean prefix of `packets`: it decodes to exactly [first, best_hi)
         seen: set[int] = set()
         hi = first                # exclusive end of the gap-free run [first, hi) within `seen`
-        for packet in container.demux(stream):
-            pts = packet.pts if packet.pts is not None else packet.dts
-            if packet.size == 0 or pts is None:
-                continue
-            i = int(np.searchsorted(index.pts, pts))
-            if i >= len(index) or index.pts[i] != pts:
-                continue
+        for packet, i in pairs:
             if not started:
                 if i > first and seek:
                     raise _Overshot()
@@ -184,6 +199,79 @@ def _copy_packets(src: str, dst: Path, first: int, end: int, index: PacketIndex,
     _publish(tmp, dst)
     return CutResult(str(dst), first, best_hi, best_hi - first, "keyframe" if whole_gops else "copy",
                      stream.width, stream.height)
+
+
+def _indexed_packets(container, stream, index: PacketIndex):
+    """``(packet, display index)`` in decode order; packets the index does not list are skipped."""
+    for packet in container.demux(stream):
+        pts = packet.pts if packet.pts is not None else packet.dts
+        if packet.size == 0 or pts is None:
+            continue
+        i = int(np.searchsorted(index.pts, pts))
+        if i < len(index) and index.pts[i] == pts:
+            yield packet, i
+
+
+_VOP_TYPES = "IPBS"   # vop_coding_type, the two bits after an MPEG-4 part 2 VOP start code
+
+
+def _unpacked_packets(container, stream, index: PacketIndex, first: int, seek: bool):
+    """``(packet, display index)`` for an MPEG-4 part 2 stream with packed B-frames, from the entry point
+    at or before ``first`` (a closed-GOP I-VOP, see :func:`entry_point`) when ``seek``, else from the start.
+
+    A DivX/Xvid AVI chunk may hold a P-VOP plus the B-VOP shown before it, followed later by a dummy
+    "N-VOP" chunk; the demuxer's pts are guesses. ``mpeg4_unpack_bframes`` (what FFmpeg recommends) turns
+    this into one VOP per packet in true decode order; a B-VOP is shown at once and a reference (I/P/S)
+    VOP after the B-VOPs that follow it. Each packet gets the display index that implies, ``pts`` of that
+    frame and a dts one frame before its decode position, so the written clip has true, monotonic
+    timestamps that any reader understands.
+    """
+    from av.bitstream import BitStreamFilterContext
+
+    bsf = BitStreamFilterContext("mpeg4_unpack_bframes", stream)
+    step = int(np.median(np.diff(index.pts))) if len(index) > 1 else 1
+    n = len(index)
+    entry = entry_point(index, first) if seek else None
+    demuxed = container.demux(stream)
+    if entry is not None:
+        container.seek(entry[1], stream=stream, backward=True, any_frame=False)
+        demuxed = container.demux(stream)
+        head = next((p for p in demuxed if p.size), None)
+        if head is None or head.dts != entry[1]:
+            raise _Overshot()   # did not land on the entry's chunk: the caller copies from the start
+        demuxed = itertools.chain([head], demuxed)
+    shown = entry[0] if entry else 0   # display slots given so far
+    group: list = []   # a reference VOP and the B-VOPs after it, as (packet, decode position)
+
+    def flush():
+        nonlocal shown
+        for j, (packet, k) in enumerate(group):
+            i = shown + (len(group) - 1 if j == 0 else j - 1)   # the reference is shown after its B-VOPs
+            if i < n and k < n:
+                packet.pts, packet.dts = int(index.pts[i]), int(index.pts[k]) - step
+                yield packet, i
+        shown += len(group)
+        group.clear()
+
+    def unpacked():
+        for packet in demuxed:
+            if packet.size:
+                yield from bsf.filter(packet)
+        yield from bsf.filter(None)
+
+    for k, packet in enumerate(unpacked(), start=shown):   # closed GOP: decode position == display index
+        data = bytes(packet)
+        at = data.find(_VOP)
+        kind = _VOP_TYPES[data[at + 4] >> 6] if 0 <= at < len(data) - 4 else "P"
+        if kind != "B":
+            yield from flush()
+            packet.is_keyframe = kind == "I"
+        elif not group:   # a B-VOP with no reference before it (a damaged start): shown at once
+            group.append((packet, k))
+            yield from flush()
+            continue
+        group.append((packet, k))
+    yield from flush()
 
 
 def _mux(tmp: Path, fmt: str, stream, packets: list, offset_pts: int) -> None:

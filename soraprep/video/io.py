@@ -7,11 +7,13 @@ with data, sorted by pts) — not ``t * nominal_fps``, which lies for variable-f
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import re
 import stat
 import struct
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -91,6 +93,11 @@ class PacketIndex:
     time_base: Fraction
     start_pts: int           # pts of the first frame (time 0)
     reorders: bool           # decode order differs from display order (B-frames)
+    synthetic: bool = False  # the stream carries no timestamps (raw Annex-B H.264...): pts = packet number * step
+    packed_b: bool = False   # MPEG-4 part 2 with "packed B-frames" (DivX/Xvid in AVI): packet pts are guesses
+    pts_guessed: bool = False  # AVI with B-frames: no real pts, the demuxer derives them from decode order
+    entries: np.ndarray | None = None    # packed B-frames: frames where decoding may start (closed-GOP I-VOPs)
+    entry_dts: np.ndarray | None = None  # ... and the dts of their chunks, to seek to
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -109,35 +116,128 @@ class PacketIndex:
         return float((int(self.pts[-1]) + step - self.start_pts) * self.time_base)
 
 
+_VOP = b"\x00\x00\x01\xb6"   # MPEG-4 part 2 picture (VOP) start code
+_DIVX_PACKED = re.compile(rb"DivX\d+(?:b|Build)\d+p")   # user data that switches FFmpeg to packed mode
+
+
+def _frame_step(stream, time_base: Fraction) -> int:
+    """One frame's duration in ``time_base`` units, from the stream's nominal rate (25 fps when unknown)."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    rate = Fraction(rate) if rate else Fraction(25)
+    return max(1, int(round(1 / (rate * time_base))))
+
+
+def _vop_types(data: bytes, out: list[str], packed: bool) -> bool:
+    """Append the picture types of one MPEG-4 part 2 packet to ``out``; returns whether the stream is packed.
+
+    DivX/Xvid "packed bitstream": an AVI chunk holds a reference VOP plus the B-VOP shown before it, and a
+    later tiny chunk (an "N-VOP", at most 19 bytes, FFmpeg's ``MAX_NVOP_SIZE``) stands in for the frame
+    slot; the decoder (and ``mpeg4_unpack_bframes``) carry the B-VOP over, so the N-VOP adds no picture.
+    """
+    at = data.find(_VOP)
+    found = []
+    while 0 <= at < len(data) - 4:
+        found.append("IPBS"[data[at + 4] >> 6])
+        at = data.find(_VOP, at + 4)
+    if packed and len(data) <= 19 and len(found) == 1:
+        return packed
+    out.extend(found)
+    return packed or len(found) > 1
+
+
+def _display_keyframes(vops: list[str]) -> np.ndarray:
+    """Keyframe flags in display order from picture types in decode order (a B-VOP is shown at once; a
+    reference VOP after the B-VOPs that follow it)."""
+    key = np.zeros(len(vops), dtype=bool)
+    shown, ref = 0, None
+    for kind in vops:
+        if kind == "B":
+            shown += 1
+            continue
+        if ref is not None:
+            key[shown] = ref == "I"
+            shown += 1
+        ref = kind
+    if ref is not None:
+        key[shown] = ref == "I"
+    return key
+
+
 def scan_packets(path: str | os.PathLike, container=None) -> PacketIndex:
-    """Demux (never decode) the first video stream and index its frames in display order."""
+    """Demux (never decode) the first video stream and index its frames in display order.
+
+    A stream without any timestamp (raw Annex-B H.264, some elementary streams) is indexed by packet
+    number (``synthetic``); decoding then numbers frames in output order.
+    """
     own = container is None
     container = container or open_container(path)
     pts: list[int] = []
     key: list[bool] = []
+    untimed: list[bool] = []   # keyframe flags of packets without any timestamp
+    vops: list[str] = []       # MPEG-4 part 2: picture types in decode order, N-VOPs left out
+    entry: list[tuple[int, int]] = []
+    packed = False
     try:
         stream = container.streams.video[0]
         time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        cc = stream.codec_context
+        check_packed = cc is not None and cc.name == "mpeg4"
+        # AVI stores no presentation times: with B-frames the demuxer's pts follow decode order
+        guessed = container.format.name == "avi" and cc is not None and bool(cc.has_b_frames)
         for packet in container.demux(stream):
-            if packet.size == 0 or packet.pts is None and packet.dts is None:
+            if packet.size == 0:
+                continue
+            if packet.pts is None and packet.dts is None:
+                untimed.append(bool(packet.is_keyframe))
                 continue
             p = packet.pts if packet.pts is not None else packet.dts
             pts.append(p)
             key.append(bool(packet.is_keyframe))
+            if check_packed:
+                data = bytes(packet)
+                n = len(vops)
+                packed = _vop_types(data, vops, packed)
+                if vops[n:] == ["I"] and packet.dts is not None and _DIVX_PACKED.search(data):
+                    entry.append((n, packet.dts))   # a lone I-VOP that tells the decoder "packed"
     except av.error.FFmpegError as exc:
-        if not pts:
+        if not pts and not untimed:
             raise VideoError("demux_failed", str(exc)) from exc
     finally:
         if own:
             container.close()
-    arr = np.asarray(pts, dtype=np.int64)
+    synthetic = bool(untimed and not pts)
+    if synthetic:
+        arr = np.arange(len(untimed), dtype=np.int64) * _frame_step(stream, time_base)
+        key = untimed
+    else:  # untimed packets among timed ones cannot be placed: they are left out
+        arr = np.asarray(pts, dtype=np.int64)
     order = np.argsort(arr, kind="stable")
+    keyframe = np.asarray(key, dtype=bool)[order]
+    entries = entry_dts = None
+    if packed and len(vops) == len(arr):
+        keyframe = _display_keyframes(vops)   # the demuxer's pts are guesses: trust the picture types
+        # closed GOP (no B-VOP right after the I-VOP): every earlier picture is shown before it, so its
+        # display index is its decode position and decoding from its chunk numbers frames by count
+        ok = [(n, d) for n, d in entry if n + 1 >= len(vops) or vops[n + 1] != "B"]
+        entries = np.asarray([n for n, _ in ok], dtype=np.int64)
+        entry_dts = np.asarray([d for _, d in ok], dtype=np.int64)
     return PacketIndex(
-        pts=arr[order], keyframe=np.asarray(key, dtype=bool)[order],
-        time_base=time_base,
+        pts=arr[order], keyframe=keyframe, time_base=time_base,
         start_pts=int(arr[order][0]) if len(arr) else 0,
-        reorders=bool(len(arr) and np.any(order != np.arange(len(arr)))),
+        reorders=bool(len(arr) and np.any(order != np.arange(len(arr)))) or packed,
+        synthetic=synthetic, packed_b=packed, pts_guessed=guessed or packed, entries=entries, entry_dts=entry_dts,
     )
+
+
+def entry_point(index: PacketIndex, frame: int) -> tuple[int, int] | None:
+    """For a packed-B stream: the last frame ``<= frame`` (and > 0) where decoding may start by seeking,
+    with the dts to seek to; ``None`` when there is none (decode from the first frame)."""
+    if index.entries is None or not len(index.entries):
+        return None
+    j = int(np.searchsorted(index.entries, frame, side="right")) - 1
+    if j < 0 or index.entries[j] == 0:
+        return None
+    return int(index.entries[j]), int(index.entry_dts[j])
 
 
 def _boxes(buf: bytes, start: int, end: int):
@@ -232,7 +332,14 @@ def _first_frame_rotation(path: str) -> int:
     return 0
 
 
-def probe(path: str | os.PathLike, *, count_frames: bool = True) -> VideoInfo:
+def probe_with_index(path: str | os.PathLike) -> tuple[VideoInfo, PacketIndex]:
+    """:func:`probe` plus the packet index it demuxed to count frames, so callers need not demux again."""
+    kept: list[PacketIndex] = []
+    info = probe(path, _keep_index=kept)
+    return info, kept[0]
+
+
+def probe(path: str | os.PathLike, *, count_frames: bool = True, _keep_index: list | None = None) -> VideoInfo:
     """Container and stream metadata without decoding any frame.
 
     With ``count_frames`` (default) the packets are demuxed (not decoded) to count frames exactly and to
@@ -265,7 +372,9 @@ def probe(path: str | os.PathLike, *, count_frames: bool = True) -> VideoInfo:
         bit_rate = int(container.bit_rate) if container.bit_rate else None
         has_audio = bool(container.streams.audio)
         pix_fmt = str(cc.pix_fmt or "") if cc else ""
-        index = scan_packets(path, container) if count_frames else None
+        index = scan_packets(path, container) if count_frames or _keep_index is not None else None
+        if _keep_index is not None:
+            _keep_index.append(index)
     except av.error.FFmpegError as exc:
         raise VideoError("probe_failed", str(exc)) from exc
     finally:
@@ -328,11 +437,14 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
            interpolation: str = "FAST_BILINEAR", upright: bool = False) -> Iterator[DecodedFrame]:
     """Decode frames ``[start_frame, end_frame)`` once, every ``stride``-th, converted to ``fmt`` at ``size``.
 
-    ``fmt=None`` yields the ``av.VideoFrame`` objects unconverted (for re-encoding; never turned).
-    ``upright=True`` turns the arrays by the file's display rotation (:func:`display_rotation`), so they
-    look as a player shows them; a ``(width, height)`` ``size`` is then the displayed size.
-    Seeks to the keyframe before ``start_frame`` when it is not 0. Damaged packets in the middle are
-    skipped by the decoder; a stream that fails outright raises :class:`VideoError` (``decode_failed``).
+    Frames come in display order with strictly increasing indices and times (see :func:`_in_order`).
+    ``fmt=None`` yields the ``av.VideoFrame`` objects unconverted (for re-encoding; never turned), their
+    ``pts`` set to the corrected timestamp. ``upright=True`` turns the arrays by the file's display
+    rotation (:func:`display_rotation`), so they look as a player shows them; a ``(width, height)``
+    ``size`` is then the displayed size. Seeks to the keyframe before ``start_frame`` when it is not 0;
+    when the seek lands too late or yields no frame of the span, decodes from the beginning instead.
+    Damaged packets in the middle are skipped by the decoder; a stream that fails outright raises
+    :class:`VideoError` (``decode_failed``).
     """
     if stride < 1:
         raise ValueError("stride must be >= 1")
@@ -341,26 +453,82 @@ def decode(path: str | os.PathLike, *, start_frame: int = 0, end_frame: int | No
     rotation = display_rotation(path) if upright and fmt is not None else 0
     if rotation and isinstance(size, tuple):
         size = coded_size(int(size[0]), int(size[1]), rotation)
-    if (start_frame > 0 or end_frame is not None) and index is None:
+    if (start_frame > 0 or end_frame is not None or keyframes_only) and index is None:
         index = scan_packets(path)
     if index is not None and start_frame >= len(index):
         return
-    seek = start_frame > 0 and index is not None
+    # untimed and packed-B streams are numbered by counting frames: seek only to a packed-B entry point
+    seek = start_frame > 0 and index is not None and not index.synthetic and not index.packed_b
+    entry = entry_point(index, start_frame) if start_frame > 0 and index is not None and index.packed_b else None
+    if entry is not None:
+        seek = True
+    elif seek:
+        keys = np.flatnonzero(index.keyframe[: start_frame + 1])
+        seek = bool(len(keys) and keys[-1] > 0)   # the only keyframe before the span is the first frame
     while True:
-        overshot = False
+        retry = False
         for f in _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only, threads, index,
-                              interpolation, seek):
-            if f is None:       # the seek landed after start_frame (imprecise seeking, e.g. MPEG-PS)
-                overshot = True
+                              interpolation, seek, entry if seek else None):
+            if f is None:       # the seek landed after start_frame or yielded nothing (e.g. MPEG-PS/TS)
+                retry = True
                 break
             yield DecodedFrame(f.index, f.time, f.key, rotate_array(f.array, rotation)) if rotation else f
-        if not overshot:
+        if not retry:
             return
         seek = False            # decode from the beginning instead: slower, always right
 
 
+def _tolerant_decode(container, stream, errors: list, first_dts: list) -> Iterator:
+    """``container.decode(stream)``, except that a packet the decoder rejects is skipped (as the ffmpeg
+    tool does: e.g. an open-GOP B-frame right after a seek, or a damaged packet) and kept in ``errors``.
+    The dts of the first non-empty packet goes to ``first_dts``."""
+    for packet in container.demux(stream):
+        if not first_dts and packet.size:
+            first_dts.append(packet.dts)
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError as exc:
+            errors.append(exc)
+
+
+#: Frames of look-ahead used to put the decoder's timestamps back in increasing order.
+REORDER_DEPTH = 4
+
+
+def _in_order(frames) -> Iterator[tuple[object, int | None]]:
+    """``(frame, timestamp)`` in the order the decoder returns frames, which is display order.
+
+    The decoder's *pictures* are in display order but their timestamps need not be: with MPEG-4 "packed
+    B-frames" (DivX/Xvid in AVI) each frame inherits the guessed pts of the packet that released it, so
+    pts run 3, 5, 4, 6, 8, 7, ... while the pictures are right (checked against the stream unpacked with
+    ``mpeg4_unpack_bframes``); H.264 with B-frames in AVI is alike (pts 1, 4, 3, 5, 2, ...). Each frame
+    gets the smallest timestamp among the next :data:`REORDER_DEPTH` frames (a small heap; the window
+    doubles, up to 4x, when a timestamp arrives later than that): the same set of timestamps, strictly
+    increasing, the pictures untouched. Correctly stamped streams come out unchanged. ``None`` when a
+    frame has neither pts nor dts.
+    """
+    queue: deque = deque()
+    heap: list[int] = []
+    depth, last = REORDER_DEPTH, None
+    for frame in frames:
+        t = frame.pts if frame.pts is not None else frame.dts
+        queue.append((frame, t is not None))
+        if t is not None:
+            heapq.heappush(heap, t)
+            if last is not None and t < last and depth < 4 * REORDER_DEPTH:
+                depth *= 2   # displaced further than the window: widen it (this one frame is numbered late)
+        if len(queue) > depth:
+            f, timed = queue.popleft()
+            if timed:
+                last = heapq.heappop(heap)
+            yield f, last if timed else None
+    while queue:
+        f, timed = queue.popleft()
+        yield f, heapq.heappop(heap) if timed else None
+
+
 def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only, threads, index,
-                 interpolation, seek) -> Iterator[DecodedFrame | None]:
+                 interpolation, seek, entry=None) -> Iterator[DecodedFrame | None]:
     container = open_container(path)
     try:
         stream = container.streams.video[0]
@@ -369,47 +537,71 @@ def _decode_once(path, start_frame, end_frame, size, fmt, stride, keyframes_only
         if keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
         start_pts = index.start_pts if index is not None else None
-        if seek:
+        last = -1
+        if entry is not None:   # packed B-frames: frames are counted from the entry's I-VOP
+            container.seek(entry[1], stream=stream, backward=True, any_frame=False)
+            last = entry[0] - 1
+        elif seek:
             keys = np.flatnonzero(index.keyframe[: start_frame + 1])
             seek_to = int(index.pts[keys[-1]]) if len(keys) else int(index.pts[0])
             container.seek(seek_to, stream=stream, backward=True, any_frame=False)
         tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        by_count = index is None or index.synthetic or index.packed_b   # number frames in output order
+        keys_at = np.flatnonzero(index.keyframe) if index is not None and keyframes_only else None
         w = h = None
-        counter = -1
         first = True
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                frame.pts = frame.dts if frame.dts is not None else 0
-            if start_pts is None:
-                start_pts = frame.pts
-            if index is not None:
-                i = int(np.searchsorted(index.pts, frame.pts))
-                if i >= len(index) or index.pts[i] != frame.pts:
-                    continue  # a frame the demuxer did not list (should not happen): skip rather than misnumber
+        reached = False   # a frame at or after start_frame came out
+        errors: list[Exception] = []
+        first_dts: list = []
+        for frame, t in _in_order(_tolerant_decode(container, stream, errors, first_dts)):
+            if by_count or t is None:
+                i = last + 1
+                if keyframes_only and index is not None:   # only keyframes come out: the next one
+                    later = keys_at[keys_at > last]
+                    i = int(later[0]) if len(later) else len(index)
+                if index is not None:
+                    if i >= len(index):
+                        break
+                    t = int(index.pts[i])
+                elif t is None:
+                    t = start_pts if start_pts is not None else 0
             else:
-                counter += 1
-                i = counter
+                i = int(np.searchsorted(index.pts, t))
+                if i >= len(index) or index.pts[i] != t:
+                    continue  # a frame the demuxer did not list (should not happen): skip rather than misnumber
+            if i <= last:
+                continue      # a repeated timestamp: keep the numbering strictly increasing
+            last = i
+            if start_pts is None:
+                start_pts = t
             if first:
                 first = False
                 if frame.width * frame.height > MAX_PIXELS:
                     raise VideoError("too_large", f"decoded frames are {frame.width}x{frame.height}, over the "
                                      f"{MAX_PIXELS} pixel limit (the container header said otherwise)")
-                if seek and i > start_frame and not keyframes_only:
-                    yield None
+                if seek and (i > start_frame or entry is not None and first_dts[:1] != [entry[1]]) \
+                        and not keyframes_only:
+                    yield None   # overshot, or (packed B) did not land on the entry's chunk
                     return
             if i < start_frame:
                 continue
+            reached = True
             if end_frame is not None and i >= end_frame:
                 break
             if (i - start_frame) % stride:
                 continue
             if fmt is None:  # the caller wants the av.VideoFrame itself (e.g. to re-encode it)
+                frame.pts = t
                 arr = frame
             else:
                 if w is None:
                     w, h = analysis_size(frame.width, frame.height, size)
                 arr = frame.to_ndarray(width=w, height=h, format=fmt, interpolation=interpolation)
-            yield DecodedFrame(i, float((frame.pts - start_pts) * tb), bool(frame.key_frame), arr)
+            yield DecodedFrame(i, float((t - start_pts) * tb), bool(frame.key_frame), arr)
+        if seek and not reached and not keyframes_only:
+            yield None    # the seek produced nothing from the span: decode from the start instead
+        elif errors and last < 0:
+            raise errors[0]
     except av.error.FFmpegError as exc:
         raise VideoError("decode_failed", str(exc)) from exc
     finally:
