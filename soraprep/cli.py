@@ -66,6 +66,7 @@ def curate_cmd(
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. auto); default: start a local Ray."),
 ) -> None:
     from soraprep.curate.inputs import InputError
+    from soraprep.curate.lock import OutInUseError
     from soraprep.curate.pipeline import curate
     from soraprep.curate.pipeline import rethreshold as rethreshold_run
     from soraprep.curate.recipe import RecipeError
@@ -89,7 +90,7 @@ def curate_cmd(
                 fail_usage(f"--runner must be local or ray, got {runner!r}")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
                             report=not no_report, runner=runner, ray_address=ray_address)
-    except (RecipeError, InputError, ManifestError, StageSetupError) as exc:
+    except (RecipeError, InputError, ManifestError, StageSetupError, OutInUseError) as exc:
         fail_usage(str(exc))
     console.print(f"[green]{len(result.rows)} rows[/]: {result.kept} kept, "
                   f"{len(result.rows) - result.kept - result.errors} dropped by filters, {result.errors} errors "

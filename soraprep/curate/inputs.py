@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from soraprep.manifest import read_manifest, resolve_path
+from soraprep.manifest import TMP_PREFIX, read_manifest, resolve_path
 from soraprep.video.io import video_id_for
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
@@ -64,17 +64,37 @@ def _manifest_units(path: Path) -> list[dict[str, Any]]:
     return units
 
 
-def collect_units(inputs: list[str]) -> list[dict[str, Any]]:
-    """Work units for the given inputs, in a stable order; raises InputError for unusable arguments."""
+def _folder_files(folder: Path, skip: set[str]) -> list[Path]:
+    """Video files under ``folder`` (recursive), skipping every folder that holds a soraprep run (a
+    ``.soraprep/`` marker: its clips are outputs, not inputs) and the folders in ``skip`` (this run's OUT),
+    so an OUT inside the input folder is never re-ingested."""
+    if folder.resolve().as_posix() in skip:
+        raise InputError(f"{folder} is the output folder itself; give the folder of the source videos")
+    if (folder / ".soraprep").is_dir():
+        raise InputError(f"{folder} holds a soraprep run ({folder / '.soraprep'}); to curate its clips again "
+                         f"give its manifest.parquet (or its clips/ folder) instead")
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != ".soraprep" and not (Path(root, d) / ".soraprep").is_dir()
+                   and Path(root, d).resolve().as_posix() not in skip]
+        files += [Path(root, n) for n in names]
+    return sorted(f for f in files if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+                  and not f.name.startswith((".partial-", TMP_PREFIX)))  # half-written files
+
+
+def collect_units(inputs: list[str], *, skip_dirs: tuple[str | os.PathLike, ...] = ()) -> list[dict[str, Any]]:
+    """Work units for the given inputs, in a stable order; raises InputError for unusable arguments.
+
+    Folders are searched recursively, except ``skip_dirs`` (the run's OUT) and any folder holding a
+    soraprep run."""
     if not inputs:
         raise InputError("give at least one video file, folder or manifest (.parquet/.jsonl)")
+    skip = {Path(d).resolve().as_posix() for d in skip_dirs}
     units: list[dict[str, Any]] = []
     for arg in inputs:
         p = Path(arg)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
-                           and not f.name.startswith(".partial-"))
-            units += [_file_unit(f) for f in files]
+            units += [_file_unit(f) for f in _folder_files(p, skip)]
         elif p.suffix.lower() in MANIFEST_EXTENSIONS and p.is_file():
             units += _manifest_units(p)
         elif p.exists() or p.is_symlink():

@@ -10,6 +10,7 @@ number of workers and however often the run was interrupted.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from soraprep.curate.inputs import collect_units
+from soraprep.curate.lock import clean_partials, out_lock
 from soraprep.curate.recipe import Recipe, load_recipe
 from soraprep.curate.runners.local import pending_units, read_unit, run_local
 from soraprep.manifest import read_manifest, read_metadata, write_manifest
@@ -54,19 +56,44 @@ def _progress(total: int, enabled: bool):
 
 
 def _clean_partials(out: Path) -> None:
-    for p in out.rglob(".partial-*"):  # half-written files of a killed run
-        p.unlink(missing_ok=True)
-    for p in out.rglob(".*.tmp*"):
-        p.unlink(missing_ok=True)
+    clean_partials(out)  # half-written files of a killed run: soraprep's own temp names only (see lock.py)
 
 
+def _locked(fn):
+    """Run ``fn(…, out, …)`` holding OUT's lock (one run per OUT, see lock.py); OUT and OUT/.soraprep are
+    removed again when the call created them and left them empty (e.g. a usage error)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        out = Path(kwargs["out"] if "out" in kwargs else args[1 if fn.__name__ == "curate" else 0])
+        fresh = [d for d in (out, out / ".soraprep") if not d.exists()]
+        try:
+            with out_lock(out):
+                return fn(*args, **kwargs)
+        finally:
+            for d in reversed(fresh):
+                try:
+                    d.rmdir()
+                except OSError:  # not empty: the run wrote something
+                    pass
+
+    return wrapper
+
+
+@_locked
 def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | None = None, workers: int = 1,
            cut: str | None = None, progress: bool = False, report: bool = True, runner: str = "local",
-           ray_address: str | None = None) -> CurateResult:
+           ray_address: str | None = None, max_worker_memory: int | str | None = "4GiB",
+           unit_timeout_s: float | None = None) -> CurateResult:
     """Curate ``inputs`` (files, folders, manifests) into ``out``; resumes a previous run in ``out``.
 
     ``runner="ray"`` runs the same stages on a Ray cluster (``ray_address``; a local one when None).
+    A worker over ``max_worker_memory`` (bytes or e.g. ``"4GiB"``; None/0: no bound) or a unit running
+    past ``unit_timeout_s`` is stopped and its unit committed as an error row (``out_of_memory``,
+    ``timeout``); a unit whose worker dies twice becomes ``worker_died``. OUT is locked while it runs.
     """
+    from soraprep.curate.runners.supervisor import Limits, parse_size
+
     if runner not in ("local", "ray"):
         raise ValueError(f"runner must be 'local' or 'ray', got {runner!r}")
     t0 = time.perf_counter()
@@ -74,7 +101,8 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if cut is not None:
         rec = rec.with_overrides(cut={"mode": cut})
-    units = collect_units([str(i) for i in inputs])
+    limits = Limits(max_memory_bytes=parse_size(max_worker_memory), unit_timeout_s=unit_timeout_s)
+    units = collect_units([str(i) for i in inputs], skip_dirs=(out,))
     out.mkdir(parents=True, exist_ok=True)
     _clean_partials(out)
     with _progress(len(units), progress) as bar:
@@ -84,9 +112,9 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
         if runner == "ray":
             from soraprep.curate.runners.ray import run_ray
 
-            summaries = run_ray(units, recipe=rec, out=out, workers=workers, address=ray_address)
+            summaries = run_ray(units, recipe=rec, out=out, workers=workers, address=ray_address, limits=limits)
         else:
-            summaries = run_local(units, recipe=rec, out=out, workers=workers)
+            summaries = run_local(units, recipe=rec, out=out, workers=workers, limits=limits)
         for _summary in summaries:
             bar.advance(task, 1)
     rows: list[dict[str, Any]] = []
@@ -148,6 +176,7 @@ def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: lis
     return CurateResult(out, manifest, report_path, rows, timings, wall)
 
 
+@_locked
 def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, cut: str | None = None,
                 report: bool = True) -> CurateResult:
     """Re-apply the recipe's filters (and cut/bucket newly kept clips) to a finished run, without decoding.

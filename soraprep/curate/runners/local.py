@@ -1,25 +1,29 @@
-"""Local runner: a process pool over work units, committed one unit at a time, resumable.
+"""Local runner: supervised worker processes over work units, committed one unit at a time, resumable.
 
 A unit (one source video or span) runs through every stage inside one worker; its rows are then
 committed atomically as ``OUT/.soraprep/units/<key>.parquet`` (written to a temp file, fsynced, renamed).
 Clip files are themselves written atomically before the commit. After ``kill -9`` the rerun skips every
 committed unit and redoes the rest (re-cutting overwrites any clip the killed run had finished), so the
 final manifest equals an uninterrupted run's.
+
+Workers are child processes watched by :mod:`.supervisor`: a unit whose worker dies twice, outgrows the
+memory bound or outlasts the time limit is committed as an error row (``worker_died``,
+``out_of_memory``, ``timeout``) and the run goes on.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from soraprep.curate.cutting import thumb_path
+from soraprep.curate.runners.supervisor import Limits, Supervisor, stage_modules
 from soraprep.curate.stage import error_dict
-from soraprep.manifest import read_table, write_manifest
+from soraprep.manifest import read_table, temp_path, write_manifest
 
 _STATE: dict[str, Any] = {}
 
@@ -74,30 +78,40 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
-    """Run every stage on one unit and commit its rows. Returns a small summary for the progress bar."""
+def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every stage on one unit and commit its rows. Returns a small summary for the progress bar.
+
+    ``on_stage(name)`` is told each stage as it starts (the supervisor names it on a worker_died row)."""
     if "setup_error" in _STATE:
         return {"key": unit["_key"], "fatal": _STATE["setup_error"]}
     stages, out = _STATE["stages"], _STATE["out"]
     rows = [dict(unit)]
     timings: dict[str, float] = {}
     for stage in stages:
+        if on_stage is not None:
+            on_stage(stage.name)
         t0 = time.perf_counter()
         try:
             rows = stage(rows)
         except Exception as exc:  # a stage bug must not take the run down: the unit's rows record it
+            kind = "out_of_memory" if isinstance(exc, MemoryError) else "internal_error"
             for r in rows:
                 if not r.get("error"):
-                    r["error"] = error_dict(stage.name, "internal_error", f"{type(exc).__name__}: {exc}")
+                    r["error"] = error_dict(stage.name, kind, f"{type(exc).__name__}: {exc}")
         timings[stage.name] = timings.get(stage.name, 0.0) + time.perf_counter() - t0
     for r in rows:
         thumb = r.get("_thumb")
         if thumb and r.get("clip_id"):
             p = thumb_path(out, r["clip_id"])
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".partial-{p.name}")
+            tmp = temp_path(p)
             tmp.write_bytes(thumb)
             os.replace(tmp, p)
+    return _commit(out, unit, rows, timings, _STATE["recipe_hash"])
+
+
+def _commit(out: Path, unit: dict[str, Any], rows: list[dict[str, Any]], timings: dict[str, float],
+            recipe_hash: str) -> dict[str, Any]:
     public = [_public(r) for r in rows]
     for r in public:
         r.setdefault("keep", False)
@@ -106,10 +120,24 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
         if r.get("error"):
             r.setdefault("path", r.get("source"))
             r["filter_reason"] = "error"
-    meta = {"soraprep.unit_timings": json.dumps(timings), "soraprep.recipe_hash": _STATE["recipe_hash"]}
+    meta = {"soraprep.unit_timings": json.dumps(timings), "soraprep.recipe_hash": recipe_hash}
     write_manifest(unit_path(out, unit["_key"]), public, metadata=meta)
     return {"key": unit["_key"], "clips": len(public), "errors": sum(1 for r in public if r.get("error")),
             "timings": timings}
+
+
+def commit_error(out: Path, unit: dict[str, Any], stage: str, kind: str, message: str,
+                 recipe_hash: str) -> dict[str, Any]:
+    """Commit ``unit`` as one error row, from the parent (its worker died, or was stopped)."""
+    row = dict(unit)
+    row["error"] = error_dict(stage, kind, message)
+    return _commit(Path(out), unit, [row], {}, recipe_hash)
+
+
+def summary_of(out: Path, key: str) -> dict[str, Any]:
+    """The summary of a unit that is already committed."""
+    rows, timings = read_unit(Path(out), key)
+    return {"key": key, "clips": len(rows), "errors": sum(1 for r in rows if r.get("error")), "timings": timings}
 
 
 def read_unit(out: Path, key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -118,21 +146,26 @@ def read_unit(out: Path, key: str) -> tuple[list[dict[str, Any]], dict[str, floa
     return table.to_pylist(), json.loads(meta.get(b"soraprep.unit_timings", b"{}"))
 
 
-def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1) -> Iterator[dict[str, Any]]:
-    """Run the units not yet committed; yields each unit's summary as it completes (any order)."""
+def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
+              limits: Limits | None = None) -> Iterator[dict[str, Any]]:
+    """Run the units not yet committed; yields each unit's summary as it completes (any order).
+
+    Units run in supervised worker processes (see :mod:`.supervisor`). Only with every limit off
+    (``Limits(max_memory_bytes=None)``) and one worker do they run in this process (for debugging)."""
     todo = pending_units(units, out)
     if not todo:
         return
+    limits = limits or Limits()
     init = (recipe.sections, recipe.source, str(out))
-    if workers <= 1 or len(todo) == 1:
+    if workers <= 1 and limits.max_memory_bytes is None and limits.unit_timeout_s is None:
         _init_worker(*init)
         for u in todo:
             yield _checked(run_unit(u))
         return
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(processes=min(workers, len(todo)), initializer=_init_worker, initargs=init) as pool:
-        for summary in pool.imap_unordered(run_unit, todo, chunksize=1):
-            yield _checked(summary)  # raising here terminates the pool
+    with Supervisor(init_args=init, out=out, recipe_hash=recipe.hash, workers=min(workers, len(todo)),
+                    limits=limits, modules=stage_modules(recipe)) as sup:
+        for summary in sup.run(todo):
+            yield _checked(summary)  # raising here stops the workers
 
 
 def _checked(summary: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """Ray Data runner: the same stages and the same per-unit commits as the local runner, on a Ray cluster.
 
 Each work unit (one video or span) runs through every stage inside a Ray actor (a callable class: the
-stages are built and ``setup()`` once per actor, never per video), and is committed to
+stages are built and ``setup()`` once per actor, never per video). The actor runs its units in one
+supervised child process (:mod:`.supervisor`), exactly as the local runner does: a unit that kills that
+process twice, outgrows the memory bound or outlasts the time limit becomes an error row
+(``worker_died``, ``out_of_memory``, ``timeout``) and the actor lives on, so the run always ends.
+A unit is committed to
 ``OUT/.soraprep/units/`` exactly like the local runner does — so resume, the manifest and the report are
 identical whichever runner produced them. OUT must be on storage every node can write (NFS, a shared
 disk). Stages never import Ray; only this adapter does.
@@ -20,16 +24,17 @@ import numpy as np
 
 
 class _UnitActor:
-    """A Ray Data callable class: builds the stages once per actor, runs whole units."""
+    """A Ray Data callable class: one supervised worker process per actor (stages set up once), whole units."""
 
-    def __init__(self, recipe_sections: dict, recipe_source: str, out: str):
-        from soraprep.curate.runners import local
+    def __init__(self, recipe_sections: dict, recipe_source: str, out: str, recipe_hash: str, limits,
+                 modules: list[str]):
+        from soraprep.curate.runners.supervisor import Supervisor
 
-        local._init_worker(recipe_sections, recipe_source, out)
-        self._run = local.run_unit
+        self._sup = Supervisor(init_args=(recipe_sections, recipe_source, out), out=Path(out),
+                               recipe_hash=recipe_hash, workers=1, limits=limits, modules=modules)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        summaries = [self._run(_decode_unit(u)) for u in batch["unit"]]
+        summaries = [s for u in batch["unit"] for s in self._sup.run([_decode_unit(u)])]
         return {"key": np.array([s["key"] for s in summaries]),
                 "clips": np.array([s.get("clips", 0) for s in summaries]),
                 "errors": np.array([s.get("errors", 0) for s in summaries]),
@@ -49,7 +54,7 @@ def _decode_unit(text: str) -> dict[str, Any]:
 
 
 def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
-            address: str | None = None) -> Iterator[dict[str, Any]]:
+            address: str | None = None, limits=None) -> Iterator[dict[str, Any]]:
     """Run the units not yet committed on Ray; yields each unit's summary as it completes."""
     try:
         import ray
@@ -57,6 +62,7 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError("the Ray runner needs Ray: pip install 'soraprep[ray]'") from exc
     from soraprep.curate.runners.local import _checked, pending_units
+    from soraprep.curate.runners.supervisor import Limits, stage_modules
 
     todo = pending_units(units, out)
     if not todo:
@@ -68,7 +74,9 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
     ds = ray.data.from_items([{"unit": _encode_unit(u)} for u in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(_UnitActor, batch_size=1, concurrency=max(1, min(workers, len(todo))), num_cpus=cpus,
                         fn_constructor_kwargs={"recipe_sections": recipe.sections,
-                                               "recipe_source": recipe.source, "out": str(Path(out).resolve())})
+                                               "recipe_source": recipe.source, "out": str(Path(out).resolve()),
+                                               "recipe_hash": recipe.hash, "limits": limits or Limits(),
+                                               "modules": stage_modules(recipe)})
     for row in ds.iter_rows():
         yield _checked({"key": row["key"], "clips": int(row["clips"]), "errors": int(row["errors"]),
                         "timings": json.loads(row["timings"]), "fatal": str(row["fatal"])})
