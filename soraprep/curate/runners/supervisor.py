@@ -71,6 +71,10 @@ def parse_size(text: str | int | float | None) -> int | None:
     return int(value)
 
 
+def fmt_size(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 1024 ** 2:.0f} MiB"
+
+
 def rss_bytes(pid: int) -> int | None:
     """Resident memory of a process (Linux /proc), None where it cannot be read."""
     try:
@@ -146,7 +150,7 @@ def _death_note(code: int | None) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        hint = " (SIGKILL: e.g. the OS out-of-memory killer)" if -code == signal.SIGKILL else ""
+        hint = " (e.g. by the OS out-of-memory killer)" if -code == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     return f"exited with code {code}"
 
@@ -244,8 +248,8 @@ class Supervisor:
                         busy.remove(w)
                         w.kill()
                         yield self._error(unit, w.stage, "out_of_memory",
-                                          f"the worker used {rss / GIB:.2f} GiB, over the {limit / GIB:.2f} GiB "
-                                          f"bound (--max-worker-memory); it was stopped")
+                                          f"the worker used {fmt_size(rss)}, over the {fmt_size(limit)} bound "
+                                          f"(--max-worker-memory); it was stopped")
                         continue
                     timeout = self.limits.unit_timeout_s
                     if timeout is not None and now - w.started > timeout:
