@@ -59,13 +59,17 @@ def _clean_partials(out: Path) -> None:
     clean_partials(out)  # half-written files of a killed run: soraprep's own temp names only (see lock.py)
 
 
-def _locked(fn):
-    """Run ``fn(…, out, …)`` holding OUT's lock (one run per OUT, see lock.py); OUT and OUT/.soraprep are
-    removed again when the call created them and left them empty (e.g. a usage error)."""
+def _locked(position: int):
+    """Run the function holding the lock of its OUT argument (``out=`` or the ``position``-th argument):
+    one run per OUT, see lock.py. OUT and OUT/.soraprep are removed again when the call created them and
+    left them empty (e.g. a usage error)."""
+    return functools.partial(_locked_fn, position)
 
+
+def _locked_fn(position: int, fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        out = Path(kwargs["out"] if "out" in kwargs else args[1 if fn.__name__ == "curate" else 0])
+        out = Path(kwargs["out"] if "out" in kwargs else args[position])
         fresh = [d for d in (out, out / ".soraprep") if not d.exists()]
         try:
             with out_lock(out):
@@ -80,7 +84,7 @@ def _locked(fn):
     return wrapper
 
 
-@_locked
+@_locked(1)
 def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | None = None, workers: int = 1,
            cut: str | None = None, progress: bool = False, report: bool = True, runner: str = "local",
            ray_address: str | None = None, max_worker_memory: int | str | None = "4GiB",
@@ -176,7 +180,7 @@ def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: lis
     return CurateResult(out, manifest, report_path, rows, timings, wall)
 
 
-@_locked
+@_locked(0)
 def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, cut: str | None = None,
                 report: bool = True) -> CurateResult:
     """Re-apply the recipe's filters (and cut/bucket newly kept clips) to a finished run, without decoding.

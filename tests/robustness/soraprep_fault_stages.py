@@ -28,7 +28,8 @@ class FaultStage:
       so a missing memory bound shows up as a wrong row, not as a machine out of memory);
     - ``die``: kill this worker process with SIGKILL (what the OS out-of-memory killer does);
     - ``die_once``: the same, only the first time (a marker file ``<marker_dir>/<substring>`` remembers it);
-    - ``hang``: sleep ``hang_s`` (a decoder stuck forever), after writing ``<marker_dir>/hang-pid-<pid>``.
+    - ``hang``: sleep ``hang_s`` (a decoder stuck forever), after writing ``<marker_dir>/hang-pid-<pid>``;
+    - ``hang_once``: the same, unless a ``hang-pid-*`` marker exists already.
     """
 
     actions: dict = field(default_factory=dict)
@@ -61,7 +62,7 @@ class FaultStage:
             if action == "die_once":
                 (Path(self.marker_dir) / needle).write_text("died once")
             os.kill(os.getpid(), signal.SIGKILL)
-        elif action == "hang":
+        elif action == "hang" or (action == "hang_once" and not list(Path(self.marker_dir).glob("hang-pid-*"))):
             if self.marker_dir:  # the test checks that this process dies with a killed run
                 (Path(self.marker_dir) / f"hang-pid-{os.getpid()}").write_text("")
             time.sleep(self.hang_s)

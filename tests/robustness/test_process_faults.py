@@ -98,7 +98,7 @@ def test_hog_killed_worker_and_hang_become_error_rows(tmp_path):
     out = tmp_path / "out"
     t0 = time.monotonic()
     res = _fault_cli([str(src), "-o", str(out), "-r", str(recipe), "-w", "2", "-q", "--no-report",
-                      "--max-worker-memory", "600MiB", "--unit-timeout", "3"])
+                      "--max-worker-memory", "600MiB", "--unit-timeout", "15"])  # generous: 2 busy cores
     wall = time.monotonic() - t0
     assert res.returncode == 1, res.stderr
     rows = _by_video(out)
@@ -109,7 +109,7 @@ def test_hog_killed_worker_and_hang_become_error_rows(tmp_path):
     assert "2 times" in rows["die"][0]["error"]["message"]
     assert rows["once"][0]["keep"] and rows["ok"][0]["keep"]  # retried once after its worker died: fine
     assert (marks / "once.mp4").exists()                      # ... and it really did die the first time
-    assert wall < 90
+    assert wall < 120
 
 
 # --- item 7 on Ray: a unit that kills its worker every time ends as a row and the run ends -------------
@@ -139,7 +139,7 @@ def test_second_run_on_busy_out_exits_2_then_stale_lock_is_taken_over(tmp_path):
     for name in ("hang", "ok"):
         _video(src / f"{name}.mp4")
     marks = tmp_path / "marks"
-    recipe = _fault_recipe(tmp_path / "faults.yaml", {"hang.mp4": "hang"}, marks)
+    recipe = _fault_recipe(tmp_path / "faults.yaml", {"hang.mp4": "hang_once"}, marks)
     out = tmp_path / "out"
     first = _fault_cli([str(src), "-o", str(out), "-r", str(recipe), "-q", "--no-report"], popen=True)
     lock = out / ".soraprep" / "lock"
@@ -165,10 +165,10 @@ def test_second_run_on_busy_out_exits_2_then_stale_lock_is_taken_over(tmp_path):
     if sys.platform.startswith("linux"):
         assert not Path(f"/proc/{worker}").exists(), "a killed run's worker must die with it"
     assert lock.exists()  # left behind by the killed run: stale
-    third = _fault_cli([str(src), "-o", str(out), "-r", str(recipe), "-q", "--no-report", "--unit-timeout", "2"])
-    assert third.returncode == 1, third.stderr
+    third = _fault_cli([str(src), "-o", str(out), "-r", str(recipe), "-q", "--no-report"])
+    assert third.returncode == 0, third.stderr
     rows = _by_video(out)
-    assert rows["hang"][0]["error"]["kind"] == "timeout" and rows["ok"][0]["keep"]
+    assert rows["hang"][0]["keep"] and rows["ok"][0]["keep"]
     assert not lock.exists()  # released at the end
 
 

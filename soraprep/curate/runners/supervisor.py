@@ -14,7 +14,7 @@ sentinels, polling each busy worker's resident memory:
 
 Either way the run goes on and ends: every unit ends in a committed row. Each worker builds the stages
 and runs their ``setup()`` once, then serves units until it is told to stop. Workers die with the
-parent (``PR_SET_PDEATHSIG`` on Linux), so a ``kill -9``'d run leaves no orphan writing into OUT.
+parent (see ``_die_with_parent``), so a ``kill -9``'d run leaves no orphan writing into OUT.
 The Ray runner uses one supervisor (one child process) per actor, so the same guarantees hold there.
 """
 
@@ -26,6 +26,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,23 +85,33 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
+def _die_with_parent(parent: int, pdeathsig: bool) -> None:
+    """End this worker when its parent ends, even by ``kill -9``: the kernel's PR_SET_PDEATHSIG where the
+    parent started us from its main thread (the signal follows the *thread* that started the child, so
+    not from a Ray actor's task thread), and everywhere a thread that watches for the parent going away."""
+    if pdeathsig and sys.platform.startswith("linux"):
         try:
             import ctypes
 
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
         os._exit(1)
 
+    if os.getppid() != parent:  # the parent died before we got here
+        os._exit(1)
+    threading.Thread(target=watch, name="soraprep-parent-watch", daemon=True).start()
 
-def _worker_main(conn, init_args: tuple, modules: list[str], parent: int) -> None:
+
+def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeathsig: bool) -> None:
     """Child process: set up the stages once, then run units until told to stop (``None``)."""
     from soraprep.curate.runners import local
 
-    _die_with_parent(parent)
+    _die_with_parent(parent, pdeathsig)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for m in modules:  # stages registered outside soraprep (a plugin, a test) must be registered here too
         try:
@@ -123,7 +134,9 @@ def _worker_main(conn, init_args: tuple, modules: list[str], parent: int) -> Non
 class _Worker:
     def __init__(self, ctx, init_args: tuple, modules: list[str]):
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, init_args, modules, os.getpid()), daemon=True)
+        main = threading.current_thread() is threading.main_thread()
+        self.proc = ctx.Process(target=_worker_main, args=(child, init_args, modules, os.getpid(), main),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.unit: dict[str, Any] | None = None
