@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from soraprep.curate.cutting import thumb_path
-from soraprep.curate.runners.supervisor import Limits, Supervisor, stage_modules
+from soraprep.curate.runners.supervisor import Limits, Supervisor, stage_modules, workers_can_build
 from soraprep.curate.stage import error_dict
 from soraprep.manifest import read_table, temp_path, write_manifest
 
@@ -150,14 +150,17 @@ def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 
               limits: Limits | None = None) -> Iterator[dict[str, Any]]:
     """Run the units not yet committed; yields each unit's summary as it completes (any order).
 
-    Units run in supervised worker processes (see :mod:`.supervisor`). Only with every limit off
-    (``Limits(max_memory_bytes=None)``) and one worker do they run in this process (for debugging)."""
+    Units run in supervised worker processes (see :mod:`.supervisor`). With one worker they run in this
+    process instead (unsupervised: no memory bound, time limit or death detection) when every limit is
+    off (``Limits(max_memory_bytes=None)``, for debugging) or when a stage was defined where no worker can
+    import it (inside a function, in a notebook)."""
     todo = pending_units(units, out)
     if not todo:
         return
     limits = limits or Limits()
     init = (recipe.sections, recipe.source, str(out))
-    if workers <= 1 and limits.max_memory_bytes is None and limits.unit_timeout_s is None:
+    unlimited = limits.max_memory_bytes is None and limits.unit_timeout_s is None
+    if workers <= 1 and (unlimited or not workers_can_build(recipe)):
         _init_worker(*init)
         for u in todo:
             yield _checked(run_unit(u))

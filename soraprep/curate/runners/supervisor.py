@@ -275,6 +275,18 @@ class Supervisor:
                 w.kill()
 
 
+def workers_can_build(recipe) -> bool:
+    """Whether a fresh worker process can find every stage of ``recipe`` by importing its module: not so
+    for a stage class defined inside a function or in a notebook's ``__main__``."""
+    from soraprep.curate.registry import STAGES
+
+    for name in set(recipe.sections) | set(recipe.stage_names()):
+        cls = STAGES.get(name)
+        if cls is not None and (cls.__module__ == "__main__" or "<locals>" in cls.__qualname__):
+            return False
+    return True
+
+
 def stage_modules(recipe) -> list[str]:
     """Modules defining the recipe's stages that a fresh worker would not import by itself."""
     from soraprep.curate.registry import STAGES
