@@ -107,11 +107,6 @@ def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None
             tmp = temp_path(p)
             tmp.write_bytes(thumb)
             os.replace(tmp, p)
-    return _commit(out, unit, rows, timings, _STATE["recipe_hash"])
-
-
-def _commit(out: Path, unit: dict[str, Any], rows: list[dict[str, Any]], timings: dict[str, float],
-            recipe_hash: str) -> dict[str, Any]:
     public = [_public(r) for r in rows]
     for r in public:
         r.setdefault("keep", False)
@@ -120,7 +115,7 @@ def _commit(out: Path, unit: dict[str, Any], rows: list[dict[str, Any]], timings
         if r.get("error"):
             r.setdefault("path", r.get("source"))
             r["filter_reason"] = "error"
-    meta = {"soraprep.unit_timings": json.dumps(timings), "soraprep.recipe_hash": recipe_hash}
+    meta = {"soraprep.unit_timings": json.dumps(timings), "soraprep.recipe_hash": _STATE["recipe_hash"]}
     write_manifest(unit_path(out, unit["_key"]), public, metadata=meta)
     return {"key": unit["_key"], "clips": len(public), "errors": sum(1 for r in public if r.get("error")),
             "timings": timings}
@@ -128,10 +123,15 @@ def _commit(out: Path, unit: dict[str, Any], rows: list[dict[str, Any]], timings
 
 def commit_error(out: Path, unit: dict[str, Any], stage: str, kind: str, message: str,
                  recipe_hash: str) -> dict[str, Any]:
-    """Commit ``unit`` as one error row, from the parent (its worker died, or was stopped)."""
-    row = dict(unit)
-    row["error"] = error_dict(stage, kind, message)
-    return _commit(Path(out), unit, [row], {}, recipe_hash)
+    """Commit ``unit`` as one error row, from the parent (its worker died, or was stopped): the same row
+    ``run_unit`` commits for a unit that failed before it had clips."""
+    row = _public(dict(unit))
+    row.update(error=error_dict(stage, kind, message), keep=False, filter_reason="error",
+               clip_id=f"{unit.get('_base_id') or unit.get('video_id')}-error")
+    row.setdefault("path", row.get("source"))
+    meta = {"soraprep.unit_timings": "{}", "soraprep.recipe_hash": recipe_hash}
+    write_manifest(unit_path(Path(out), unit["_key"]), [row], metadata=meta)
+    return {"key": unit["_key"], "clips": 1, "errors": 1, "timings": {}}
 
 
 def summary_of(out: Path, key: str) -> dict[str, Any]:
