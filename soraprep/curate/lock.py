@@ -104,15 +104,14 @@ def out_lock(out: str | os.PathLike) -> Iterator[Path]:
 
 def clean_partials(out: str | os.PathLike) -> list[Path]:
     """Delete the temp files a killed run left, and nothing else: only names with soraprep's prefix
-    (``.soraprep-tmp-<pid>-``), only in the folders soraprep writes (OUT, OUT/clips/*, OUT/thumbs,
-    OUT/.soraprep). Call it while holding the lock, so no live run's temp file is touched."""
+    (``.soraprep-tmp-<pid>-``), only in the folders soraprep writes (OUT itself, and OUT/clips,
+    OUT/thumbs, OUT/.soraprep with their subfolders). Call it while holding the lock, so no live run's
+    temp file is touched."""
     out = Path(out)
-    folders = [out, out / "thumbs"]
-    if (out / "clips").is_dir():
-        folders += [d for d in (out / "clips").iterdir() if d.is_dir() and not d.is_symlink()]
-    if (out / ".soraprep").is_dir():
-        folders += [d for d in (out / ".soraprep").rglob("*") if d.is_dir() and not d.is_symlink()]
-        folders.append(out / ".soraprep")
+    folders = [out]
+    for own in ("clips", "thumbs", ".soraprep"):
+        if (out / own).is_dir() and not (out / own).is_symlink():
+            folders += [out / own] + [d for d in (out / own).rglob("*") if d.is_dir() and not d.is_symlink()]
     removed = []
     for d in folders:
         if not d.is_dir():
