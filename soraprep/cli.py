@@ -65,9 +65,9 @@ def curate_cmd(
     runner: str = typer.Option("local", "--runner", help="local (process pool) | ray (Ray Data; pip install 'soraprep[ray]')."),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. auto); default: start a local Ray."),
     max_worker_memory: str = typer.Option(
-        "4GiB", "--max-worker-memory", metavar="SIZE",
-        help="Memory bound per worker process (e.g. 4GiB, 512MiB; 0: none). A worker over it is stopped and its "
-             "video becomes an error row (out_of_memory)."),
+        "auto", "--max-worker-memory", metavar="SIZE",
+        help="Memory bound per worker process, e.g. 4GiB, 512MiB; auto: 80% of this machine's memory shared by "
+             "the workers; 0: none. A worker over it is stopped and its video becomes an error row (out_of_memory)."),
     unit_timeout: float = typer.Option(
         None, "--unit-timeout", metavar="SECONDS", min=0.001,
         help="Time limit per video (default: none). A video over it is stopped and becomes an error row (timeout)."),

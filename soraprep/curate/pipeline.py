@@ -87,12 +87,13 @@ def _locked_fn(position: int, fn):
 @_locked(1)
 def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | None = None, workers: int = 1,
            cut: str | None = None, progress: bool = False, report: bool = True, runner: str = "local",
-           ray_address: str | None = None, max_worker_memory: int | str | None = "4GiB",
+           ray_address: str | None = None, max_worker_memory: int | str | None = "auto",
            unit_timeout_s: float | None = None) -> CurateResult:
     """Curate ``inputs`` (files, folders, manifests) into ``out``; resumes a previous run in ``out``.
 
     ``runner="ray"`` runs the same stages on a Ray cluster (``ray_address``; a local one when None).
-    A worker over ``max_worker_memory`` (bytes or e.g. ``"4GiB"``; None/0: no bound) or a unit running
+    A worker over ``max_worker_memory`` (bytes or e.g. ``"4GiB"``; ``"auto"``: 80 % of the machine's memory
+    shared by the workers; None/0: no bound) or a unit running
     past ``unit_timeout_s`` is stopped and its unit committed as an error row (``out_of_memory``,
     ``timeout``); a unit whose worker dies twice becomes ``worker_died``. OUT is locked while it runs.
     """
@@ -105,7 +106,7 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if cut is not None:
         rec = rec.with_overrides(cut={"mode": cut})
-    limits = Limits(max_memory_bytes=parse_size(max_worker_memory), unit_timeout_s=unit_timeout_s)
+    limits = Limits(max_memory_bytes=parse_size(max_worker_memory, workers), unit_timeout_s=unit_timeout_s)
     units = collect_units([str(i) for i in inputs], skip_dirs=(out,))
     out.mkdir(parents=True, exist_ok=True)
     _clean_partials(out)
@@ -116,7 +117,8 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
         if runner == "ray":
             from soraprep.curate.runners.ray import run_ray
 
-            summaries = run_ray(units, recipe=rec, out=out, workers=workers, address=ray_address, limits=limits)
+            summaries = run_ray(units, recipe=rec, out=out, workers=workers, address=ray_address, limits=limits,
+                                auto_memory=str(max_worker_memory).strip().lower() == "auto")
         else:
             summaries = run_local(units, recipe=rec, out=out, workers=workers, limits=limits)
         for _summary in summaries:

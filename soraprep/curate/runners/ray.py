@@ -27,8 +27,15 @@ class _UnitActor:
     """A Ray Data callable class: one supervised worker process per actor (stages set up once), whole units."""
 
     def __init__(self, recipe_sections: dict, recipe_source: str, out: str, recipe_hash: str, limits,
-                 modules: list[str]):
-        from soraprep.curate.runners.supervisor import Supervisor
+                 modules: list[str], auto_memory_cpus: float | None = None):
+        import dataclasses
+        import os
+
+        from soraprep.curate.runners.supervisor import Supervisor, auto_memory_bound
+
+        if auto_memory_cpus:  # --max-worker-memory auto: this node's memory over the actors it can hold
+            slots = max(1, int((os.cpu_count() or 1) // auto_memory_cpus))
+            limits = dataclasses.replace(limits, max_memory_bytes=auto_memory_bound(slots))
 
         self._sup = Supervisor(init_args=(recipe_sections, recipe_source, out), out=Path(out),
                                recipe_hash=recipe_hash, workers=1, limits=limits, modules=modules)
@@ -54,8 +61,10 @@ def _decode_unit(text: str) -> dict[str, Any]:
 
 
 def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
-            address: str | None = None, limits=None) -> Iterator[dict[str, Any]]:
-    """Run the units not yet committed on Ray; yields each unit's summary as it completes."""
+            address: str | None = None, limits=None, auto_memory: bool = False) -> Iterator[dict[str, Any]]:
+    """Run the units not yet committed on Ray; yields each unit's summary as it completes.
+
+    ``auto_memory``: each actor sets its memory bound from its own node (see ``auto_memory_bound``)."""
     try:
         import ray
         import ray.data
@@ -76,7 +85,8 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
                         fn_constructor_kwargs={"recipe_sections": recipe.sections,
                                                "recipe_source": recipe.source, "out": str(Path(out).resolve()),
                                                "recipe_hash": recipe.hash, "limits": limits or Limits(),
-                                               "modules": stage_modules(recipe)})
+                                               "modules": stage_modules(recipe),
+                                               "auto_memory_cpus": max(cpus, 0.1) if auto_memory else None})
     for row in ds.iter_rows():
         yield _checked({"key": row["key"], "clips": int(row["clips"]), "errors": int(row["errors"]),
                         "timings": json.loads(row["timings"]), "fatal": str(row["fatal"])})

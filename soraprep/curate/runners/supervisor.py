@@ -42,7 +42,7 @@ POLL_S = 0.05  # memory poll / wait granularity: at ~5 GB/s of fresh allocations
 class Limits:
     """What one worker may use. ``None`` turns a limit off (the memory watchdog needs Linux's /proc)."""
 
-    max_memory_bytes: int | None = 4 * GIB
+    max_memory_bytes: int | None = 4 * GIB  # curate() defaults to "auto" (see auto_memory_bound)
     unit_timeout_s: float | None = None
     retries: int = 1  # extra tries of a unit whose worker died (the second death makes it a row)
 
@@ -53,13 +53,37 @@ class Limits:
             raise ValueError("the unit time limit must be > 0 seconds (or None for no limit)")
 
 
-def parse_size(text: str | int | float | None) -> int | None:
-    """``"4GiB"``, ``"512M"``, ``"1.5g"``, ``4294967296`` -> bytes; ``0``/``"none"``/``None`` -> None (no bound)."""
+def machine_memory() -> int | None:
+    """Physical memory of this machine, or the container's (cgroup) limit when lower."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    for cg in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            total = min(total, int(Path(cg).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            pass
+    return total
+
+
+def auto_memory_bound(workers: int) -> int | None:
+    """``--max-worker-memory auto``: 80 % of this machine's memory shared by its workers, at least 1 GiB
+    each — so workers at their bound together still leave the machine room (no machine-wide OOM)."""
+    total = machine_memory()
+    return None if total is None else max(GIB, int(0.8 * total / max(1, workers)))
+
+
+def parse_size(text: str | int | float | None, workers: int = 1) -> int | None:
+    """``"4GiB"``, ``"512M"``, ``"1.5g"``, ``4294967296`` -> bytes; ``0``/``"none"``/``None`` -> None (no bound);
+    ``"auto"`` -> :func:`auto_memory_bound` for ``workers`` workers on this machine."""
     if text is None:
         return None
     s = str(text).strip().lower().replace(" ", "")
     if s in ("", "0", "none", "off", "unlimited"):
         return None
+    if s == "auto":
+        return auto_memory_bound(workers)
     units = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024 ** 2, "mb": 1024 ** 2,
              "mib": 1024 ** 2, "g": GIB, "gb": GIB, "gib": GIB, "t": 1024 ** 4, "tb": 1024 ** 4, "tib": 1024 ** 4}
     num = s.rstrip("kmgtib")
