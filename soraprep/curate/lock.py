@@ -102,12 +102,13 @@ def out_lock(out: str | os.PathLike) -> Iterator[Path]:
             path.unlink(missing_ok=True)
 
 
-def clean_partials(out: str | os.PathLike) -> list[Path]:
+def clean_partials(out: str | os.PathLike, pid: int | None = None) -> list[Path]:
     """Delete the temp files a killed run left, and nothing else: only names with soraprep's prefix
     (``.soraprep-tmp-<pid>-``), only in the folders soraprep writes (OUT itself, and OUT/clips,
     OUT/thumbs, OUT/.soraprep with their subfolders). Call it while holding the lock, so no live run's
-    temp file is touched."""
+    temp file is touched. With ``pid``, only that (dead) process's temp files."""
     out = Path(out)
+    prefix = TMP_PREFIX if pid is None else f"{TMP_PREFIX}{pid}-"
     folders = [out]
     for own in ("clips", "thumbs", ".soraprep"):
         if (out / own).is_dir() and not (out / own).is_symlink():
@@ -117,7 +118,7 @@ def clean_partials(out: str | os.PathLike) -> list[Path]:
         if not d.is_dir():
             continue
         for p in d.iterdir():
-            if p.name.startswith(TMP_PREFIX) and (p.is_file() or p.is_symlink()):
+            if p.name.startswith(prefix) and (p.is_file() or p.is_symlink()):
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed

@@ -174,11 +174,19 @@ class _Worker:
         except OSError:  # it died already: the supervisor sees its sentinel
             pass
 
-    def kill(self) -> None:
+    def kill(self, out: Path | None = None) -> None:
+        """Stop the process; with ``out``, delete the half-written files it left there."""
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(5)
         self.conn.close()
+        if out is not None:
+            from soraprep.curate.lock import clean_partials
+
+            try:
+                clean_partials(out, pid=self.proc.pid)
+            except OSError:
+                pass
 
 
 def _death_note(code: int | None) -> str:
@@ -267,7 +275,7 @@ class Supervisor:
                     unit = w.unit
                     if w.proc.sentinel in ready or not w.proc.is_alive():
                         busy.remove(w)
-                        w.kill()
+                        w.kill(self._out)
                         if local.unit_path(self._out, unit["_key"]).exists():  # died after committing
                             yield local.summary_of(self._out, unit["_key"])
                             continue
@@ -283,7 +291,7 @@ class Supervisor:
                     rss = rss_bytes(w.proc.pid) if limit is not None else None
                     if rss is not None and rss > limit:
                         busy.remove(w)
-                        w.kill()
+                        w.kill(self._out)
                         yield self._error(unit, w.stage, "out_of_memory",
                                           f"the worker used {fmt_size(rss)}, over the {fmt_size(limit)} bound "
                                           f"(--max-worker-memory); it was stopped")
@@ -291,7 +299,7 @@ class Supervisor:
                     timeout = self.limits.unit_timeout_s
                     if timeout is not None and now - w.started > timeout:
                         busy.remove(w)
-                        w.kill()
+                        w.kill(self._out)
                         yield self._error(unit, w.stage, "timeout",
                                           f"the unit ran longer than {timeout:g} s (--unit-timeout); it was stopped")
         finally:
