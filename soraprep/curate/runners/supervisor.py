@@ -10,7 +10,8 @@ sentinels, polling each busy worker's resident memory:
   once; a unit that kills its worker twice is committed as an error row, kind ``worker_died``;
 - a worker whose RSS exceeds ``max_memory_bytes`` is killed by the parent and its unit committed as
   ``out_of_memory`` (a ``MemoryError`` raised inside a stage is recorded with the same kind);
-- a unit that runs longer than ``unit_timeout_s`` is killed and committed as ``timeout``.
+- a unit that runs longer than ``unit_timeout_s`` is killed and committed as ``timeout`` (a fresh
+  worker's set-up is not counted; it may take up to ``SETUP_S``).
 
 Either way the run goes on and ends: every unit ends in a committed row. Each worker builds the stages
 and runs their ``setup()`` once, then serves units until it is told to stop. Workers die with the
@@ -36,6 +37,7 @@ from typing import Any
 
 GIB = 1024 ** 3
 POLL_S = 0.05  # memory poll / wait granularity: at ~5 GB/s of fresh allocations, <= 0.25 GB overshoot
+SETUP_S = 600.0  # a fresh worker's set-up (loading models) may take this long, whatever the unit time limit
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,12 @@ class _Worker:
         self.unit: dict[str, Any] | None = None
         self.stage = "setup"  # the stage it is in, as last reported (a fresh worker sets up first)
         self.started = 0.0
+        self.running = False  # set up and working on its unit (the unit's time limit applies)
 
     def give(self, unit: dict[str, Any]) -> None:
-        self.unit, self.started = unit, time.monotonic()
+        if self.unit is not None:
+            self.stage = "runner"
+        self.unit, self.started, self.running = unit, time.monotonic(), False
         try:
             self.conn.send(unit)
         except OSError:  # it died already: the supervisor sees its sentinel
@@ -261,7 +266,7 @@ class Supervisor:
                             if kind == "stage":
                                 w.stage = value
                             elif kind == "start":  # set-up done: the time limit counts from here
-                                w.started, w.stage = time.monotonic(), "runner"
+                                w.started, w.stage, w.running = time.monotonic(), "runner", True
                             else:
                                 end = value
                                 break
@@ -297,6 +302,8 @@ class Supervisor:
                                           f"(--max-worker-memory); it was stopped")
                         continue
                     timeout = self.limits.unit_timeout_s
+                    if timeout is not None and not w.running:
+                        timeout = max(timeout, SETUP_S)
                     if timeout is not None and now - w.started > timeout:
                         busy.remove(w)
                         w.kill(self._out)
