@@ -29,7 +29,8 @@ class FaultStage:
     - ``die``: kill this worker process with SIGKILL (what the OS out-of-memory killer does);
     - ``die_once``: the same, only the first time (a marker file ``<marker_dir>/<substring>`` remembers it);
     - ``hang``: sleep ``hang_s`` (a decoder stuck forever), after writing ``<marker_dir>/hang-pid-<pid>``;
-    - ``hang_once``: the same, unless a ``hang-pid-*`` marker exists already.
+    - ``hang_once``: the same, unless a ``hang-pid-*`` marker exists already;
+    - ``kill_parent``: SIGKILL the worker's parent, the Ray actor that supervises it (Ray tests only).
     """
 
     actions: dict = field(default_factory=dict)
@@ -62,6 +63,9 @@ class FaultStage:
             if action == "die_once":
                 (Path(self.marker_dir) / needle).write_text("died once")
             os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "kill_parent":  # the process that supervises this worker (a Ray actor): never locally
+            os.kill(os.getppid(), signal.SIGKILL)
+            time.sleep(60)
         elif action == "hang" or (action == "hang_once" and not list(Path(self.marker_dir).glob("hang-pid-*"))):
             if self.marker_dir:  # the test checks that this process dies with a killed run
                 (Path(self.marker_dir) / f"hang-pid-{os.getpid()}").write_text("")

@@ -115,20 +115,24 @@ def test_hog_killed_worker_and_hang_become_error_rows(tmp_path):
 # --- item 7 on Ray: a unit that kills its worker every time ends as a row and the run ends -------------
 
 
-def test_ray_runner_survives_killed_workers(tmp_path):
+def test_ray_runner_survives_killed_workers_and_actors(tmp_path):
+    """Ray restarts a dead actor and retries its task forever by default: a unit that kills its actor
+    every time must still end as a row, and the run must end."""
     pytest.importorskip("ray", reason="the Ray runner is tested where the [ray] extra is installed")
     src = tmp_path / "in"
-    for name in ("die", "once", "ok"):
+    for name in ("actor", "once", "ok"):
         _video(src / f"{name}.mp4")
-    recipe = _fault_recipe(tmp_path / "faults.yaml", {"die.mp4": "die", "once.mp4": "die_once"}, tmp_path / "marks")
+    marks = tmp_path / "marks"
+    recipe = _fault_recipe(tmp_path / "faults.yaml", {"actor.mp4": "kill_parent", "once.mp4": "die_once"}, marks)
     out = tmp_path / "out"
     res = _fault_cli([str(src), "-o", str(out), "-r", str(recipe), "-w", "2", "-q", "--no-report",
-                      "--runner", "ray"], timeout=180)
-    assert res.returncode == 1, res.stderr
+                      "--runner", "ray"], timeout=240)
+    assert res.returncode == 1, res.stderr[-3000:]
     rows = _by_video(out)
     assert {v: (rs[0]["error"] or {}).get("kind") for v, rs in rows.items()} == {
-        "die": "worker_died", "once": None, "ok": None}
-    assert rows["once"][0]["keep"] and rows["ok"][0]["keep"]
+        "actor": "worker_died", "once": None, "ok": None}
+    assert rows["once"][0]["keep"] and rows["ok"][0]["keep"]  # its worker died once, inside the actor
+    assert (marks / "once.mp4").exists()
 
 
 # --- item 9: one run per OUT; a killed run's lock is taken over; its workers die with it ---------------
