@@ -64,19 +64,29 @@ def _manifest_units(path: Path) -> list[dict[str, Any]]:
     return units
 
 
-def _folder_files(folder: Path, skip: set[str]) -> list[Path]:
-    """Video files under ``folder`` (recursive), skipping every folder that holds a soraprep run (a
-    ``.soraprep/`` marker: its clips are outputs, not inputs) and the folders in ``skip`` (this run's OUT),
-    so an OUT inside the input folder is never re-ingested."""
+def skipped_folder(folder: Path, skip: set[str]) -> bool:
+    """A folder a folder scan does not enter: this run's OUT (in ``skip``, resolved paths), or any folder
+    holding a soraprep run (a ``.soraprep/`` marker: its clips are outputs, not inputs). So an OUT inside
+    the input folder is never re-ingested."""
+    return (folder.name == ".soraprep" or (folder / ".soraprep").is_dir()
+            or folder.resolve().as_posix() in skip)
+
+
+def check_input_folder(folder: Path, skip: set[str]) -> None:
+    """A folder named as an input must not be OUT or another run's OUT (a usage error)."""
     if folder.resolve().as_posix() in skip:
         raise InputError(f"{folder} is the output folder itself; give the folder of the source videos")
     if (folder / ".soraprep").is_dir():
         raise InputError(f"{folder} holds a soraprep run ({folder / '.soraprep'}); to curate its clips again "
                          f"give its manifest.parquet (or its clips/ folder) instead")
+
+
+def _folder_files(folder: Path, skip: set[str]) -> list[Path]:
+    """Video files under ``folder`` (recursive; folder symlinks are not followed), minus skipped folders."""
+    check_input_folder(folder, skip)
     files = []
     for root, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if d != ".soraprep" and not (Path(root, d) / ".soraprep").is_dir()
-                   and Path(root, d).resolve().as_posix() not in skip]
+        dirs[:] = [d for d in dirs if not skipped_folder(Path(root, d), skip)]
         files += [Path(root, n) for n in names]
     return sorted(f for f in files if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
                   and not f.name.startswith((".partial-", TMP_PREFIX)))  # half-written files
