@@ -200,6 +200,9 @@ def test_user_files_in_out_survive_and_foreign_host_lock_is_explained(tmp_path):
     assert "in use by pid 4194311 on host render-node-7" in msg and str(lock) in msg.replace(" ", "")
     res = CliRunner().invoke(app, ["curate", "--rethreshold", str(out)])  # re-thresholding writes OUT too
     assert res.exit_code == 2 and "in use by pid 4194311" in " ".join(res.output.split())
+    res = _curate([str(src), "-o", str(tmp_path / "other"), "--max-worker-memory", "lots"])
+    assert res.exit_code == 2 and "--max-worker-memory" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "other").exists()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "a minute ago"}))
