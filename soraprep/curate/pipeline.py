@@ -93,9 +93,9 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
 
     ``runner="ray"`` runs the same stages on a Ray cluster (``ray_address``; a local one when None).
     A worker over ``max_worker_memory`` (bytes or e.g. ``"4GiB"``; ``"auto"``: 80 % of the machine's memory
-    shared by the workers; None/0: no bound) or a unit running
-    past ``unit_timeout_s`` is stopped and its unit committed as an error row (``out_of_memory``,
-    ``timeout``); a unit whose worker dies twice becomes ``worker_died``. OUT is locked while it runs.
+    shared by the workers; None/0: no bound) or a unit running past ``unit_timeout_s`` is stopped and its
+    unit committed as an error row (``out_of_memory``, ``timeout``); a unit whose worker dies twice becomes
+    ``worker_died``. OUT is locked while it runs (a second run raises ``OutInUseError``).
     """
     from soraprep.curate.runners.supervisor import Limits, parse_size
 
