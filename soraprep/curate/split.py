@@ -120,7 +120,7 @@ def _split_long(a: int, b: int, fps: float, max_clip_s: float | None, keyframes,
     # no clip can be shorter than one frame: at 1 frame / 30 s (or max_clip_s: 0.001) max_clip_s * fps < 1,
     # and a limit of 0 frames would never let the loop below advance
     max_len = max(1, int(math.floor(max_clip_s * fps)))
-    parts = math.ceil((b - a) / max_len) if max_len == 1 else math.ceil((b - a) / (max_clip_s * fps))
+    parts = math.ceil((b - a) / max(max_clip_s * fps, 1))
     points = [a + round(k * (b - a) / parts) for k in range(1, parts)]
     if keyframes is not None and len(keyframes):
         tol = int(round(tol_s * fps))
