@@ -106,17 +106,30 @@ def curate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     runner: str = typer.Option("local", "--runner", help="local (process pool) | ray (Ray Data; pip install 'soraprep[ray]')."),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. auto); default: start a local Ray."),
+    max_worker_memory: str = typer.Option(
+        "auto", "--max-worker-memory", metavar="SIZE",
+        help="Memory bound per worker process, e.g. 4GiB, 512MiB; auto: 80% of this machine's memory shared by "
+             "the workers; 0: none. A worker over it is stopped and its video becomes an error row (out_of_memory)."),
+    unit_timeout: float = typer.Option(
+        None, "--unit-timeout", metavar="SECONDS", min=0.001,
+        help="Time limit per video (default: none). A video over it is stopped and becomes an error row (timeout)."),
 ) -> None:
     from soraprep.curate.inputs import InputError
+    from soraprep.curate.lock import OutInUseError
     from soraprep.curate.pipeline import curate
     from soraprep.curate.pipeline import rethreshold as rethreshold_run
     from soraprep.curate.recipe import RecipeError
     from soraprep.curate.runners.local import StageSetupError
+    from soraprep.curate.runners.supervisor import parse_size
     from soraprep.manifest import ManifestError
     from soraprep.video.cut import CUT_MODES
 
     if cut is not None and cut not in CUT_MODES:
         fail_usage(f"--cut must be one of {', '.join(CUT_MODES)}, got {cut!r}")
+    try:
+        parse_size(max_worker_memory)
+    except ValueError as exc:
+        fail_usage(f"--max-worker-memory: {exc}")
     try:
         if rethreshold:
             if inputs:
@@ -137,8 +150,9 @@ def curate_cmd(
                     fail_usage(f"--runner ray needs Ray, which cannot be imported here ({exc}): "
                                "pip install 'soraprep[ray]' (or use --runner local)")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
-                            report=not no_report, runner=runner, ray_address=ray_address, force=force)
-    except (RecipeError, InputError, ManifestError, StageSetupError) as exc:
+                            report=not no_report, runner=runner, ray_address=ray_address, force=force,
+                            max_worker_memory=max_worker_memory, unit_timeout_s=unit_timeout)
+    except (RecipeError, InputError, ManifestError, StageSetupError, OutInUseError) as exc:
         fail_usage(str(exc))
     _print_curate_summary(result, report_wanted=not no_report)
     raise typer.Exit(result.exit_code)

@@ -172,9 +172,20 @@ _ALWAYS = ("clip_id", "video_id", "source", "path", "text", "num_frames", "heigh
            "aspect_ratio", "resolution", "fps", "start_s", "end_s", "keep", "error")
 
 
+#: Prefix of every temporary file soraprep writes. A run's start-up clean-up deletes only names with this
+#: prefix, and only in the folders soraprep itself writes in OUT: never a user's ``.partial-*`` or ``*.tmp``.
+TMP_PREFIX = ".soraprep-tmp-"
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """The temporary name under which ``path`` is written before an atomic rename onto it."""
+    path = Path(path)
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     write(tmp)
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())

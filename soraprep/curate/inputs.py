@@ -28,7 +28,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from soraprep.manifest import cell_problem, read_manifest, resolve_path, row_problem
+from soraprep.manifest import TMP_PREFIX, cell_problem, read_manifest, resolve_path, row_problem
 from soraprep.video.io import video_id_for
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
@@ -91,8 +91,10 @@ def _file_unit(path: Path, problem: tuple[str, str] | None = None) -> dict[str, 
     return unit
 
 
-def _folder_units(root: Path) -> list[dict[str, Any]]:
-    """Every entry with a video extension under ``root`` (recursive; folder symlinks are not followed)."""
+def _folder_units(root: Path, skip: set[str]) -> list[dict[str, Any]]:
+    """Every entry with a video extension under ``root`` (recursive; folder symlinks are not followed),
+    minus skipped folders (this run's OUT, other runs: see :func:`skipped_folder`)."""
+    check_input_folder(root, skip)
     found: list[tuple[Path, dict[str, Any]]] = []
     todo = [root]
     while todo:
@@ -113,8 +115,10 @@ def _folder_units(root: Path) -> list[dict[str, Any]]:
             except OSError:
                 is_dir = False
             if is_dir:
+                if skipped_folder(path, skip):
+                    continue
                 todo.append(path)
-            if entry.name.startswith(".partial-") or path.suffix.lower() not in VIDEO_EXTENSIONS:
+            if entry.name.startswith((".partial-", TMP_PREFIX)) or path.suffix.lower() not in VIDEO_EXTENSIONS:
                 continue
             found.append((path, _file_unit(path, not_a_file(path))))
     return [unit for _, unit in sorted(found, key=lambda pu: pu[0])]
@@ -161,15 +165,36 @@ def _manifest_units(path: Path) -> list[dict[str, Any]]:
     return units
 
 
-def collect_units(inputs: list[str]) -> list[dict[str, Any]]:
-    """Work units for the given inputs, in a stable order; raises InputError for unusable arguments."""
+def skipped_folder(folder: Path, skip: set[str]) -> bool:
+    """A folder a folder scan does not enter: this run's OUT (in ``skip``, resolved paths), or any folder
+    holding a soraprep run (a ``.soraprep/`` marker: its clips are outputs, not inputs). So an OUT inside
+    the input folder is never re-ingested."""
+    return (folder.name == ".soraprep" or (folder / ".soraprep").is_dir()
+            or folder.resolve().as_posix() in skip)
+
+
+def check_input_folder(folder: Path, skip: set[str]) -> None:
+    """A folder named as an input must not be OUT or another run's OUT (a usage error)."""
+    if folder.resolve().as_posix() in skip:
+        raise InputError(f"{folder} is the output folder itself; give the folder of the source videos")
+    if (folder / ".soraprep").is_dir():
+        raise InputError(f"{folder} holds a soraprep run ({folder / '.soraprep'}); to curate its clips again "
+                         f"give its manifest.parquet (or its clips/ folder) instead")
+
+
+def collect_units(inputs: list[str], *, skip_dirs: tuple[str | os.PathLike, ...] = ()) -> list[dict[str, Any]]:
+    """Work units for the given inputs, in a stable order; raises InputError for unusable arguments.
+
+    Folders are searched recursively, except ``skip_dirs`` (the run's OUT) and any folder holding a
+    soraprep run."""
     if not inputs:
         raise InputError("give at least one video file, folder or manifest (.parquet/.jsonl)")
+    skip = {Path(d).resolve().as_posix() for d in skip_dirs}
     units: list[dict[str, Any]] = []
     for arg in inputs:
         p = Path(arg)
         if p.is_dir():
-            units += _folder_units(p)
+            units += _folder_units(p, skip)
         elif p.suffix.lower() in MANIFEST_EXTENSIONS and p.is_file():
             units += _manifest_units(p)
         elif p.exists() or p.is_symlink():

@@ -15,6 +15,7 @@ run (exit 2) unless ``force=True`` re-analyses them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from soraprep.curate.inputs import collect_units
+from soraprep.curate.lock import clean_partials, out_lock
 from soraprep.curate.recipe import Recipe, RecipeError, check_filter_columns, load_recipe
 from soraprep.curate.runners.local import (
     analysis_path,
@@ -33,7 +35,7 @@ from soraprep.curate.runners.local import (
     unit_fingerprints,
     unit_path,
 )
-from soraprep.manifest import read_manifest, read_metadata, write_manifest
+from soraprep.manifest import read_manifest, read_metadata, temp_path, write_manifest
 
 MANIFEST = "manifest.parquet"
 
@@ -69,10 +71,7 @@ def _progress(total: int, enabled: bool):
 
 
 def _clean_partials(out: Path) -> None:
-    for p in out.rglob(".partial-*"):  # half-written files of a killed run
-        p.unlink(missing_ok=True)
-    for p in out.rglob(".*.tmp*"):
-        p.unlink(missing_ok=True)
+    clean_partials(out)  # half-written files of a killed run: soraprep's own temp names only (see lock.py)
 
 
 class StaleOutError(RecipeError):
@@ -131,21 +130,54 @@ def reconcile(units: list[dict[str, Any]], out: Path, rec: Recipe, *, force: boo
     for u in reanalyse:
         analysis_path(out, u["_key"]).unlink(missing_ok=True)
     state.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state.with_name(f".{state.name}.tmp")
+    tmp = temp_path(state)
     tmp.write_text(json.dumps(fps, indent=2, sort_keys=True))
     os.replace(tmp, state)
     return {k: v for k, v in (("redecided", len(redecide)), ("reanalysed", len(reanalyse))) if v}
 
 
+def _locked(position: int):
+    """Run the function holding the lock of its OUT argument (``out=`` or the ``position``-th argument):
+    one run per OUT, see lock.py. OUT and OUT/.soraprep are removed again when the call created them and
+    left them empty (e.g. a usage error)."""
+    return functools.partial(_locked_fn, position)
+
+
+def _locked_fn(position: int, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        out = Path(kwargs["out"] if "out" in kwargs else args[position])
+        fresh = [d for d in (out, out / ".soraprep") if not d.exists()]
+        try:
+            with out_lock(out):
+                return fn(*args, **kwargs)
+        finally:
+            for d in reversed(fresh):
+                try:
+                    d.rmdir()
+                except OSError:  # not empty: the run wrote something
+                    pass
+
+    return wrapper
+
+
+@_locked(1)
 def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | None = None, workers: int = 1,
            cut: str | None = None, progress: bool = False, report: bool = True, runner: str = "local",
-           ray_address: str | None = None, force: bool = False) -> CurateResult:
+           ray_address: str | None = None, force: bool = False, max_worker_memory: int | str | None = "auto",
+           unit_timeout_s: float | None = None) -> CurateResult:
     """Curate ``inputs`` (files, folders, manifests) into ``out``; resumes a previous run in ``out``.
 
     ``runner="ray"`` runs the same stages on a Ray cluster (``ray_address``; a local one when None).
     A previous run with another recipe is brought up to date (see :func:`reconcile`; ``force``
     re-analyses videos whose analysis settings changed).
+    A worker over ``max_worker_memory`` (bytes or e.g. ``"4GiB"``; ``"auto"``: 80 % of the machine's memory
+    shared by the workers; None/0: no bound) or a unit running past ``unit_timeout_s`` is stopped and its
+    unit committed as an error row (``out_of_memory``, ``timeout``); a unit whose worker dies twice becomes
+    ``worker_died``. OUT is locked while it runs (a second run raises ``OutInUseError``).
     """
+    from soraprep.curate.runners.supervisor import Limits, parse_size
+
     if runner not in ("local", "ray"):
         raise ValueError(f"runner must be 'local' or 'ray', got {runner!r}")
     t0 = time.perf_counter()
@@ -153,7 +185,8 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if cut is not None:
         rec = rec.with_overrides(cut={"mode": cut})
-    units = collect_units([str(i) for i in inputs])
+    limits = Limits(max_memory_bytes=parse_size(max_worker_memory, workers), unit_timeout_s=unit_timeout_s)
+    units = collect_units([str(i) for i in inputs], skip_dirs=(out,))
     check_filter_columns(rec, {k for u in units for k in u if not k.startswith("_")})
     out.mkdir(parents=True, exist_ok=True)
     _clean_partials(out)
@@ -165,9 +198,10 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
         if runner == "ray":
             from soraprep.curate.runners.ray import run_ray
 
-            summaries = run_ray(units, recipe=rec, out=out, workers=workers, address=ray_address)
+            summaries = run_ray(units, recipe=rec, out=out, workers=workers, address=ray_address, limits=limits,
+                                auto_memory=str(max_worker_memory).strip().lower() == "auto")
         else:
-            summaries = run_local(units, recipe=rec, out=out, workers=workers)
+            summaries = run_local(units, recipe=rec, out=out, workers=workers, limits=limits)
         for _summary in summaries:
             bar.advance(task, 1)
     rows: list[dict[str, Any]] = []
@@ -249,6 +283,7 @@ def _cut_settings(section: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in asdict(CutStage(**(section or {}))).items() if k != "out_dir"}
 
 
+@_locked(0)
 def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, cut: str | None = None,
                 report: bool = True) -> CurateResult:
     """Re-apply the recipe's filters (and cut/bucket newly kept clips) to a finished run, without decoding.

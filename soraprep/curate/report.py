@@ -295,7 +295,9 @@ def build_report(out: Path) -> str:
 def write_report(out: str | Path) -> Path:
     out = Path(out)
     path = out / "report.html"
-    tmp = out / ".report.html.partial"
+    from soraprep.manifest import temp_path
+
+    tmp = temp_path(path)
     tmp.write_text(build_report(out), encoding="utf-8", errors="backslashreplace")  # names that are not UTF-8
     tmp.replace(path)
     return path

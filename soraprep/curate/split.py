@@ -118,10 +118,12 @@ def _split_at_first_keyframe(span: tuple[int, int], keyframes: np.ndarray, max_g
 
 
 def _split_long(a: int, b: int, fps: float, max_clip_s: float | None, keyframes, tol_s: float):
-    if not max_clip_s or (b - a) <= max_clip_s * fps:
+    if not max_clip_s or fps <= 0 or (b - a) <= max_clip_s * fps:
         return [(a, b)]
-    parts = math.ceil((b - a) / (max_clip_s * fps))
-    max_len = int(math.floor(max_clip_s * fps))
+    # no clip can be shorter than one frame: at 1 frame / 30 s (or max_clip_s: 0.001) max_clip_s * fps < 1,
+    # and a limit of 0 frames would never let the loop below advance
+    max_len = max(1, int(math.floor(max_clip_s * fps)))
+    parts = math.ceil((b - a) / max(max_clip_s * fps, 1))
     points = [a + round(k * (b - a) / parts) for k in range(1, parts)]
     if keyframes is not None and len(keyframes):
         tol = int(round(tol_s * fps))
@@ -133,7 +135,7 @@ def _split_long(a: int, b: int, fps: float, max_clip_s: float | None, keyframes,
     bounds = [a] + sorted(set(points)) + [b]
     out = []
     for x, y in zip(bounds[:-1], bounds[1:]):
-        while y - x > max_len:  # moving a boundary to a keyframe must not break the length limit
+        while y - x > max_len:  # moving a boundary to a keyframe must not break the length limit (max_len >= 1)
             out.append((x, x + max_len))
             x += max_len
         if y > x:

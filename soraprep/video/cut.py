@@ -66,7 +66,9 @@ class CutResult:
 
 
 def _tmp_path(dst: Path) -> Path:
-    return dst.with_name(f".partial-{os.getpid()}-{dst.name}")
+    from soraprep.manifest import temp_path  # the one soraprep temp-file namespace (see TMP_PREFIX)
+
+    return temp_path(dst)
 
 
 def _publish(tmp: Path, dst: Path) -> None:

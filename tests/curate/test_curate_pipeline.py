@@ -211,7 +211,7 @@ def test_resume_after_kill_equals_uninterrupted_run(media, tmp_path):
     clips = sorted(p.relative_to(out) for p in (out / "clips").rglob("*") if p.is_file())
     ref_clips = sorted(p.relative_to(tmp_path / "ref") for p in (tmp_path / "ref" / "clips").rglob("*") if p.is_file())
     assert clips == ref_clips
-    assert not list(out.rglob(".partial-*"))
+    assert not list(out.rglob(".partial-*")) and not list(out.rglob(".soraprep-tmp-*"))
     assert json.loads((out / "run.json").read_text())["rows"] == len(rows)
 
 

@@ -11,21 +11,25 @@ left them (before ``filter``), stamped with the recipe's analysis fingerprint. A
 only in its decisions (filter, cut, bucket) redoes those from it without decoding; the previous commit
 then waits in ``OUT/.soraprep/stale/`` so unchanged clip files are reused and orphaned ones removed
 (see ``pipeline.reconcile``).
+
+Workers are child processes watched by :mod:`.supervisor`: a unit whose worker dies twice, outgrows the
+memory bound or outlasts the time limit is committed as an error row (``worker_died``,
+``out_of_memory``, ``timeout``) and the run goes on.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from soraprep.curate.cutting import thumb_path
+from soraprep.curate.runners.supervisor import Limits, Supervisor, stage_modules, workers_can_build
 from soraprep.curate.stage import error_dict
-from soraprep.manifest import read_table, write_manifest
+from soraprep.manifest import read_table, temp_path, write_manifest
 
 _STATE: dict[str, Any] = {}
 
@@ -125,11 +129,12 @@ _CUT_COLUMNS = ("path", "cut_mode", "start_frame", "end_frame", "num_frames", "s
                 "width", "height", "aspect_ratio", "resolution")
 
 
-def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
+def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every stage on one unit and commit its rows. Returns a small summary for the progress bar.
 
     When the unit's analysis is stored under this recipe's analysis fingerprint, only the decision
     stages run (no decoding); a kept clip whose previous file was cut with the same settings is reused.
+    ``on_stage(name)`` is told each stage as it starts (the supervisor names it on a worker_died row).
     """
     if "setup_error" in _STATE:
         return {"key": unit["_key"], "fatal": _STATE["setup_error"]}
@@ -156,6 +161,8 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
                     _geometry(r)
         elif reused:
             continue
+        if on_stage is not None:
+            on_stage(stage.name)
         t0 = time.perf_counter()
         batch = rows
         if stage.name == "cut" and reuse_cut:
@@ -172,9 +179,10 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
             result = stage(batch)
             rows = result if batch is rows else rows
         except Exception as exc:  # a stage bug must not take the run down: the unit's rows record it
+            kind = "out_of_memory" if isinstance(exc, MemoryError) else "internal_error"
             for r in batch:
                 if not r.get("error"):
-                    r["error"] = error_dict(stage.name, "internal_error", f"{type(exc).__name__}: {exc}")
+                    r["error"] = error_dict(stage.name, kind, f"{type(exc).__name__}: {exc}")
         timings[stage.name] = timings.get(stage.name, 0.0) + time.perf_counter() - t0
     public = [_public(r) for r in rows]
     for r in public:
@@ -199,7 +207,7 @@ def _write_thumbs(out: Path, rows: list[dict[str, Any]]) -> None:
         if thumb and r.get("clip_id"):
             p = thumb_path(out, r["clip_id"])
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".partial-{p.name}")
+            tmp = temp_path(p)
             tmp.write_bytes(thumb)
             os.replace(tmp, p)
 
@@ -236,27 +244,56 @@ def _drop_orphans(out: Path, previous: list[dict[str, Any]], rows: list[dict[str
             thumb_path(out, r["clip_id"]).unlink(missing_ok=True)
 
 
+def commit_error(out: Path, unit: dict[str, Any], stage: str, kind: str, message: str,
+                 recipe_hash: str, fingerprints: dict[str, str] | None = None) -> dict[str, Any]:
+    """Commit ``unit`` as one error row, from the parent (its worker died, or was stopped): the same row
+    ``run_unit`` commits for a unit that failed before it had clips."""
+    row = _public(dict(unit))
+    row.update(error=error_dict(stage, kind, message), keep=False, filter_reason="error",
+               clip_id=f"{unit.get('_base_id') or unit.get('video_id')}-error")
+    row.setdefault("path", row.get("source"))
+    meta = {"soraprep.unit_timings": "{}", "soraprep.recipe_hash": recipe_hash}
+    if fingerprints:  # a rerun with other decisions re-runs this unit (no stored analysis), like any other
+        meta["soraprep.fingerprints"] = json.dumps(fingerprints)
+    write_manifest(unit_path(Path(out), unit["_key"]), [row], metadata=meta)
+    return {"key": unit["_key"], "clips": 1, "errors": 1, "timings": {}}
+
+
+def summary_of(out: Path, key: str) -> dict[str, Any]:
+    """The summary of a unit that is already committed."""
+    rows, timings = read_unit(Path(out), key)
+    return {"key": key, "clips": len(rows), "errors": sum(1 for r in rows if r.get("error")), "timings": timings}
+
+
 def read_unit(out: Path, key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
     table = read_table(unit_path(out, key))
     meta = table.schema.metadata or {}
     return table.to_pylist(), json.loads(meta.get(b"soraprep.unit_timings", b"{}"))
 
 
-def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1) -> Iterator[dict[str, Any]]:
-    """Run the units not yet committed; yields each unit's summary as it completes (any order)."""
+def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
+              limits: Limits | None = None) -> Iterator[dict[str, Any]]:
+    """Run the units not yet committed; yields each unit's summary as it completes (any order).
+
+    Units run in supervised worker processes (see :mod:`.supervisor`). With one worker they run in this
+    process instead (unsupervised: no memory bound, time limit or death detection) when every limit is
+    off (``Limits(max_memory_bytes=None)``, for debugging) or when a stage was defined where no worker can
+    import it (inside a function, in a notebook)."""
     todo = pending_units(units, out)
     if not todo:
         return
+    limits = limits or Limits()
     init = (recipe.sections, recipe.source, str(out))
-    if workers <= 1 or len(todo) == 1:
+    unlimited = limits.max_memory_bytes is None and limits.unit_timeout_s is None
+    if workers <= 1 and (unlimited or not workers_can_build(recipe)):
         _init_worker(*init)
         for u in todo:
             yield _checked(run_unit(u))
         return
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(processes=min(workers, len(todo)), initializer=_init_worker, initargs=init) as pool:
-        for summary in pool.imap_unordered(run_unit, todo, chunksize=1):
-            yield _checked(summary)  # raising here terminates the pool
+    with Supervisor(init_args=init, out=out, recipe_hash=recipe.hash, workers=min(workers, len(todo)),
+                    limits=limits, modules=stage_modules(recipe)) as sup:
+        for summary in sup.run(todo):
+            yield _checked(summary)  # raising here stops the workers
 
 
 def _checked(summary: dict[str, Any]) -> dict[str, Any]:
