@@ -291,7 +291,7 @@ def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 
             yield _checked(run_unit(u))
         return
     with Supervisor(init_args=init, out=out, recipe_hash=recipe.hash, workers=min(workers, len(todo)),
-                    limits=limits, modules=stage_modules(recipe)) as sup:
+                    limits=limits, modules=stage_modules(recipe), fingerprints=recipe.fingerprints()) as sup:
         for summary in sup.run(todo):
             yield _checked(summary)  # raising here stops the workers
 

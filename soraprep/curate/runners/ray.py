@@ -57,7 +57,8 @@ class _UnitActor:
     """A Ray Data callable class: one supervised worker process per actor (stages set up once), whole units."""
 
     def __init__(self, recipe_sections: dict, recipe_source: str, out: str, recipe_hash: str, limits,
-                 modules: list[str], auto_memory_cpus: float | None = None):
+                 modules: list[str], auto_memory_cpus: float | None = None,
+                 fingerprints: dict[str, str] | None = None):
         import dataclasses
         import os
 
@@ -67,9 +68,10 @@ class _UnitActor:
             slots = max(1, int((os.cpu_count() or 1) // auto_memory_cpus))
             limits = dataclasses.replace(limits, max_memory_bytes=auto_memory_bound(slots))
 
-        self._out, self._hash = Path(out), recipe_hash
+        self._out, self._hash, self._fingerprints = Path(out), recipe_hash, fingerprints
         self._sup = Supervisor(init_args=(recipe_sections, recipe_source, out), out=Path(out),
-                               recipe_hash=recipe_hash, workers=1, limits=limits, modules=modules)
+                               recipe_hash=recipe_hash, workers=1, limits=limits, modules=modules,
+                               fingerprints=fingerprints)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from soraprep.curate.runners import local
@@ -84,7 +86,7 @@ class _UnitActor:
                 summaries.append(local.commit_error(
                     self._out, unit, "runner", "worker_died",
                     f"the Ray actor running this unit died {tries - 1} times (it was restarted each time)",
-                    self._hash, self._sup.fingerprints()))
+                    self._hash, self._fingerprints))
             else:
                 summaries += self._sup.run([unit])
         return {"key": np.array([s["key"] for s in summaries]),
@@ -132,6 +134,7 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
                                                "recipe_source": recipe.source, "out": str(Path(out).resolve()),
                                                "recipe_hash": recipe.hash, "limits": limits or Limits(),
                                                "modules": stage_modules(recipe),
+                                               "fingerprints": recipe.fingerprints(),
                                                "auto_memory_cpus": max(cpus, 0.1) if auto_memory else None})
     for row in ds.iter_rows():
         yield _checked({"key": row["key"], "clips": int(row["clips"]), "errors": int(row["errors"]),

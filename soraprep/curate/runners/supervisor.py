@@ -209,11 +209,12 @@ class Supervisor:
     """Runs units in ``workers`` supervised child processes; reusable across :meth:`run` calls."""
 
     def __init__(self, *, init_args: tuple, out: Path, recipe_hash: str, workers: int = 1,
-                 limits: Limits = Limits(), modules: list[str] | None = None):
+                 limits: Limits = Limits(), modules: list[str] | None = None,
+                 fingerprints: dict[str, str] | None = None):
         self._ctx = mp.get_context("spawn")
         self._init, self._out, self._hash = init_args, Path(out), recipe_hash
         self._n, self.limits, self._modules = max(1, workers), limits, list(modules or [])
-        self._fingerprints: dict[str, str] | None = None
+        self._fingerprints = fingerprints  # the recipe's stage fingerprints, stamped on units committed here
         self._idle: list[_Worker] = []
 
     def close(self) -> None:
@@ -242,15 +243,7 @@ class Supervisor:
 
         if local.unit_path(self._out, unit["_key"]).exists():
             return local.summary_of(self._out, unit["_key"])
-        return local.commit_error(self._out, unit, stage, kind, message, self._hash, self.fingerprints())
-
-    def fingerprints(self) -> dict[str, str]:
-        """The recipe's stage fingerprints, stamped on units committed from here (as run_unit does)."""
-        if self._fingerprints is None:
-            from soraprep.curate.recipe import validate
-
-            self._fingerprints = validate(self._init[0], self._init[1]).fingerprints()
-        return self._fingerprints
+        return local.commit_error(self._out, unit, stage, kind, message, self._hash, self._fingerprints)
 
     def run(self, units: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Yield one summary per unit as it completes (any order); every unit ends committed."""
