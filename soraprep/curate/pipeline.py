@@ -28,6 +28,7 @@ from soraprep.curate.lock import clean_partials, out_lock
 from soraprep.curate.recipe import Recipe, RecipeError, check_filter_columns, load_recipe
 from soraprep.curate.runners.local import (
     analysis_path,
+    attach_indexes,
     pending_units,
     read_unit,
     run_local,
@@ -291,8 +292,6 @@ def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, c
     Scores are read from ``out/manifest.parquet``; only the ``filter``, ``cut`` and ``bucket`` sections of
     the new recipe matter. Clips that become kept are cut now; clips that become dropped keep their files.
     """
-    from soraprep.video.io import scan_packets
-
     t0 = time.perf_counter()
     out = Path(out)
     manifest = out / MANIFEST
@@ -317,7 +316,6 @@ def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, c
                           "with this recipe instead")
     stages = {s.name: s for s in rec.build(out) if s.name in ("filter", "cut", "bucket")}
     timings: dict[str, float] = {}
-    indexes: dict[str, Any] = {}
     for r in rows:
         r.pop("bucket", None), r.pop("bucket_height", None), r.pop("bucket_width", None), r.pop("bucket_frames", None)
     rows = apply_global(rows, rec, timings, refilter=False)  # e.g. dedup with a new max_hamming, then filter
@@ -327,14 +325,7 @@ def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, c
     to_cut = [r for r in rows if r.get("keep") and not r.get("error") and r.get("cut_mode") in (None, "none")]
     t = time.perf_counter()
     if stages["cut"].mode != "none":
-        for r in to_cut:
-            src = r["source"]
-            if src not in indexes:
-                try:
-                    indexes[src] = scan_packets(src)
-                except Exception:  # the cut stage records the error on the row
-                    indexes[src] = None
-            r["_index"] = indexes[src]
+        attach_indexes(to_cut)  # packet indexes for cutting (a demux, no decoding)
         stages["cut"](to_cut)
         for r in to_cut:
             r.pop("_index", None)

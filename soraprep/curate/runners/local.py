@@ -174,7 +174,7 @@ def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None
                 else:
                     batch.append(r)
         if stage.name == "cut" and reused and getattr(stage, "mode", "none") != "none":
-            _attach_indexes([r for r in batch if r.get("keep")])
+            attach_indexes([r for r in batch if r.get("keep")])
         try:
             result = stage(batch)
             rows = result if batch is rows else rows
@@ -212,7 +212,7 @@ def _write_thumbs(out: Path, rows: list[dict[str, Any]]) -> None:
             os.replace(tmp, p)
 
 
-def _attach_indexes(rows: list[dict[str, Any]]) -> None:
+def attach_indexes(rows: list[dict[str, Any]]) -> None:
     """Packet indexes for the cut stage (a demux, no decoding), one per source."""
     from soraprep.video.io import scan_packets
 
