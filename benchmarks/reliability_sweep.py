@@ -119,7 +119,7 @@ def build_corpus(folder: Path) -> dict[str, str]:
     damaged = bytearray(full)
     damaged[len(full) // 3: len(full) // 3 + 4096] = os.urandom(4096)
     add("damaged.mp4", "4 KiB of noise mid-stream").write_bytes(bytes(damaged))
-    _audio_only(add("audio_only.m4a", "audio-only file"))
+    _audio_only(add("audio_only.mp4", "audio-only MP4"))
     os.symlink(folder / "does-not-exist.mp4", add("dangling.mp4", "dangling symlink"))
     os.mkfifo(add("fifo.mp4", "FIFO named .mp4"))
     add("dir.mp4", "directory named .mp4").mkdir()
@@ -267,6 +267,8 @@ def main() -> int:
     record("SIGKILL after 4 s, then resume", cli(["curate", str(corpus), "-o", str(killed), "-q", "-w", "2"], t),
            killed)
     inner = corpus / "out-inside"
+    inner.mkdir()
+    plant_user_files(inner)
     for i in range(2):
         r = cli(["curate", str(corpus), "-o", str(inner), "-q", "-w", "2"], t)
         row = record(f"OUT inside the input folder, run {i + 1}", r, inner)
@@ -276,6 +278,8 @@ def main() -> int:
     shutil.rmtree(inner)
     # two runs on one OUT at once: the second must refuse (exit 2), the first must finish true
     both = WORK / "out-both"
+    both.mkdir()
+    plant_user_files(both)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p1 = subprocess.Popen([sys.executable, "-m", "soraprep.cli", "curate", str(corpus), "-o", str(both), "-q"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)

@@ -65,6 +65,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "bucket_height": pa.int64(),
     "bucket_width": pa.int64(),
     "bucket_frames": pa.int64(),
+    "damaged_frames": pa.int64(),    # frames of the span the decoder rejected (damaged packets)
     "provenance": pa.string(),       # JSON: score column -> {"by": scorer, "params": {...}}
     "error": ERROR_TYPE,             # null when the row is fine
     # captioning (soraprep.caption): failures go to caption_error, never to `error`

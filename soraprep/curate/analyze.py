@@ -162,6 +162,7 @@ class AnalyzeStage:
         sample_step = max(1, int(round(float(fps) * self.sample_every_s))) if self.sample_every_s > 0 else 0
         n = 0
         last = start - 1
+        seen = np.zeros(end - start, dtype=bool)  # which listed frames the decoder really returned
         w = h = None
         # reformatters keep their swscale context between calls (a fresh one per frame costs ~2 ms)
         thumb_fmt, sample_fmt = VideoReformatter(), VideoReformatter()
@@ -207,6 +208,8 @@ class AnalyzeStage:
                     samples[f.index] = jpg.tobytes()
             n += 1
             last = f.index
+            if start <= f.index < end:
+                seen[f.index - start] = True
         if n == 0:
             raise VideoError("no_frames_decoded", "the decoder returned no frame (unsupported codec or damaged stream)")
         if detector is not None:
@@ -217,6 +220,8 @@ class AnalyzeStage:
             row["_decode_note"] = f"decoded frames {start}..{decoded_end} of {start}..{end}"
         row["_analysis"] = {
             "start": start, "end": decoded_end, "decoded": n,
+            # listed frames the decoder rejected (damaged packets): each clip counts its own (damaged_frames)
+            "missing": (np.flatnonzero(~seen[: decoded_end - start]) + start).tolist(),
             "cuts": sorted({c for c in cuts if start < c < decoded_end}),
             "signals": {k: v for s in scorers for k, v in s.finish().items()},
             "thumbs": thumbs,

@@ -32,7 +32,8 @@ from soraprep.manifest import TMP_PREFIX, cell_problem, read_manifest, resolve_p
 from soraprep.video.io import video_id_for
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
-                    ".flv", ".wmv", ".3gp", ".ogv", ".vob", ".mxf", ".y4m", ".gif"}
+                    ".flv", ".wmv", ".3gp", ".ogv", ".vob", ".mxf", ".y4m", ".gif", ".nut",
+                    ".h264", ".264", ".h265", ".265", ".hevc", ".m2v"}  # raw elementary streams too
 MANIFEST_EXTENSIONS = {".parquet", ".jsonl"}
 # columns an input manifest row may carry that curation recomputes for each clip
 _RECOMPUTED = {"path", "num_frames", "height", "width", "aspect_ratio", "resolution", "fps", "fps_rational",

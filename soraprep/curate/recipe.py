@@ -32,7 +32,7 @@ BUILTIN = ("default", "opensora-like")
 MAX_RECIPE_BYTES = 1 << 20
 MAX_NODES = 100_000  # values in a recipe once YAML aliases are expanded
 #: bump when probe/analyze/split/score write other values for the same settings: reruns then re-analyse
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2  # 2: damaged_frames
 
 
 #: settings that change where or how fast a stage runs, not what it writes: left out of fingerprints
@@ -311,7 +311,7 @@ def validate(sections: dict[str, Any], source: str = "recipe") -> Recipe:
 
 
 #: columns the pipeline itself writes besides manifest.COLUMNS and the scorers' columns
-_PIPELINE_COLUMNS = {"decode_note", "dup_of", "is_duplicate"}
+_PIPELINE_COLUMNS = {"decode_note", "damaged_frames", "dup_of", "is_duplicate"}
 
 
 def check_filter_columns(recipe: Recipe, available: set[str] | None = None) -> None:

@@ -189,6 +189,7 @@ class SplitStage:
         thumb_idx = np.array(sorted(thumbs), dtype=np.int64)
         samples = an.get("samples") or {}
         sample_idx = np.array(sorted(samples), dtype=np.int64)
+        missing = np.asarray(an.get("missing") or [], dtype=np.int64)
         clips = []
         for k, (a, b) in enumerate(spans):
             clip = {key: val for key, val in row.items() if key not in ("_analysis",)}
@@ -200,6 +201,8 @@ class SplitStage:
             )
             if row.get("_decode_note"):  # a truncated/damaged stream: say which frames really decoded
                 clip["decode_note"] = row["_decode_note"]
+            # frames of the span the decoder rejected (damaged packets): a copied file holds them broken
+            clip["damaged_frames"] = int(np.count_nonzero((missing >= a) & (missing < b)))
             clip["duration_s"] = clip["end_s"] - clip["start_s"]
             mid = (a + b) // 2
             if len(thumb_idx):
