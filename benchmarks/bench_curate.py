@@ -127,11 +127,13 @@ def peak_rss_1080p() -> float:
     [p] = make_inputs(1, 60, 1920, 1080, "rss")
     out = WORK / "out_rss"
     shutil.rmtree(out, ignore_errors=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "soraprep.cli", "curate", str(p), "-o", str(out), "-w", "1", "-q"],
-                   capture_output=True, check=False)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024  # MiB (ru_maxrss is KiB on Linux)
+    # measured from a fresh process: this one's RUSAGE_CHILDREN already holds the earlier, bigger runs
+    probe = ("import resource, subprocess, sys; "
+             "subprocess.run(sys.argv[1:], capture_output=True, check=False); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    res = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "soraprep.cli", "curate", str(p),
+                          "-o", str(out), "-w", "1", "-q"], capture_output=True, text=True, check=True)
+    return int(res.stdout.split()[-1]) / 1024  # MiB (ru_maxrss is KiB on Linux): the largest process
 
 
 def main() -> None:
