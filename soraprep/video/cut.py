@@ -38,12 +38,11 @@ from soraprep.video.io import (
     PacketIndex,
     VideoError,
     decode,
-    display_rotation,
     entry_point,
     open_container,
     scan_packets,
 )
-from soraprep.video.orient import display_size, upright_frame
+from soraprep.video.orient import display_rotation, display_size, upright_frame
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
 

@@ -8,11 +8,9 @@ with data, sorted by pts) — not ``t * nominal_fps``, which lies for variable-f
 from __future__ import annotations
 
 import heapq
-import math
 import os
 import re
 import stat
-import struct
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ import av
 import numpy as np
 
 from soraprep.types import VideoInfo
-from soraprep.video.orient import coded_size, display_size, rotate_array
+from soraprep.video.orient import coded_size, display_rotation, display_size, rotate_array
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.,-]+:")  # a URL or FFmpeg protocol prefix (one letter: a drive)
 #: Largest frame we agree to decode (width * height); bigger ones are refused before decoding.
@@ -238,98 +236,6 @@ def entry_point(index: PacketIndex, frame: int) -> tuple[int, int] | None:
     if j < 0 or index.entries[j] == 0:
         return None
     return int(index.entries[j]), int(index.entry_dts[j])
-
-
-def _boxes(buf: bytes, start: int, end: int):
-    """ISO-BMFF boxes in ``buf[start:end]``: (type, payload start, payload end)."""
-    i = start
-    while i + 8 <= end:
-        size, typ = struct.unpack(">I4s", buf[i:i + 8])
-        header = 8
-        if size == 1 and i + 16 <= end:
-            size, header = struct.unpack(">Q", buf[i + 8:i + 16])[0], 16
-        elif size == 0:
-            size = end - i
-        if size < header:
-            return
-        yield typ, i + header, min(i + size, end)
-        i += size
-
-
-def _read_moov(path: str, limit: int = 256 * 1024 * 1024) -> bytes | None:
-    """The ``moov`` box of an MP4/MOV, found by seeking over the top-level boxes (mdat is never read)."""
-    try:
-        with open(path, "rb") as fh:
-            pos = 0
-            while True:
-                fh.seek(pos)
-                head = fh.read(16)
-                if len(head) < 8:
-                    return None
-                size, typ = struct.unpack(">I4s", head[:8])
-                header = 8
-                if size == 1 and len(head) == 16:
-                    size, header = struct.unpack(">Q", head[8:16])[0], 16
-                elif size == 0:  # box runs to the end of the file
-                    size = os.fstat(fh.fileno()).st_size - pos
-                if size < header:
-                    return None
-                if typ == b"moov":
-                    fh.seek(pos + header)
-                    return fh.read(min(size - header, limit))
-                pos += size
-    except OSError:
-        return None
-
-
-def _mp4_rotation(path: str) -> int:
-    """Rotation (degrees) from the first video track's ``tkhd`` matrix of an MP4/MOV, without decoding."""
-    data = _read_moov(path)
-    if not data:
-        return 0
-    for t2, s2, e2 in _boxes(data, 0, len(data)):
-        if t2 != b"trak":
-            continue
-        tkhd = next(((s3, e3) for t3, s3, e3 in _boxes(data, s2, e2) if t3 == b"tkhd"), None)
-        is_video = any(t3 == b"mdia" and b"vide" in data[s3:e3][:200] for t3, s3, e3 in _boxes(data, s2, e2))
-        if not tkhd or not is_video:
-            continue
-        s3 = tkhd[0]
-        version = data[s3]
-        # version/flags, times, track id, reserved, duration; then reserved(8) layer alt_group volume reserved
-        off = s3 + (4 + 4 + 4 + 4 + 4 + 4 if version == 0 else 4 + 8 + 8 + 4 + 4 + 8) + 8 + 2 + 2 + 2 + 2
-        if off + 20 > len(data):
-            return 0
-        a, b = struct.unpack(">ii", data[off:off + 8])
-        return int(round(math.degrees(math.atan2(b / 65536, a / 65536)))) % 360
-    return 0
-
-
-def display_rotation(path: str | os.PathLike) -> int:
-    """Degrees clockwise (0, 90, 180, 270) to turn the coded picture to show it upright; see
-    :mod:`soraprep.video.orient`. MP4/MOV: from the ``tkhd`` display matrix (no frame read). Matroska/WebM
-    (where FFmpeg also keeps one, e.g. soraprep's own stream copies of ProRes): from the first decoded
-    frame's display matrix. Other containers: 0."""
-    path = str(path)
-    low = path.lower()
-    if "://" in path:
-        return 0
-    if low.endswith((".mp4", ".mov", ".m4v", ".3gp")):
-        return int(round(_mp4_rotation(path) / 90)) * 90 % 360
-    if low.endswith((".mkv", ".webm")):
-        return _first_frame_rotation(path)
-    return 0
-
-
-def _first_frame_rotation(path: str) -> int:
-    try:
-        with av.open(path, metadata_errors="ignore") as container:
-            for frame in container.decode(video=0):
-                # FFmpeg reports the display matrix counter-clockwise; we use clockwise
-                return int(round(-(frame.rotation or 0) / 90)) * 90 % 360
-    except (av.error.FFmpegError, OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def probe_with_index(path: str | os.PathLike) -> tuple[VideoInfo, PacketIndex]:
