@@ -112,6 +112,30 @@ def test_hog_killed_worker_and_hang_become_error_rows(tmp_path):
     assert wall < 120
 
 
+def test_worker_died_rows_follow_a_changed_recipe_like_any_other(tmp_path):
+    """A unit the supervisor commits for a dead worker carries the recipe's stage fingerprints, so a rerun with
+    other thresholds treats it like every other unit (re-decided, no --force needed) and it stays a true row."""
+    src = tmp_path / "in"
+    for name in ("die", "ok"):
+        _video(src / f"{name}.mp4")
+    marks = tmp_path / "marks"
+    recipe = _fault_recipe(tmp_path / "faults.yaml", {"die.mp4": "die"}, marks)
+    out = tmp_path / "out"
+    args = [str(src), "-o", str(out), "-q", "--no-report", "--max-worker-memory", "1GiB"]
+    assert _fault_cli([*args, "-r", str(recipe)]).returncode == 1
+    import pyarrow.parquet as pq
+
+    metas = [pq.read_schema(p).metadata for p in (out / ".soraprep" / "units").glob("*.parquet")]
+    assert len(metas) == 2 and all(b"soraprep.fingerprints" in m for m in metas)
+    stricter = json.loads(recipe.read_text()) | {"filter": {"sharpness": {"min": 1e9}}}
+    recipe.write_text(json.dumps(stricter))
+    res = _fault_cli([*args, "-r", str(recipe)])
+    assert res.returncode == 1, res.stderr[-2000:]  # not 2 ("analysed with other settings ... --force")
+    rows = _by_video(out)
+    assert rows["die"][0]["error"]["kind"] == "worker_died"
+    assert not rows["ok"][0]["keep"] and "sharpness" in rows["ok"][0]["filter_reason"]
+
+
 # --- item 7 on Ray: a unit that kills its worker every time ends as a row and the run ends -------------
 
 
