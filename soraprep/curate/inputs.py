@@ -20,16 +20,14 @@ text or absurdly long (``bad_id``), a ``clip_id`` already used by another source
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
 from soraprep.manifest import TMP_PREFIX, cell_problem, read_manifest, resolve_path, row_problem
-from soraprep.video.io import video_id_for
+from soraprep.video.io import not_a_file, video_id_for
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
                     ".flv", ".wmv", ".3gp", ".ogv", ".vob", ".mxf", ".y4m", ".gif", ".nut",
@@ -57,30 +55,6 @@ def unit_key(source: str, start_s: float | None, end_s: float | None, base_id: s
 
 def _error(stage_kind: str, message: str) -> dict[str, str]:
     return {"stage": "input", "kind": stage_kind, "message": message}
-
-
-def not_a_file(path: str | os.PathLike) -> tuple[str, str] | None:
-    """(kind, message) when ``path`` is not a regular file (or a link to one); None when it is.
-
-    Uses ``stat`` only: a FIFO, socket or device is never opened (opening a FIFO blocks forever).
-    """
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "symlink_loop", f"{os.fsdecode(path)}: symbolic link loop"
-        if os.path.islink(path):
-            return "not_found", f"{os.fsdecode(path)}: symbolic link to a missing file ({os.readlink(path)})"
-        if exc.errno == errno.ENOENT:
-            return "not_found", f"no such file: {os.fsdecode(path)}"
-        return "unreadable", f"{os.fsdecode(path)}: {exc.strerror or exc}"
-    if stat.S_ISREG(st.st_mode):
-        return None
-    if stat.S_ISDIR(st.st_mode):
-        return "is_a_directory", f"{os.fsdecode(path)} is a folder named like a video, not a video file"
-    what = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
-            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a file")
-    return "not_a_regular_file", f"{os.fsdecode(path)} is {what}, not a video file"
 
 
 def _file_unit(path: Path, problem: tuple[str, str] | None = None) -> dict[str, Any]:

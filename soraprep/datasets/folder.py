@@ -3,7 +3,8 @@
 Files are recognised by their content (magic bytes, see :mod:`soraprep.datasets.sniff`), then probed
 (container metadata, no decoding): a video without an extension is found, and a ``.mp4`` that is really
 a text or HTML file becomes an error row rather than a crash later. Other files (``.txt``, ``.json``,
-images) are not videos and are not rows. The walk is recursive, sorted (deterministic), and does not
+images) are not videos and are not rows; an entry named like a video that is not a regular file (FIFO,
+socket, broken link, symlink loop, folder) is an error row, found by ``stat`` and never opened. The walk is recursive, sorted (deterministic), and does not
 follow symlinked folders (no loops). A caption next to a video (``clip.mp4`` + ``clip.txt``) becomes its
 ``text``, verbatim apart from the final line break.
 
@@ -23,12 +24,14 @@ from soraprep.datasets.sniff import VIDEO_EXTENSIONS, sniff_file
 
 
 def iter_files(root: Path) -> Iterator[Path]:
-    """Every regular file under ``root``, sorted by relative path, without following symlinked folders."""
+    """Every entry under ``root`` that may be a video, sorted by relative path, without following symlinked
+    folders: regular files, and anything else named like a video (FIFO, socket, broken link, symlink loop,
+    a folder called ``x.mp4``), which :func:`parse` turns into an error row without opening it."""
     found = []
-    for dirpath, _dirnames, filenames in os.walk(root, followlinks=False):
-        for name in filenames:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in filenames + [d for d in dirnames if Path(d).suffix.lower() in VIDEO_EXTENSIONS]:
             p = Path(dirpath) / name
-            if p.is_file():
+            if p.is_file() or p.suffix.lower() in VIDEO_EXTENSIONS:
                 found.append((p.relative_to(root).as_posix(), p))
     for _, p in sorted(found):
         yield p
@@ -47,13 +50,20 @@ def _sidecar_caption(path: Path) -> str | None:
 
 @register("folder", license="your own videos: check that you hold the rights to train on them")
 def parse(ctx: ParseContext) -> Iterator[dict[str, Any]]:
-    from soraprep.video.io import VideoError, probe
+    from soraprep.video.io import VideoError, not_a_file, probe
 
     root = ctx.path
     if not root.is_dir():
         raise MetadataError(f"{root} is not a folder; --dataset folder scans a directory of videos")
     for path in iter_files(root):
         rel = path.relative_to(root).as_posix()
+        problem = not_a_file(path)  # stat only: a FIFO is never opened (that would block forever)
+        if problem:
+            ctx.records_read += 1
+            source = os.path.abspath(path)
+            yield ctx.error_row(None, problem[0], problem[1], video_id=rel, source=source, clip_index=0,
+                                location=source)
+            continue
         container = sniff_file(path)
         has_ext = path.suffix.lower() in VIDEO_EXTENSIONS
         if container is None and not has_ext:

@@ -7,6 +7,7 @@ with data, sorted by pts) — not ``t * nominal_fps``, which lies for variable-f
 
 from __future__ import annotations
 
+import errno
 import heapq
 import os
 import re
@@ -42,6 +43,30 @@ class VideoError(Exception):
 
 #: URL schemes FFmpeg may open; anything else ("file:", "concat:", "pipe:", "data:", "subfile,...:") is refused
 URL_SCHEMES = ("http", "https")
+
+
+def not_a_file(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(kind, message) when ``path`` is not a regular file (or a link to one); None when it is.
+
+    Uses ``stat`` only: a FIFO, socket or device is never opened (opening a FIFO blocks forever).
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink_loop", f"{os.fsdecode(path)}: symbolic link loop"
+        if os.path.islink(path):
+            return "not_found", f"{os.fsdecode(path)}: symbolic link to a missing file ({os.readlink(path)})"
+        if exc.errno == errno.ENOENT:
+            return "not_found", f"no such file: {os.fsdecode(path)}"
+        return "unreadable", f"{os.fsdecode(path)}: {exc.strerror or exc}"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return "is_a_directory", f"{os.fsdecode(path)} is a folder named like a video, not a video file"
+    what = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a file")
+    return "not_a_regular_file", f"{os.fsdecode(path)} is {what}, not a video file"
 
 
 def open_container(path: str | os.PathLike):

@@ -87,6 +87,11 @@ def test_odd_folder_entries_become_rows_and_non_utf8_name_survives(videos, tmp_p
         expected[b"device.mp4"] = "not_a_regular_file"
     assert kinds == expected
     assert len(rows) == len(expected)  # one row each, nothing dropped, nothing twice
+    # `ingest --dataset folder` makes the same rows (stat only: the FIFO is never opened, no hang)
+    ingested = tmp_path / "ingested.parquet"
+    res = _cli("ingest", "--dataset", "folder", str(d), "-o", str(ingested))
+    assert res.returncode == 1 and b"Traceback" not in res.stderr, res.stderr.decode(errors="replace")
+    assert {name: (r["error"] or {}).get("kind") for name, r in _by_name(read_manifest(ingested)).items()} == expected
     # the file whose name is not UTF-8 is curated and kept, and its exact name survives the manifest
     row = by[NON_UTF8]
     assert row["keep"] and row["source"] == os.fsdecode(os.path.join(os.fsencode(d), NON_UTF8))
