@@ -163,7 +163,8 @@ def _print_curate_summary(result, report_wanted: bool) -> None:
     from soraprep.curate.report import summarize
 
     s = summarize(result.rows)
-    console.print(f"[green]{s.rows} rows[/]: {s.kept} kept, {s.dropped} dropped by filters, {s.errors} errors "
+    console.print(f"[green]{s.rows} {'row' if s.rows == 1 else 'rows'}[/]: {s.kept} kept, {s.dropped} dropped by "
+                  f"filters, {s.errors} {'error' if s.errors == 1 else 'errors'} "
                   f"· {result.wall_s:.1f} s")
     if getattr(result, "redone", None):
         console.print("redone for the new recipe: " + ", ".join(f"{v} videos {k}" for k, v in result.redone.items()))

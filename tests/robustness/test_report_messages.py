@@ -88,8 +88,11 @@ def check_counts_agree(out: Path, console: str | None = None) -> dict[str, int]:
     assert table["dropped by filters"] == want["dropped"]
     assert sum(v for k, v in table.items() if k.startswith("failed at ")) == want["errors"]
     if console is not None:
-        assert (f"{want['rows']} rows: {want['kept']} kept, {want['dropped']} dropped by filters, "
-                f"{want['errors']} errors") in console
+        def n(count: int, word: str) -> str:
+            return f"{count} {word}" + ("" if count == 1 else "s")
+
+        assert (f"{n(want['rows'], 'row')}: {want['kept']} kept, {want['dropped']} dropped by filters, "
+                f"{n(want['errors'], 'error')}") in console
     return want
 
 
