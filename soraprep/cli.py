@@ -104,7 +104,7 @@ def curate_cmd(
                                     "re-analyse those videos instead of stopping (exit 2)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    runner: str = typer.Option("local", "--runner", help="local (process pool) | ray (Ray Data; pip install 'soraprep[ray]')."),
+    runner: str = typer.Option("local", "--runner", help="local (supervised worker processes) | ray (Ray Data; pip install 'soraprep[ray]')."),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. auto); default: start a local Ray."),
     max_worker_memory: str = typer.Option(
         "auto", "--max-worker-memory", metavar="SIZE",
