@@ -97,6 +97,13 @@ def open_container(path: str | os.PathLike):
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.error.InvalidDataError as exc:
+        if "://" not in path:
+            from soraprep.datasets.sniff import sniff_file
+
+            family = sniff_file(path)
+            if family is not None:  # a video container's header, but FFmpeg cannot open the rest
+                raise VideoError("damaged_container", f"{family} header found but the file cannot be opened "
+                                 f"(truncated or incomplete download? fetch it again): {exc}") from exc
         raise VideoError("not_a_video", f"not a recognised media container: {exc}") from exc
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise VideoError("open_failed", str(exc)) from exc

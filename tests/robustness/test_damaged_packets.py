@@ -67,3 +67,18 @@ def test_clips_with_damaged_packets_are_dropped_with_a_reason_and_kept_clips_are
     assert res.exit_code == 0, res.output
     rows = read_manifest(out / "manifest.parquet")
     assert rows[0]["keep"] and rows[0]["damaged_frames"] == rejected
+
+
+def test_truncated_download_is_named_as_such(tmp_path):
+    """An MP4 cut short (moov never written): its header is a video container's, so the row says the file is
+    damaged and suggests fetching it again, rather than 'not a video'."""
+    good = tmp_path / "good.mp4"
+    make_video(good, [Shot(30, speed=3)])
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "partial.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (tmp_path / "in" / "page.mp4").write_text("<html>404</html>" * 50)
+    res = CliRunner().invoke(app, ["curate", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-q"])
+    assert res.exit_code == 1, res.output
+    kinds = {r["source"].rsplit("/", 1)[-1]: r["error"]["kind"] for r in read_manifest(tmp_path / "out" / "manifest.parquet")}
+    assert kinds == {"partial.mp4": "damaged_container", "page.mp4": "not_a_video"}
+    assert "fetch it again" in " ".join(res.output.split())
