@@ -355,9 +355,8 @@ def _line_error(path: Path, line: int, kind: str, message: str) -> dict[str, Any
     return {"error": {"stage": "input", "kind": kind, "message": f"{path}:{line}: {message}"}}
 
 
-def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a manifest (Parquet or JSONL) as dicts; escaped file names (``fsbytes:``) are decoded."""
-    table = read_table(path)
+def table_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """A manifest table's rows as dicts, escaped file names (``fsbytes:``) decoded back to OS paths."""
     escaped = [name for name in PATH_COLUMNS if name in table.column_names
                and pa.types.is_string(table.schema.field(name).type)
                and pc.any(pc.starts_with(table[name], FSBYTES)).as_py()]
@@ -366,6 +365,11 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
         for r in rows:
             r[name] = decode_path(r[name])
     return rows
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a manifest (Parquet or JSONL) as dicts; escaped file names (``fsbytes:``) are decoded."""
+    return table_rows(read_table(path))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

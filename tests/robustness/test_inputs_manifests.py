@@ -312,3 +312,18 @@ def test_a_local_name_is_never_read_as_an_ffmpeg_protocol(videos, tmp_path, monk
     first, second = (json.loads(line) for line in res.stdout.splitlines())
     assert first["width"] == 320  # before: 256, the footage of in/ok.mp4
     assert second["error"]["kind"] == "unsupported_source"
+
+
+def test_non_utf8_name_survives_a_rerun_from_the_stored_analysis(videos, tmp_path):
+    """A rerun with other decisions (here --cut copy -> keyframe) re-cuts from the stored analysis rows; their
+    `source` must be the OS path again, not its fsbytes: escape (which curate refuses as a URL)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(videos["a"], os.path.join(os.fsencode(d), NON_UTF8))
+    out = tmp_path / "out"
+    for cut in ("copy", "keyframe"):
+        res = CliRunner().invoke(app, ["curate", str(d), "-o", str(out), "-q", "--no-report", "--cut", cut])
+        assert res.exit_code == 0, res.output
+        [row] = read_manifest(out / "manifest.parquet")
+        assert row["keep"] and not row["error"] and row["cut_mode"] == cut
+        assert row["source"] == os.fsdecode(os.path.join(os.fsencode(d), NON_UTF8))

@@ -29,7 +29,7 @@ from typing import Any
 from soraprep.curate.cutting import thumb_path
 from soraprep.curate.runners.supervisor import Limits, Supervisor, stage_modules, workers_can_build
 from soraprep.curate.stage import error_dict
-from soraprep.manifest import read_table, temp_path, write_manifest
+from soraprep.manifest import read_table, table_rows, temp_path, write_manifest
 
 _STATE: dict[str, Any] = {}
 
@@ -112,7 +112,7 @@ def _reusable_analysis(out: Path, key: str) -> list[dict[str, Any]] | None:
     try:
         if (unit_fingerprints(path) or {}).get("analysis") != _STATE["fingerprints"]["analysis"]:
             return None
-        return read_table(path).to_pylist()
+        return table_rows(read_table(path))  # file names as the OS sees them (fsbytes: decoded)
     except (OSError, ValueError):  # absent or unreadable: analyse again
         return None
 
@@ -120,7 +120,7 @@ def _reusable_analysis(out: Path, key: str) -> list[dict[str, Any]] | None:
 def _previous_rows(out: Path, key: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
     path = stale_path(out, key)
     try:
-        return read_table(path).to_pylist(), unit_fingerprints(path) or {}
+        return table_rows(read_table(path)), unit_fingerprints(path) or {}
     except (OSError, ValueError):
         return [], {}
 
@@ -268,7 +268,7 @@ def summary_of(out: Path, key: str) -> dict[str, Any]:
 def read_unit(out: Path, key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
     table = read_table(unit_path(out, key))
     meta = table.schema.metadata or {}
-    return table.to_pylist(), json.loads(meta.get(b"soraprep.unit_timings", b"{}"))
+    return table_rows(table), json.loads(meta.get(b"soraprep.unit_timings", b"{}"))
 
 
 def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
