@@ -251,6 +251,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--timeout", type=float, default=300.0, help="wall-clock limit per run (s)")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray runner run")
+    ap.add_argument("--kill-after", type=float, default=2.0, help="seconds before the kill -9 of the resume run")
     args = ap.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
     corpus = WORK / "in"
@@ -292,8 +293,8 @@ def main() -> int:
     killed = WORK / "out-killed"
     killed.mkdir()
     plant_user_files(killed)
-    cli(["curate", str(corpus), "-o", str(killed), "-q", "-w", "2"], t, kill_after=2.0)
-    row = record("SIGKILL after 2 s, then resume",
+    cli(["curate", str(corpus), "-o", str(killed), "-q", "-w", "2"], t, kill_after=args.kill_after)
+    row = record(f"SIGKILL after {args.kill_after:g} s, then resume",
                  cli(["curate", str(corpus), "-o", str(killed), "-q", "-w", "2"], t), killed)
     if _digest(killed) != _digest(first):  # resume must equal the uninterrupted run
         row["wrong_rows"] = row.get("wrong_rows", 0) + 1
