@@ -71,10 +71,6 @@ def _progress(total: int, enabled: bool):
                     TimeRemainingColumn(), disable=not enabled, transient=False)
 
 
-def _clean_partials(out: Path) -> None:
-    clean_partials(out)  # half-written files of a killed run: soraprep's own temp names only (see lock.py)
-
-
 class StaleOutError(RecipeError):
     """OUT holds videos analysed with other settings and ``force`` was not given (exit code 2)."""
 
@@ -190,7 +186,7 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
     units = collect_units([str(i) for i in inputs], skip_dirs=(out,))
     check_filter_columns(rec, {k for u in units for k in u if not k.startswith("_")})
     out.mkdir(parents=True, exist_ok=True)
-    _clean_partials(out)
+    clean_partials(out)  # half-written files of a killed run: soraprep's own temp names only (see lock.py)
     redone = reconcile(units, out, rec, force=force)
     with _progress(len(units), progress) as bar:
         task = bar.add_task("curate", total=len(units))
@@ -213,9 +209,7 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
         for k, v in unit_t.items():
             timings[k] = timings.get(k, 0.0) + v
     rows = apply_global(rows, rec, timings, refilter=True)
-    result = _finish(out, rows, rec, timings, t0, report, inputs=[str(i) for i in inputs], redone=redone)
-    result.redone = redone
-    return result
+    return _finish(out, rows, rec, timings, t0, report, inputs=[str(i) for i in inputs], redone=redone)
 
 
 def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, float], *,
@@ -273,7 +267,7 @@ def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: lis
         except Exception as exc:  # noqa: BLE001 - recorded in run.json; the CLI prints it as a warning
             run["report_error"] = f"{type(exc).__name__}: {exc}"
             (out / "run.json").write_text(json.dumps(run, indent=2))
-    return CurateResult(out, manifest, report_path, rows, timings, wall)
+    return CurateResult(out, manifest, report_path, rows, timings, wall, redone=redone or {})
 
 
 def _cut_settings(section: dict[str, Any] | None) -> dict[str, Any]:

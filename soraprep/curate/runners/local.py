@@ -184,6 +184,20 @@ def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None
                 if not r.get("error"):
                     r["error"] = error_dict(stage.name, kind, f"{type(exc).__name__}: {exc}")
         timings[stage.name] = timings.get(stage.name, 0.0) + time.perf_counter() - t0
+    public = _commit(out, unit, rows, timings, _STATE["recipe_hash"], fps)
+    _drop_orphans(out, previous, public)
+    stale_path(out, key).unlink(missing_ok=True)
+    return {"key": key, "clips": len(public), "errors": sum(1 for r in public if r.get("error")),
+            "timings": timings}
+
+
+def _commit(out: Path, unit: dict[str, Any], rows: list[dict[str, Any]], timings: dict[str, float],
+            recipe_hash: str, fingerprints: dict[str, str] | None) -> list[dict[str, Any]]:
+    """Write the unit's manifest rows atomically (the commit a resumed run skips); returns them.
+
+    Error rows get the same shape wherever they are committed (a worker's run_unit or the parent's
+    commit_error): ``keep`` false, ``filter_reason`` "error", ``path`` the source, a ``-error`` clip id when
+    the unit failed before it had clips."""
     public = [_public(r) for r in rows]
     for r in public:
         r.setdefault("keep", False)
@@ -192,13 +206,11 @@ def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None
         if r.get("error"):
             r["path"] = r.get("path") or r.get("source")
             r["filter_reason"] = "error"
-    meta = {"soraprep.unit_timings": json.dumps(timings), "soraprep.recipe_hash": _STATE["recipe_hash"],
-            "soraprep.fingerprints": json.dumps(fps)}
-    write_manifest(unit_path(out, key), public, metadata=meta)
-    _drop_orphans(out, previous, public)
-    stale_path(out, key).unlink(missing_ok=True)
-    return {"key": key, "clips": len(public), "errors": sum(1 for r in public if r.get("error")),
-            "timings": timings}
+    meta = {"soraprep.unit_timings": json.dumps(timings), "soraprep.recipe_hash": recipe_hash}
+    if fingerprints:  # a rerun with other decisions then treats this unit like any other (see reconcile)
+        meta["soraprep.fingerprints"] = json.dumps(fingerprints)
+    write_manifest(unit_path(Path(out), unit["_key"]), public, metadata=meta)
+    return public
 
 
 def _write_thumbs(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -248,14 +260,9 @@ def commit_error(out: Path, unit: dict[str, Any], stage: str, kind: str, message
                  recipe_hash: str, fingerprints: dict[str, str] | None = None) -> dict[str, Any]:
     """Commit ``unit`` as one error row, from the parent (its worker died, or was stopped): the same row
     ``run_unit`` commits for a unit that failed before it had clips."""
-    row = _public(dict(unit))
-    row.update(error=error_dict(stage, kind, message), keep=False, filter_reason="error",
+    row = dict(unit, error=error_dict(stage, kind, message),
                clip_id=f"{unit.get('_base_id') or unit.get('video_id')}-error")
-    row.setdefault("path", row.get("source"))
-    meta = {"soraprep.unit_timings": "{}", "soraprep.recipe_hash": recipe_hash}
-    if fingerprints:  # a rerun with other decisions re-runs this unit (no stored analysis), like any other
-        meta["soraprep.fingerprints"] = json.dumps(fingerprints)
-    write_manifest(unit_path(Path(out), unit["_key"]), [row], metadata=meta)
+    _commit(out, unit, [row], {}, recipe_hash, fingerprints)
     return {"key": unit["_key"], "clips": 1, "errors": 1, "timings": {}}
 
 
