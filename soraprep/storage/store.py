@@ -19,10 +19,13 @@ processes rebuild the filesystem lazily); credentials in ``storage_options`` tra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -325,3 +328,33 @@ class Store:
 def key_of(path: str) -> str:
     """A ``/``-separated relative key from a manifest's path cell (``clips/a.mp4``)."""
     return PurePosixPath(str(path).replace(os.sep, "/")).as_posix().lstrip("/")
+
+
+def split_url(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Store, str]:
+    """``s3://b/runs/r1/clips/a.mp4`` -> (Store of ``s3://b/runs/r1/clips``, ``"a.mp4"``)."""
+    text = str(url).rstrip("/")
+    if is_remote(text):
+        parent, _, name = text.rpartition("/")
+        if "://" not in parent or parent.endswith(":/"):
+            raise StorageError(f"{url}: name an object inside a bucket (scheme://bucket/key)")
+        return Store(parent, storage_options), name
+    p = Path(text)
+    return Store(p.parent, storage_options), p.name
+
+
+@contextlib.contextmanager
+def local_copy(url: str | os.PathLike, storage_options: dict[str, Any] | None = None,
+               scratch: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A local file holding ``url`` for the duration of the block.
+
+    Local paths are yielded as they are (no copy). A remote object is downloaded once into ``scratch``
+    (default: a fresh temp folder), atomically, and removed afterwards: decoders then seek on local disk
+    instead of issuing a ranged GET per seek (BENCHMARKS.md measures the two)."""
+    if not is_remote(url):
+        yield Path(str(url).split("://", 1)[1] if url_scheme(url) in LOCAL_SCHEMES else url)
+        return
+    store, name = split_url(str(url), storage_options)
+    with tempfile.TemporaryDirectory(prefix="soraprep-stage-", dir=scratch) as tmp:
+        local = Path(tmp) / (name or "object")
+        store.get_file(name, local)
+        yield local

@@ -60,3 +60,16 @@ def test_urls_and_options():
         parse_storage_options("[1]")
     with pytest.raises(StorageError, match="JSON object"):
         parse_storage_options("{bad")
+
+
+def test_local_copy_stages_remote_objects_and_passes_local_paths(store, tmp_path):
+    from soraprep.storage import local_copy
+
+    store.write_bytes("v/x.mp4", b"video")
+    with local_copy(store.url("v/x.mp4"), scratch=tmp_path) as p:
+        assert p.read_bytes() == b"video"
+        staged = p
+    if store.remote:
+        assert not staged.exists()  # removed after the block
+    else:
+        assert staged == store.local_path("v/x.mp4") and staged.exists()
