@@ -103,6 +103,10 @@ def curate_cmd(
                                help="OUT was curated with other analysis settings (analyze, split, scorers): "
                                     "re-analyse those videos instead of stopping (exit 2)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
+    no_single_file: bool = typer.Option(
+        False, "--no-single-file",
+        help="Write the manifest only as the OUT/manifest/ Parquet dataset (parts + _index.json), without the "
+             "single-file copies OUT/manifest.parquet and OUT/manifest.jsonl (big runs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     runner: str = typer.Option("local", "--runner", help="local (supervised worker processes) | ray (Ray Data; pip install 'soraprep[ray]')."),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. auto); default: start a local Ray."),
@@ -134,7 +138,8 @@ def curate_cmd(
         if rethreshold:
             if inputs:
                 fail_usage("--rethreshold OUT takes no INPUTS: it re-filters the manifest in OUT")
-            result = rethreshold_run(rethreshold, recipe=recipe, cut=cut, report=not no_report)
+            result = rethreshold_run(rethreshold, recipe=recipe, cut=cut, report=not no_report,
+                                     single_file=not no_single_file)
         else:
             if not out:
                 fail_usage("missing --out/-o OUT (the output folder)")
@@ -151,7 +156,8 @@ def curate_cmd(
                                "pip install 'soraprep[ray]' (or use --runner local)")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
                             report=not no_report, runner=runner, ray_address=ray_address, force=force,
-                            max_worker_memory=max_worker_memory, unit_timeout_s=unit_timeout)
+                            max_worker_memory=max_worker_memory, unit_timeout_s=unit_timeout,
+                            single_file=not no_single_file)
     except (RecipeError, InputError, ManifestError, StageSetupError, OutInUseError) as exc:
         fail_usage(str(exc))
     _print_curate_summary(result, report_wanted=not no_report)
@@ -160,9 +166,7 @@ def curate_cmd(
 
 def _print_curate_summary(result, report_wanted: bool) -> None:
     """Counts (the same as the report's), then each error kind with its count and one example message."""
-    from soraprep.curate.report import summarize
-
-    s = summarize(result.rows)
+    s = result.summary  # streamed from the manifest: the same counts as the report's
     console.print(f"[green]{s.rows} {'row' if s.rows == 1 else 'rows'}[/]: {s.kept} kept, {s.dropped} dropped by "
                   f"filters, {s.errors} {'error' if s.errors == 1 else 'errors'} "
                   f"· {result.wall_s:.1f} s")
@@ -233,13 +237,15 @@ def probe_cmd(
 
 @app.command("report")
 def report_cmd(out: str = typer.Argument(..., help="A curation output folder.")) -> None:
-    """Rebuild OUT/report.html from OUT/manifest.parquet.  Example: soraprep report out"""
-    from pathlib import Path
-
+    """Rebuild OUT/report.html from OUT's manifest (manifest.parquet or the manifest/ dataset; OUT may be a
+    store URL).  Example: soraprep report out"""
     from soraprep.curate.report import write_report
     from soraprep.manifest import ManifestError
+    from soraprep.manifest_dataset import locate
 
-    if not (Path(out) / "manifest.parquet").exists():
+    try:
+        locate(out)
+    except ManifestError:
         fail_usage(f"{out}/manifest.parquet not found: run `soraprep curate ... -o {out}` first")
     try:
         path = write_report(out)
@@ -250,7 +256,7 @@ def report_cmd(out: str = typer.Argument(..., help="A curation output folder."))
 
 @app.command("export")
 def export_cmd(
-    manifest: str = typer.Argument(..., help="A manifest.parquet."),
+    manifest: str = typer.Argument(..., help="A manifest: .parquet, .jsonl, a manifest/ dataset or a curate OUT."),
     out: str = typer.Option(..., "--out", "-o", help="Output file."),
     fmt: str = typer.Option("opensora-csv", "--format", help="opensora-csv | jsonl"),
     all_rows: bool = typer.Option(False, "--all", help="Also rows that were dropped or failed."),
@@ -263,7 +269,8 @@ def export_cmd(
     """
     import os
 
-    from soraprep.manifest import ManifestError, export_opensora_csv, read_manifest, write_jsonl
+    from soraprep.manifest import ManifestError, export_opensora_csv, write_jsonl
+    from soraprep.manifest_dataset import iter_manifest, locate
 
     if fmt not in ("opensora-csv", "jsonl"):
         fail_usage(f"--format must be opensora-csv or jsonl, got {fmt!r}")
@@ -273,16 +280,25 @@ def export_cmd(
             fail_usage(f"-o {out} is the manifest {protected} itself: choose another output file")
     check_out_file(out, "-o/--out")  # not a folder, not under a file
     try:
-        rows = read_manifest(manifest)
+        source = locate(manifest)
+        source.schema()  # an unreadable manifest is a usage error before anything is written
     except ManifestError as exc:
         fail_usage(str(exc))
+    rows = iter_manifest(source)  # streamed: one batch of rows in memory at a time
     skipped: list[str] = []
     if fmt == "opensora-csv":
         n = export_opensora_csv(rows, out, manifest, only_kept=not all_rows, skipped=skipped)
     else:
-        sel = rows if all_rows else [r for r in rows if r.get("keep") and not r.get("error")]
-        write_jsonl(out, sel)
-        n = len(sel)
+        counted = [0]
+
+        def selected():
+            for r in rows:
+                if all_rows or (r.get("keep") and not r.get("error")):
+                    counted[0] += 1
+                    yield r
+
+        write_jsonl(out, selected())
+        n = counted[0]
     console.print(f"{n} rows -> {escape(out)}", highlight=False)
     for message in skipped[:10]:
         console.print(f"[yellow]not exported:[/] {escape(message)}", highlight=False)

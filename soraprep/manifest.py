@@ -222,23 +222,13 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path
     return path
 
 
-def read_table(path: str | os.PathLike) -> pa.Table:
-    path = Path(path)
-    if not path.exists():
-        raise ManifestError(f"manifest not found: {path}")
-    if not path.is_file():
-        raise ManifestError(f"{path} is not a file: give a manifest (.parquet or .jsonl)")
-    if path.suffix == ".jsonl":
-        return rows_to_table(_read_jsonl(path))
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise ManifestError(f"{path} is not a readable Parquet manifest: {str(exc).splitlines()[0]}") from exc
-    version = int((table.schema.metadata or {}).get(META_VERSION, b"0"))
-    if version > SCHEMA_VERSION:
-        raise ManifestError(f"{path} has manifest schema v{version}; this soraprep reads up to v{SCHEMA_VERSION}. "
-                            "Upgrade soraprep.")
-    return table
+def read_table(path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> pa.Table:
+    """Every row of a manifest as one Arrow table: a ``.parquet`` or ``.jsonl`` file, a ``manifest/`` dataset
+    folder or its ``_index.json``, a curate output folder, or a store URL of any of these (see
+    :func:`soraprep.manifest_dataset.locate`; stream big ones with ``iter_manifest``)."""
+    from soraprep.manifest_dataset import locate
+
+    return locate(path, storage_options).table()
 
 
 # Python types a JSONL value may have for each Arrow type of a known column
@@ -367,22 +357,25 @@ def table_rows(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
-def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a manifest (Parquet or JSONL) as dicts; escaped file names (``fsbytes:``) are decoded."""
-    return table_rows(read_table(path))
+def read_manifest(path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Rows of a manifest (any form :func:`read_table` takes) as dicts; escaped file names (``fsbytes:``) are
+    decoded. Holds every row: stream with :func:`soraprep.manifest_dataset.iter_manifest` instead."""
+    return table_rows(read_table(path, storage_options))
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    meta = read_table(path).schema.metadata or {}
-    return {k.decode(): v.decode() for k, v in meta.items()}
+def read_metadata(path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """The manifest's schema metadata (recipe, fingerprints, ...) without reading its rows (JSONL: reads it)."""
+    from soraprep.manifest_dataset import locate
+
+    return locate(path, storage_options).metadata()
 
 
 def resolve_path(manifest_path: str | os.PathLike, path: str) -> str:
-    """A row's ``path`` as usable here: URLs and absolute paths as-is, others relative to the manifest."""
-    path = decode_path(path)
-    if "://" in path or os.path.isabs(path):
-        return path
-    return str(Path(manifest_path).resolve().parent / path)
+    """A row's ``path`` as usable here: URLs and absolute paths as-is, others relative to the manifest's
+    folder; for a ``manifest/`` dataset (or a run folder) relative to the run folder, where the clips are."""
+    from soraprep.manifest_dataset import resolve_row_path
+
+    return resolve_row_path(manifest_path, path)
 
 
 def export_opensora_csv(rows: Iterable[dict[str, Any]], out: str | os.PathLike, manifest_path: str | os.PathLike,

@@ -30,34 +30,52 @@ from soraprep.curate.runners.local import (
     analysis_path,
     attach_indexes,
     pending_units,
-    read_unit,
     run_local,
     stale_path,
     unit_fingerprints,
     unit_path,
 )
-from soraprep.manifest import read_manifest, read_metadata, temp_path, write_manifest
+from soraprep.manifest import read_manifest, read_metadata, temp_path
 
 MANIFEST = "manifest.parquet"
 
 
 @dataclass
 class CurateResult:
+    """A finished run. ``manifest`` is ``OUT/manifest.parquet`` (or the ``OUT/manifest/`` dataset with
+    ``single_file=False``); ``totals`` are the index's counts. ``rows`` reads the manifest on first access:
+    the run itself never holds every row."""
+
     out: Path
     manifest: Path
     report: Path | None
-    rows: list[dict[str, Any]]
+    totals: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     redone: dict[str, int] = field(default_factory=dict)  # {"redecided": n, "reanalysed": m} videos
+    _rows: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row of the manifest (read on first access; stream big runs with ``iter_manifest(result.manifest)``)."""
+        if self._rows is None:
+            self._rows = read_manifest(self.manifest)
+        return self._rows
+
+    @property
+    def summary(self):
+        """The run's counts (:class:`soraprep.curate.report.RunSummary`), streamed from the manifest."""
+        from soraprep.curate.report import summarize
+
+        return summarize(self.manifest)
 
     @property
     def errors(self) -> int:
-        return sum(1 for r in self.rows if r.get("error"))
+        return self.totals.get("errors", 0)
 
     @property
     def kept(self) -> int:
-        return sum(1 for r in self.rows if r.get("keep"))
+        return self.totals.get("kept", 0)
 
     @property
     def exit_code(self) -> int:
@@ -162,7 +180,7 @@ def _locked_fn(position: int, fn):
 def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | None = None, workers: int = 1,
            cut: str | None = None, progress: bool = False, report: bool = True, runner: str = "local",
            ray_address: str | None = None, force: bool = False, max_worker_memory: int | str | None = "auto",
-           unit_timeout_s: float | None = None) -> CurateResult:
+           unit_timeout_s: float | None = None, single_file: bool = True) -> CurateResult:
     """Curate ``inputs`` (files, folders, manifests) into ``out``; resumes a previous run in ``out``.
 
     ``runner="ray"`` runs the same stages on a Ray cluster (``ray_address``; a local one when None).
@@ -172,6 +190,8 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
     shared by the workers; None/0: no bound) or a unit running past ``unit_timeout_s`` is stopped and its
     unit committed as an error row (``out_of_memory``, ``timeout``); a unit whose worker dies twice becomes
     ``worker_died``. OUT is locked while it runs (a second run raises ``OutInUseError``).
+    The manifest is assembled from the unit commits as ``OUT/manifest/`` (parts + index, see
+    :mod:`.assemble`); ``single_file`` also streams ``OUT/manifest.parquet`` and ``OUT/manifest.jsonl``.
     """
     from soraprep.curate.runners.supervisor import Limits, parse_size
 
@@ -201,15 +221,8 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
             summaries = run_local(units, recipe=rec, out=out, workers=workers, limits=limits)
         for _summary in summaries:
             bar.advance(task, 1)
-    rows: list[dict[str, Any]] = []
-    timings: dict[str, float] = {}
-    for u in units:
-        unit_rows, unit_t = read_unit(out, u["_key"])
-        rows += unit_rows
-        for k, v in unit_t.items():
-            timings[k] = timings.get(k, 0.0) + v
-    rows = apply_global(rows, rec, timings, refilter=True)
-    return _finish(out, rows, rec, timings, t0, report, inputs=[str(i) for i in inputs], redone=redone)
+    return _finish(out, None, rec, {}, t0, report, inputs=[str(i) for i in inputs], redone=redone,
+                   keys=[u["_key"] for u in units], single_file=single_file, workers=workers)
 
 
 def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, float], *,
@@ -244,17 +257,53 @@ def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, flo
     return rows
 
 
+def _part_map(workers: int, units: int):
+    """The ``map`` for the assembly's tasks: this process for small runs, else a process pool."""
+    import contextlib
+
+    from soraprep.curate.assemble import SCAN_CHUNK
+
+    if workers <= 1 or units <= SCAN_CHUNK:
+        return contextlib.nullcontext(map)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    @contextlib.contextmanager
+    def pool():
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            yield ex.map
+
+    return pool()
+
+
 def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str],
-            redone: dict[str, int] | None = None, rethreshold_of: str | None = None) -> CurateResult:
-    fps = json.dumps(rec.fingerprints(), sort_keys=True)
-    meta = {"soraprep.recipe": rec.to_yaml(), "soraprep.recipe_hash": rec.hash, "soraprep.fingerprints": fps}
-    if rethreshold_of:  # rows re-filtered from a run made with this recipe (its analysis and cut spans)
-        meta["soraprep.rethreshold_of"] = rethreshold_of
-    manifest = write_manifest(out / MANIFEST, rows, metadata=meta, jsonl=True)
-    rows = read_manifest(manifest)  # every row with every column, as readers will see them
+            redone: dict[str, int] | None = None, rethreshold_of: str | None = None, *,
+            keys: list[str] | None = None, single_file: bool = True, workers: int = 1) -> CurateResult:
+    """Write the manifest (dataset + index, single-file copies), run.json and the report.
+
+    ``keys``: assemble from those unit commits (curate: no row is held here); ``rows``: a manifest held in
+    memory (``--rethreshold``)."""
+    from soraprep.curate.assemble import DATASET, assemble, finish_single_files, manifest_metadata
+    from soraprep.manifest import rows_to_table
+    from soraprep.manifest_dataset import ManifestSource, write_rows_dataset
+    from soraprep.storage.store import Store
+
+    store = Store(out)
+    meta = manifest_metadata(rec, rethreshold_of)
+    if keys is not None:
+        with _part_map(workers, len(keys)) as map_fn:
+            asm = assemble(store, keys, rec, map_fn, metadata=meta, single_file=single_file)
+        index = asm.index
+        for k, v in asm.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    else:
+        index = write_rows_dataset(store, rows_to_table(rows, meta))
+        del rows
+        finish_single_files(store, ManifestSource("dataset", store, DATASET, str(out / DATASET)), single_file)
+    manifest = out / (MANIFEST if single_file else DATASET)
     wall = time.perf_counter() - t0
-    run = {"inputs": inputs, "recipe": rec.source, "recipe_hash": rec.hash, "fingerprints": json.loads(fps),
-           "redone": redone or {}, "stage_time_s": timings, "wall_time_s": wall, "rows": len(rows)}
+    run = {"inputs": inputs, "recipe": rec.source, "recipe_hash": rec.hash, "fingerprints": rec.fingerprints(),
+           "redone": redone or {}, "stage_time_s": timings, "wall_time_s": wall, "rows": index["totals"]["rows"]}
     if rethreshold_of:
         run["rethreshold_of"] = rethreshold_of
     (out / "run.json").write_text(json.dumps(run, indent=2))
@@ -267,7 +316,8 @@ def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: lis
         except Exception as exc:  # noqa: BLE001 - recorded in run.json; the CLI prints it as a warning
             run["report_error"] = f"{type(exc).__name__}: {exc}"
             (out / "run.json").write_text(json.dumps(run, indent=2))
-    return CurateResult(out, manifest, report_path, rows, timings, wall, redone=redone or {})
+    totals = {k: index["totals"][k] for k in ("rows", "kept", "errors")}
+    return CurateResult(out, manifest, report_path, totals, timings, wall, redone=redone or {})
 
 
 def _cut_settings(section: dict[str, Any] | None) -> dict[str, Any]:
@@ -280,15 +330,16 @@ def _cut_settings(section: dict[str, Any] | None) -> dict[str, Any]:
 
 @_locked(0)
 def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, cut: str | None = None,
-                report: bool = True) -> CurateResult:
+                report: bool = True, single_file: bool = True) -> CurateResult:
     """Re-apply the recipe's filters (and cut/bucket newly kept clips) to a finished run, without decoding.
 
     Scores are read from ``out/manifest.parquet``; only the ``filter``, ``cut`` and ``bucket`` sections of
     the new recipe matter. Clips that become kept are cut now; clips that become dropped keep their files.
+    Holds the run's rows in memory (the in-memory path of the global stages, ``apply_global``).
     """
     t0 = time.perf_counter()
     out = Path(out)
-    manifest = out / MANIFEST
+    manifest = out  # its manifest.parquet, else its manifest/ dataset
     rows = read_manifest(manifest)
     import yaml
 
@@ -326,5 +377,7 @@ def rethreshold(out: str | Path, *, recipe: str | Path | Recipe | None = None, c
     timings["cut"] = time.perf_counter() - t
     rows = stages["bucket"](rows)
     previous = read_metadata(manifest)
-    return _finish(out, rows, rec, timings, t0, report, inputs=[str(manifest)],
+    from soraprep.manifest_dataset import locate
+
+    return _finish(out, rows, rec, timings, t0, report, inputs=[locate(manifest).name], single_file=single_file,
                    rethreshold_of=previous.get("soraprep.rethreshold_of") or previous.get("soraprep.recipe_hash"))

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
 from soraprep.curate.registry import register
 from soraprep.curate.score.ocr import decode_sample
@@ -131,18 +132,34 @@ class DedupStage:
     def setup(self) -> None:
         pass
 
-    def __call__(self, rows: list[Row]) -> list[Row]:
-        """All rows, in manifest order."""
-        hashes = [None if failed(r) or not r.get("phash") else int(r["phash"], 16) for r in rows]
-        first = first_duplicates(hashes, self.max_hamming)
+    #: the columns ``results`` reads: the pipeline projects just these from every unit (no row dicts)
+    reads = ("clip_id", "phash", "error")
+
+    def results(self, columns: dict) -> pa.Table:
+        """``dup_of`` and ``is_duplicate`` for every row, in manifest order, from the ``reads`` columns
+        (Arrow arrays; ``error`` counts as set where it is valid). Null for rows skipped (an error or no hash)."""
+        failed_rows = columns["error"].is_valid().to_pylist()
+        hashes = [None if bad or not h else int(h, 16) for h, bad in zip(columns["phash"].to_pylist(), failed_rows)]
+        first = pa.array(first_duplicates(hashes, self.max_hamming), type=pa.int64())
+        dup_of = columns["clip_id"].take(first).cast(pa.string())
+        is_dup = [None if h is None else int(j is not None) for h, j in zip(hashes, first.to_pylist())]
+        return pa.table({"dup_of": dup_of, "is_duplicate": pa.array(is_dup, type=pa.int64())})
+
+    def apply(self, rows: list[Row], results: pa.Table) -> None:
+        """Set this stage's columns from ``results`` (one row each) on ``rows``; provenance on hashed rows."""
         prov = {"by": f"soraprep.dedup@{VERSION}", "params": asdict(self)}
-        for r, h, j in zip(rows, hashes, first):
-            if h is None:
-                r["dup_of"], r["is_duplicate"] = None, None
+        for r, dup, flag in zip(rows, results.column("dup_of").to_pylist(), results.column("is_duplicate").to_pylist()):
+            r["dup_of"], r["is_duplicate"] = dup, flag
+            if flag is None:
                 continue
-            r["dup_of"] = None if j is None else rows[j]["clip_id"]
-            r["is_duplicate"] = 0 if j is None else 1
             p = json.loads(r.get("provenance") or "{}")
             p["is_duplicate"] = p["dup_of"] = prov
             r["provenance"] = json.dumps(p, sort_keys=True)
+
+    def __call__(self, rows: list[Row]) -> list[Row]:
+        """All rows, in manifest order (``--rethreshold``'s in-memory path; the same as results + apply)."""
+        columns = {"clip_id": pa.array([r.get("clip_id") for r in rows], type=pa.string()),
+                   "phash": pa.array([r.get("phash") or None for r in rows], type=pa.string()),
+                   "error": pa.array([True if failed(r) else None for r in rows], type=pa.bool_())}
+        self.apply(rows, self.results(columns))
         return rows

@@ -1,0 +1,515 @@
+r"""The manifest as a Parquet dataset: part files plus a small index, written and read without holding all rows.
+
+A curate run keeps its manifest as ``OUT/manifest/part-00000.parquet ...`` and ``OUT/manifest/_index.json``
+(parts written by workers, the index last; see :mod:`soraprep.curate.assemble`). Every part has the same
+Arrow schema (the run's unified schema), so any Parquet reader can open the folder; the index says which
+parts belong to the manifest, their row counts, the run's totals and the recipe metadata::
+
+    {"format": "soraprep.manifest", "schema_version": 1, "metadata": {"soraprep.recipe": ...},
+     "columns": [{"name": "clip_id", "type": "string"}, ...],
+     "parts": [{"file": "part-00000.parquet", "rows": 500000, "kept": 1234, "errors": 5, "units": 5000,
+                "first_unit": "...", "last_unit": "...", "bytes": ...}, ...],
+     "totals": {"rows": ..., "kept": ..., "errors": ..., "units": ..., "parts": ...}}
+
+``OUT/manifest.parquet`` and ``OUT/manifest.jsonl`` are single-file copies streamed from the parts
+(:func:`write_single_files`). Readers (:func:`locate`, :func:`iter_manifest`, and ``read_manifest`` in
+:mod:`soraprep.manifest`) accept a ``.parquet``, a ``.jsonl``, a dataset folder, its ``_index.json``, a run
+folder (its ``manifest.parquet`` when there is one, else its dataset), and store URLs of each. Clip paths
+in a dataset are relative to the run folder (:func:`manifest_base`).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from soraprep.manifest import (
+    _ALWAYS,
+    COLUMNS,
+    META_VERSION,
+    SCHEMA_VERSION,
+    ManifestError,
+    decode_path,
+    temp_path,
+)
+from soraprep.storage.store import Store, is_remote, url_scheme
+
+DATASET = "manifest"                 # the dataset folder inside OUT
+INDEX = "_index.json"
+SINGLE_PARQUET = "manifest.parquet"  # the single-file copies inside OUT
+SINGLE_JSONL = "manifest.jsonl"
+ROW_GROUP_ROWS = 65_536              # rows buffered per Parquet row group (bounds a writer's memory)
+_PART = re.compile(r"^part-\d{5,}\.parquet$")
+
+
+def part_name(part_no: int) -> str:
+    return f"part-{part_no:05d}.parquet"
+
+
+# --- schema ------------------------------------------------------------------------------------------
+
+def unify_schemas(schemas: Iterable[pa.Schema]) -> pa.Schema:
+    """One schema for tables whose extra columns were typed per table: ``null`` fields (a column that was
+    all null there) take the other tables' type, ``int64`` and ``double`` become ``double`` (what one
+    ``pa.array`` over all values would infer). Field order is left to :func:`manifest_schema`."""
+    schemas = [s for s in schemas if s is not None]
+    if not schemas:
+        return pa.schema([])
+    try:
+        return pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise ManifestError(f"a column mixes value types across units ({str(exc).splitlines()[0]}); "
+                            "give it one type in every row") from exc
+
+
+def manifest_schema(schema: pa.Schema, metadata: dict[str, str] | None = None) -> pa.Schema:
+    """The manifest's column order and types for the fields of ``schema``: known columns in ``COLUMNS``
+    order with their fixed types (the always-present ones even when absent), then the others sorted by
+    name, a column with no value anywhere (``null``) as ``string`` — exactly what ``rows_to_table`` makes
+    of the same rows."""
+    have = {f.name: f.type for f in schema}
+    fields = [pa.field(c, t) for c, t in COLUMNS.items() if c in have or c in _ALWAYS]
+    for name in sorted(set(have) - set(COLUMNS)):
+        t = have[name]
+        fields.append(pa.field(name, pa.string() if pa.types.is_null(t) else t))
+    meta = {META_VERSION: str(SCHEMA_VERSION).encode()}
+    for k, v in (metadata or {}).items():
+        meta[k.encode()] = v.encode()
+    return pa.schema(fields, metadata=meta)
+
+
+def null_typed(schema: pa.Schema, table_or_counts) -> pa.Schema:
+    """``schema`` with every extra (not a known) column that holds no value typed ``null``.
+
+    ``table_or_counts``: the table itself, or ``{column: has_values}``."""
+    fields = []
+    for f in schema:
+        if f.name in COLUMNS:
+            fields.append(f)
+            continue
+        if isinstance(table_or_counts, dict):
+            empty = not table_or_counts.get(f.name, True)
+        else:
+            col = table_or_counts.column(f.name)
+            empty = col.null_count == len(col)
+        fields.append(pa.field(f.name, pa.null()) if empty else f)
+    return pa.schema(fields)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns, order and types (absent columns null)."""
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            c = table.column(f.name)
+            if c.type != f.type:
+                try:
+                    c = c.cast(f.type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                    c = pa.array(c.to_pylist(), type=f.type)  # e.g. ints past 2**53 into double, as pa.array does
+        else:
+            c = pa.nulls(len(table), f.type)
+        cols.append(c)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def schema_bytes(schema: pa.Schema) -> bytes:
+    return schema.serialize().to_pybytes()
+
+
+def schema_from_bytes(data: bytes) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(data))
+
+
+# --- atomic streamed writers ---------------------------------------------------------------------------
+
+class _Staged:
+    """A local file that becomes ``key`` of ``store`` on :meth:`commit`: a temp name beside the target and a
+    rename (local store), or a scratch file and one upload (object store). Nothing is visible before."""
+
+    def __init__(self, store: Store, key: str):
+        self.store, self.key = store, key
+        if store.remote:
+            self._dir = tempfile.mkdtemp(prefix="soraprep-part-")
+            self.path = Path(self._dir) / Path(key).name
+        else:
+            self._dir = None
+            target = store.local_path(key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.path = temp_path(target)
+
+    def commit(self) -> None:
+        try:
+            if self.store.remote:
+                self.store.put_file(self.path, self.key)
+            else:
+                with open(self.path, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(self.path, self.store.local_path(self.key))
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        else:
+            self.path.unlink(missing_ok=True)
+
+
+class ParquetSink:
+    """Rows written to one Parquet object in row groups of ``row_group_rows``, streamed (bounded memory)."""
+
+    def __init__(self, store: Store, key: str, schema: pa.Schema, row_group_rows: int = ROW_GROUP_ROWS):
+        self.schema, self.row_group_rows = schema, row_group_rows
+        self._staged = _Staged(store, key)
+        self._writer = pq.ParquetWriter(str(self._staged.path), schema)
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._buffer.append(table)
+        self._buffered += len(table)
+        self.rows += len(table)
+        if self._buffered >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._writer.write_table(pa.concat_tables(self._buffer), row_group_size=self.row_group_rows)
+        self._buffer, self._buffered = [], 0
+
+    def close(self) -> None:
+        try:
+            self._flush()
+            self._writer.close()
+        except BaseException:
+            self._staged.discard()
+            raise
+        self._staged.commit()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self._writer.close()
+            self._staged.discard()
+
+
+def write_single_files(store: Store, source: ManifestSource, *, parquet: bool = True, jsonl: bool = True,
+                       batch_rows: int = ROW_GROUP_ROWS) -> None:
+    """``OUT/manifest.parquet`` and ``OUT/manifest.jsonl`` streamed from the dataset ``source`` (one batch of
+    rows in memory at a time); the same rows, columns, types and metadata as the parts."""
+    schema = source.schema()
+    sink = ParquetSink(store, SINGLE_PARQUET, schema) if parquet else None
+    lines = _Staged(store, SINGLE_JSONL) if jsonl else None
+    fh = open(lines.path, "w", encoding="utf-8") if lines else None  # noqa: SIM115 - closed below
+    try:
+        for batch in source.batches(batch_rows=batch_rows):
+            if sink:
+                sink.write(pa.Table.from_batches([batch], schema=schema))
+            if fh:
+                for row in batch.to_pylist():
+                    fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        if fh:
+            fh.close()
+            lines.commit()
+        if sink:
+            sink.close()
+    except BaseException:
+        if fh and not fh.closed:
+            fh.close()
+        if lines:
+            lines.discard()
+        if sink:
+            sink._writer.close()
+            sink._staged.discard()
+        raise
+
+
+def write_index(store: Store, *, schema: pa.Schema, parts: list[dict[str, Any]], units: int | None = None,
+                prefix: str = DATASET) -> dict[str, Any]:
+    """Write ``<prefix>/_index.json`` (last: it names the parts) and remove part files it does not name
+    (a previous run's extra parts). Returns the index."""
+    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k != META_VERSION}
+    index = {
+        "format": "soraprep.manifest", "schema_version": SCHEMA_VERSION, "metadata": meta,
+        "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
+        "arrow_schema": base64.b64encode(schema_bytes(schema)).decode(),  # exact types, for readers
+        "parts": parts,
+        "totals": {"rows": sum(p["rows"] for p in parts), "kept": sum(p["kept"] for p in parts),
+                   "errors": sum(p["errors"] for p in parts), "parts": len(parts),
+                   "units": units if units is not None else sum(p.get("units", 0) for p in parts)},
+    }
+    store.write_text(f"{prefix}/{INDEX}", json.dumps(index, indent=1, ensure_ascii=False))
+    named = {p["file"] for p in parts}
+    for key in store.list(prefix):
+        name = key.rsplit("/", 1)[-1]
+        if _PART.match(name) and name not in named and key.count("/") == prefix.count("/") + 1:
+            store.delete(key)
+    return index
+
+
+def part_counts(table: pa.Table) -> dict[str, int]:
+    """Rows, kept rows and error rows of a manifest table (the index's counts)."""
+    import pyarrow.compute as pc
+
+    kept = int(pc.sum(pc.fill_null(table.column("keep"), False).cast(pa.int64())).as_py() or 0) \
+        if "keep" in table.column_names else 0
+    errors = int(table.column("error").is_valid().cast(pa.int64()).to_numpy().sum()) \
+        if "error" in table.column_names else 0
+    return {"rows": len(table), "kept": kept, "errors": errors}
+
+
+def write_rows_dataset(store: Store, table: pa.Table, *, rows_per_part: int = 500_000,
+                       prefix: str = DATASET) -> dict[str, Any]:
+    """A manifest held in memory (``--rethreshold``, captioning in place) written as the dataset form."""
+    parts = []
+    n = len(table)
+    for part_no, start in enumerate(range(0, max(n, 1), rows_per_part)):
+        chunk = table.slice(start, rows_per_part)
+        with ParquetSink(store, f"{prefix}/{part_name(part_no)}", table.schema) as sink:
+            sink.write(chunk)
+        parts.append({"file": part_name(part_no), **part_counts(chunk)})
+    return write_index(store, schema=table.schema, parts=parts, prefix=prefix)
+
+
+# --- reading -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ManifestSource:
+    """Where a manifest lives: ``kind`` ``parquet`` / ``jsonl`` (``key`` is the file) or ``dataset``
+    (``key`` is the dataset folder, ``""`` for the store root), inside ``store``."""
+
+    kind: str
+    store: Store
+    key: str
+    name: str  # as the user gave it (messages)
+
+    @property
+    def url(self) -> str:
+        return self.store.url(self.key)
+
+    def index(self) -> dict[str, Any]:
+        if self.kind != "dataset":
+            raise ValueError("only a dataset has an index")
+        return _read_index(self.store, self._k(INDEX), self.name)
+
+    def _k(self, name: str) -> str:
+        return f"{self.key}/{name}" if self.key else name
+
+    def _open(self, key: str):
+        return str(self.store.local_path(key)) if not self.store.remote else self.store.open(key, "rb")
+
+    def _parquet(self, key: str) -> pq.ParquetFile:
+        try:
+            return pq.ParquetFile(self._open(key))
+        except (pa.ArrowException, OSError) as exc:
+            where = self.store.url(key)
+            raise ManifestError(f"{where} is not a readable Parquet manifest: {str(exc).splitlines()[0]}") from exc
+
+    def schema(self) -> pa.Schema:
+        """The manifest's Arrow schema (with its metadata) without reading rows (JSONL: reads the file)."""
+        if self.kind == "parquet":
+            return _checked(self._parquet(self.key).schema_arrow, self.name)
+        if self.kind == "jsonl":
+            return self.table().schema
+        index = self.index()
+        if index.get("arrow_schema"):
+            schema = schema_from_bytes(base64.b64decode(index["arrow_schema"]))
+        elif index["parts"]:
+            schema = self._parquet(self._k(index["parts"][0]["file"])).schema_arrow
+        else:
+            from soraprep.manifest import rows_to_table
+
+            schema = rows_to_table([]).schema
+        meta = {META_VERSION: str(index.get("schema_version", SCHEMA_VERSION)).encode()}
+        meta.update({k.encode(): str(v).encode() for k, v in (index.get("metadata") or {}).items()})
+        return schema.with_metadata(meta)
+
+    def metadata(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in (self.schema().metadata or {}).items()}
+
+    def batches(self, columns: list[str] | None = None, batch_rows: int = ROW_GROUP_ROWS) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow record batches, in manifest order (``columns``: a projection; names the manifest
+        lacks are skipped)."""
+        if self.kind == "jsonl":
+            table = self.table()
+            if columns is not None:
+                table = table.select([c for c in columns if c in table.column_names])
+            yield from table.to_batches(max_chunksize=batch_rows)
+            return
+        if self.kind == "parquet":
+            files = [self.key]
+        else:
+            files = [self._k(p["file"]) for p in self.index()["parts"]]
+        for key in files:
+            pf = self._parquet(key)
+            if self.kind == "parquet":
+                _checked(pf.schema_arrow, self.name)
+            cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+            yield from pf.iter_batches(batch_size=batch_rows, columns=cols)
+
+    def table(self) -> pa.Table:
+        """Every row in one Arrow table (the in-memory readers; prefer :meth:`batches`)."""
+        if self.kind == "jsonl":
+            from soraprep.manifest import _read_jsonl, rows_to_table
+
+            if self.store.remote:
+                from soraprep.storage.store import local_copy
+
+                with local_copy(self.url, self.store.storage_options) as local:
+                    return rows_to_table(_read_jsonl(local))
+            return rows_to_table(_read_jsonl(self.store.local_path(self.key)))
+        if self.kind == "parquet":
+            pf = self._parquet(self.key)
+            try:
+                table = pf.read()
+            except (pa.ArrowException, OSError) as exc:
+                raise ManifestError(f"{self.name} is not a readable Parquet manifest: "
+                                    f"{str(exc).splitlines()[0]}") from exc
+            return table.replace_schema_metadata(_checked(table.schema, self.name).metadata)
+        schema = self.schema()
+        batches = list(self.batches())
+        return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+
+
+def _checked(schema: pa.Schema, name: str) -> pa.Schema:
+    version = int((schema.metadata or {}).get(META_VERSION, b"0"))
+    if version > SCHEMA_VERSION:
+        raise ManifestError(f"{name} has manifest schema v{version}; this soraprep reads up to "
+                            f"v{SCHEMA_VERSION}. Upgrade soraprep.")
+    return schema
+
+
+def _read_index(store: Store, key: str, name: str) -> dict[str, Any]:
+    try:
+        index = json.loads(store.read_text(key))
+    except FileNotFoundError:
+        raise ManifestError(f"manifest not found: {store.url(key)}") from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{store.url(key)} is not a manifest index: {exc}") from exc
+    if not isinstance(index, dict) or not isinstance(index.get("parts"), list):
+        raise ManifestError(f"{store.url(key)} is not a manifest index (no parts list)")
+    if int(index.get("schema_version", 0)) > SCHEMA_VERSION:
+        raise ManifestError(f"{name} has manifest schema v{index['schema_version']}; this soraprep reads up to "
+                            f"v{SCHEMA_VERSION}. Upgrade soraprep.")
+    return index
+
+
+def locate(path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> ManifestSource:
+    """Which manifest ``path`` names: a ``.parquet``/``.jsonl`` file, a dataset folder or its ``_index.json``,
+    or a run folder (its ``manifest.parquet`` if present, else ``manifest/``, else ``manifest.jsonl``);
+    local paths and store URLs alike. Raises :class:`ManifestError` when there is none."""
+    text = str(path)
+    remote = is_remote(text)
+    if not remote and url_scheme(text) in ("file", "local"):
+        text = text.split("://", 1)[1]
+    if remote:
+        return _locate_remote(text.rstrip("/"), storage_options)
+    p = Path(text)
+    if not p.exists():
+        raise ManifestError(f"manifest not found: {path}")
+    if p.is_file():
+        store = Store(p.parent, storage_options)
+        if p.name == INDEX:
+            return ManifestSource("dataset", store, "", text)
+        return ManifestSource("jsonl" if p.suffix == ".jsonl" else "parquet", store, p.name, text)
+    if not p.is_dir():
+        raise ManifestError(f"{path} is not a file: give a manifest (.parquet or .jsonl)")
+    store = Store(p, storage_options)
+    if (p / INDEX).is_file():
+        return ManifestSource("dataset", store, "", text)
+    if (p / SINGLE_PARQUET).is_file():
+        return ManifestSource("parquet", store, SINGLE_PARQUET, str(p / SINGLE_PARQUET))
+    if (p / DATASET / INDEX).is_file():
+        return ManifestSource("dataset", store, DATASET, str(p / DATASET))
+    if (p / SINGLE_JSONL).is_file():
+        return ManifestSource("jsonl", store, SINGLE_JSONL, str(p / SINGLE_JSONL))
+    raise ManifestError(f"{path} is not a file: give a manifest (.parquet or .jsonl), a manifest/ dataset "
+                        "folder or a curate output folder")
+
+
+def _locate_remote(url: str, storage_options: dict[str, Any] | None) -> ManifestSource:
+    parent, _, name = url.rpartition("/")
+    if name.endswith((".parquet", ".jsonl")) or name == INDEX:
+        store = Store(parent, storage_options)
+        if not store.isfile(name):
+            raise ManifestError(f"manifest not found: {url}")
+        if name == INDEX:
+            return ManifestSource("dataset", store, "", url)
+        return ManifestSource("jsonl" if name.endswith(".jsonl") else "parquet", store, name, url)
+    store = Store(url, storage_options)
+    listing = store.list("")  # one listing call
+    if INDEX in listing:
+        return ManifestSource("dataset", store, "", url)
+    if SINGLE_PARQUET in listing:
+        return ManifestSource("parquet", store, SINGLE_PARQUET, f"{url}/{SINGLE_PARQUET}")
+    if f"{DATASET}/{INDEX}" in listing:
+        return ManifestSource("dataset", store, DATASET, f"{url}/{DATASET}")
+    if SINGLE_JSONL in listing:
+        return ManifestSource("jsonl", store, SINGLE_JSONL, f"{url}/{SINGLE_JSONL}")
+    raise ManifestError(f"manifest not found: {url} (no manifest.parquet, manifest/_index.json or "
+                        "manifest.jsonl there)")
+
+
+def iter_manifest(path: str | os.PathLike | ManifestSource, columns: list[str] | None = None,
+                  batch_rows: int = ROW_GROUP_ROWS, *, batches: bool = False,
+                  storage_options: dict[str, Any] | None = None) -> Iterator[Any]:
+    """Stream a manifest in manifest order: row dicts (escaped file names decoded, as ``read_manifest``
+    gives them) or, with ``batches=True``, Arrow record batches as stored. One batch in memory at a time
+    (a JSONL manifest is read whole: its column types are inferred over every line)."""
+    source = path if isinstance(path, ManifestSource) else locate(path, storage_options)
+    for batch in source.batches(columns=columns, batch_rows=batch_rows):
+        if batches:
+            yield batch
+            continue
+        from soraprep.manifest import table_rows
+
+        yield from table_rows(pa.Table.from_batches([batch]))
+
+
+@functools.lru_cache(maxsize=256)
+def manifest_base(manifest_path: str) -> str:
+    """The folder relative ``path`` cells of ``manifest_path``'s rows are relative to: a file's folder; for a
+    dataset (its folder, its ``_index.json`` or a part file) and a run folder, the run folder (OUT)."""
+    text = str(manifest_path).rstrip("/") or "/"
+    if is_remote(text):
+        parent, _, name = text.rpartition("/")
+        if name == INDEX or _PART.match(name):
+            return parent.rpartition("/")[0]
+        if name.endswith((".parquet", ".jsonl")) or name == DATASET:
+            return parent
+        return text
+    p = Path(text).resolve()
+    if p.name == INDEX or (_PART.match(p.name) and (p.parent / INDEX).is_file()):
+        return str(p.parent.parent)
+    if p.is_dir():
+        return str(p.parent) if (p / INDEX).is_file() else str(p)
+    return str(p.parent)
+
+
+def resolve_row_path(manifest_path: str | os.PathLike, path: str) -> str:
+    """A row's ``path`` as usable here: URLs and absolute paths as-is, others joined to :func:`manifest_base`."""
+    path = decode_path(path)
+    if "://" in path or os.path.isabs(path):
+        return path
+    base = manifest_base(str(manifest_path))
+    if is_remote(base):
+        return base.rstrip("/") + "/" + path.replace(os.sep, "/").lstrip("/")
+    return str(Path(base) / path)
