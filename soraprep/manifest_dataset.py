@@ -256,13 +256,17 @@ def write_index(store: Store, *, schema: pa.Schema, parts: list[dict[str, Any]],
                    "errors": sum(p["errors"] for p in parts), "parts": len(parts),
                    "units": units if units is not None else sum(p.get("units", 0) for p in parts)},
     }
-    store.write_text(f"{prefix}/{INDEX}", json.dumps(index, indent=1, ensure_ascii=False))
+    store.write_text(_join(prefix, INDEX), json.dumps(index, indent=1, ensure_ascii=False))
     named = {p["file"] for p in parts}
     for key in store.list(prefix):
-        name = key.rsplit("/", 1)[-1]
-        if _PART.match(name) and name not in named and key.count("/") == prefix.count("/") + 1:
+        folder, _, name = key.rpartition("/")
+        if _PART.match(name) and name not in named and folder == prefix.strip("/"):
             store.delete(key)
     return index
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
 
 
 def part_counts(table: pa.Table) -> dict[str, int]:
@@ -283,7 +287,7 @@ def write_rows_dataset(store: Store, table: pa.Table, *, rows_per_part: int = 50
     n = len(table)
     for part_no, start in enumerate(range(0, max(n, 1), rows_per_part)):
         chunk = table.slice(start, rows_per_part)
-        with ParquetSink(store, f"{prefix}/{part_name(part_no)}", table.schema) as sink:
+        with ParquetSink(store, _join(prefix, part_name(part_no)), table.schema) as sink:
             sink.write(chunk)
         parts.append({"file": part_name(part_no), **part_counts(chunk)})
     return write_index(store, schema=table.schema, parts=parts, prefix=prefix)
@@ -311,7 +315,7 @@ class ManifestSource:
         return _read_index(self.store, self._k(INDEX), self.name)
 
     def _k(self, name: str) -> str:
-        return f"{self.key}/{name}" if self.key else name
+        return _join(self.key, name)
 
     def _open(self, key: str):
         return str(self.store.local_path(key)) if not self.store.remote else self.store.open(key, "rb")

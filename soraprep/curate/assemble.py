@@ -149,7 +149,7 @@ class PartTask:
     keys: tuple[str, ...]
     part_no: int
     schema: bytes                                  # the manifest schema (schema_bytes)
-    stages: tuple[tuple[str, dict], ...] = ()      # global stages: (name, kwargs)
+    stages: tuple[tuple[str, dict, str], ...] = ()  # global stages: (name, kwargs, module that registers it)
     results: tuple[bytes, ...] = ()                # each stage's results for this part's rows (IPC)
     refilter: dict | None = None                   # filter kwargs, re-applied when there are global stages
     prefix: str = DATASET
@@ -158,10 +158,15 @@ class PartTask:
 def write_part(task: PartTask) -> dict[str, Any]:
     """Write ``<prefix>/part-NNNNN.parquet`` from the unit commits ``task.keys`` (in order). Returns the
     part's index entry: file, rows, kept, errors, units, first/last unit, bytes, global_s."""
+    import importlib
+
+    import soraprep.curate.recipe  # noqa: F401 - registers the built-in stages (a fresh worker process)
     from soraprep.curate.registry import STAGES
 
+    for _name, _kw, module in task.stages:
+        importlib.import_module(module)  # a stage defined outside soraprep registers on import
     schema = schema_from_bytes(task.schema)
-    stages = [STAGES[name](**kw) for name, kw in task.stages]
+    stages = [STAGES[name](**kw) for name, kw, _module in task.stages]
     results = [_from_ipc(b) for b in task.results]
     filt = STAGES["filter"](**(task.refilter or {})) if stages else None
     counts = {"rows": 0, "kept": 0, "errors": 0}
@@ -228,7 +233,7 @@ def assemble(store: Store, keys: list[str], recipe, map_fn: Callable[[Callable, 
     from soraprep.curate.registry import STAGES
 
     names = recipe.global_stage_names()
-    stages = [(n, dict(recipe.stage_kwargs(n))) for n in names]
+    stages = [(n, dict(recipe.stage_kwargs(n)), STAGES[n].__module__) for n in names]
     reads = tuple(dict.fromkeys(c for n in names for c in STAGES[n].reads))
     chunks = [tuple(keys[i:i + scan_chunk]) for i in range(0, len(keys), scan_chunk)]
     unit_rows: list[int] = []
@@ -245,7 +250,7 @@ def assemble(store: Store, keys: list[str], recipe, map_fn: Callable[[Callable, 
     results: list[pa.Table] = []
     if stages:
         proj = pa.concat_tables(projections, promote_options="permissive") if projections else None
-        for name, kw in stages:
+        for name, kw, _module in stages:
             stage = STAGES[name](**kw)
             stage.setup()
             cols = {c: proj.column(c) if proj is not None else pa.chunked_array([], pa.null()) for c in stage.reads}
