@@ -133,7 +133,7 @@ def scan_units(task: ScanTask) -> dict[str, Any]:
         schemas.setdefault(typed.to_string(), typed)
         if task.reads:
             have = [c for c in task.reads if c in schema.names]
-            t = pf.read(columns=have) if have else pa.table({})
+            t = pf.read(columns=have, use_threads=False) if have else pa.table({})
             cols = {c: t.column(c) if c in have else pa.nulls(pf.metadata.num_rows, COLUMNS.get(c, pa.null()))
                     for c in task.reads}
             projected.append(pa.table(cols))
@@ -174,7 +174,7 @@ def write_part(task: PartTask) -> dict[str, Any]:
     key = f"{task.prefix}/{part_name(task.part_no)}"
     with ParquetSink(task.store, key, schema) as sink:
         for unit in task.keys:
-            raw = pq.read_table(_source(task.store, unit_key(unit)))
+            raw = pq.ParquetFile(_source(task.store, unit_key(unit))).read(use_threads=False)  # small files: ~8x faster
             if stages:
                 t = time.perf_counter()
                 rows = raw.to_pylist()

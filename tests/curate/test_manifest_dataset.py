@@ -199,3 +199,30 @@ def test_dataset_on_an_object_store(tmp_path, s3_bucket):
     assert [r["clip_id"] for r in iter_manifest(f"{run}/manifest", batch_rows=4)] == [r["clip_id"] for r in want]
     assert resolve_path(f"{run}/manifest", "clips/a.mp4") == f"{run}/clips/a.mp4"
     assert summarize(run).rows == len(want)
+
+
+def test_curate_no_single_file_then_report_export_rethreshold(tmp_path):
+    """The CLI end to end on the dataset form only: curate --no-single-file, report, export, --rethreshold."""
+    from soraprep.video.synth import Shot, make_video
+
+    src = tmp_path / "in"
+    make_video(src / "a.mp4", [Shot(30, seed=1), Shot(30, "static")], width=192, height=144)
+    (src / "bad.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["curate", str(src), "-o", str(out), "-q", "--no-single-file"])
+    assert res.exit_code == 1, res.output  # the bad file is an error row
+    assert not (out / "manifest.parquet").exists() and (out / "manifest" / INDEX).is_file()
+    assert f"manifest: {out / 'manifest'}" in " ".join(res.output.split())
+    rows = read_manifest(out)
+    assert len(rows) == 3 and sum(r["error"] is not None for r in rows) == 1
+    assert "3 rows: 1 kept, 1 dropped by filters, 1 error" in res.output
+    res = CliRunner().invoke(app, ["report", str(out)])
+    assert res.exit_code == 0 and "<b>1</b>kept" in (out / "report.html").read_text()
+    res = CliRunner().invoke(app, ["export", str(out / "manifest"), "-o", str(tmp_path / "train.csv")])
+    assert res.exit_code == 0, res.output
+    lines = (tmp_path / "train.csv").read_text().splitlines()
+    kept = [r for r in rows if r["keep"]]
+    assert len(lines) == 2 and lines[1].startswith(str(out.resolve() / kept[0]["path"]))
+    res = CliRunner().invoke(app, ["curate", "--rethreshold", str(out), "-q", "--no-single-file", "--no-report"])
+    assert res.exit_code == 1, res.output
+    assert read_manifest(out) == rows and not (out / "manifest.parquet").exists()
