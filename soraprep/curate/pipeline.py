@@ -306,7 +306,7 @@ def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: lis
            "redone": redone or {}, "stage_time_s": timings, "wall_time_s": wall, "rows": index["totals"]["rows"]}
     if rethreshold_of:
         run["rethreshold_of"] = rethreshold_of
-    (out / "run.json").write_text(json.dumps(run, indent=2))
+    store.write_text("run.json", json.dumps(run, indent=2))
     report_path = None
     if report:
         from soraprep.curate.report import write_report
@@ -315,7 +315,7 @@ def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: lis
             report_path = write_report(out)
         except Exception as exc:  # noqa: BLE001 - recorded in run.json; the CLI prints it as a warning
             run["report_error"] = f"{type(exc).__name__}: {exc}"
-            (out / "run.json").write_text(json.dumps(run, indent=2))
+            store.write_text("run.json", json.dumps(run, indent=2))
     totals = {k: index["totals"][k] for k in ("rows", "kept", "errors")}
     return CurateResult(out, manifest, report_path, totals, timings, wall, redone=redone or {})
 
