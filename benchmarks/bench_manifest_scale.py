@@ -121,15 +121,28 @@ def generate(out: Path, units: int, clips: int, seed: int = 0, procs: int = 2, b
     print(json.dumps({"generated_rows": rows, "units": units, "seconds": round(time.perf_counter() - t, 1)}))
 
 
-def measure(out: Path, single_file: bool, rows_per_part: int) -> dict:
+def _recipe(dedup: int | None):
+    from soraprep.curate.recipe import load_recipe, validate
+
+    if dedup is None:
+        return load_recipe()
+    import yaml
+
+    data = yaml.safe_load(load_recipe().to_yaml())
+    data.pop("version", None)
+    data["phash"], data["dedup"] = {}, {"max_hamming": dedup}
+    data["filter"]["is_duplicate"] = {"max": 0}
+    return validate(data, "bench")
+
+
+def measure(out: Path, single_file: bool, rows_per_part: int, dedup: int | None = None) -> dict:
     from soraprep.curate.assemble import assemble, manifest_metadata
-    from soraprep.curate.recipe import load_recipe
     from soraprep.curate.report_stats import collect
     from soraprep.storage.store import Store
 
     keys = json.loads((out / "keys.json").read_text())
-    rec = load_recipe()
-    result = {"units": len(keys), "single_file": single_file}
+    rec = _recipe(dedup)
+    result = {"units": len(keys), "single_file": single_file, "dedup_max_hamming": dedup}
     t = time.perf_counter()
     asm = assemble(Store(out), keys, rec, metadata=manifest_metadata(rec), rows_per_part=rows_per_part,
                    single_file=single_file)
@@ -161,11 +174,14 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=100)
     ap.add_argument("--rows-per-part", type=int, default=500_000)
     ap.add_argument("--single-file", action="store_true")
+    ap.add_argument("--dedup", type=int, default=None, metavar="MAX_HAMMING",
+                    help="add the phash + dedup global stages (projection path); dedup's own candidate search is "
+                         "quadratic in clips sharing a hash band, so use 0 (exact hashes) for millions of rows")
     args = ap.parse_args()
     if args.cmd in ("generate", "all") and not (args.out / "keys.json").exists():
         generate(args.out, args.units, args.clips)
     if args.cmd == "measure":
-        print(json.dumps(measure(args.out, args.single_file, args.rows_per_part)))
+        print(json.dumps(measure(args.out, args.single_file, args.rows_per_part, args.dedup)))
     if args.cmd == "all":  # each measurement in a fresh process: ru_maxrss is the process's own peak
         for extra in ([], ["--single-file"]):
             subprocess.run([sys.executable, __file__, "measure", "--out", str(args.out),

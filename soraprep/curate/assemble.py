@@ -228,10 +228,14 @@ def assemble(store: Store, keys: list[str], recipe, map_fn: Callable[[Callable, 
     """Write ``OUT/manifest/`` (parts + ``_index.json``) from the unit commits ``keys`` (manifest order),
     running the recipe's global stages over a column projection; then, when ``single_file``, stream
     ``OUT/manifest.parquet`` and ``OUT/manifest.jsonl`` from the parts (else remove stale copies).
-    ``map_fn(fn, tasks)`` runs the scan and part tasks (results in task order). Returns the index and the
-    stage timings summed over the units (plus ``global``)."""
+    ``map_fn(fn, tasks)`` runs the scan and part tasks (results in task order; e.g. a Ray runner's
+    ``lambda fn, xs: ray.get([ray.remote(fn).remote(x) for x in xs])``). ``metadata`` defaults to
+    :func:`manifest_metadata` of ``recipe``. Returns the index and the stage timings summed over the units
+    (plus ``global``)."""
     from soraprep.curate.registry import STAGES
 
+    if metadata is None:
+        metadata = manifest_metadata(recipe)
     names = recipe.global_stage_names()
     stages = [(n, dict(recipe.stage_kwargs(n)), STAGES[n].__module__) for n in names]
     reads = tuple(dict.fromkeys(c for n in names for c in STAGES[n].reads))
