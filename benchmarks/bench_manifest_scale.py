@@ -135,12 +135,13 @@ def _recipe(dedup: int | None):
     return validate(data, "bench")
 
 
-def measure(out: Path, single_file: bool, rows_per_part: int, dedup: int | None = None) -> dict:
+def measure(out: Path, single_file: bool, rows_per_part: int, dedup: int | None = None,
+            limit_units: int | None = None) -> dict:
     from soraprep.curate.assemble import assemble, manifest_metadata
     from soraprep.curate.report_stats import collect
     from soraprep.storage.store import Store
 
-    keys = json.loads((out / "keys.json").read_text())
+    keys = json.loads((out / "keys.json").read_text())[:limit_units]
     rec = _recipe(dedup)
     result = {"units": len(keys), "single_file": single_file, "dedup_max_hamming": dedup}
     t = time.perf_counter()
@@ -174,6 +175,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=100)
     ap.add_argument("--rows-per-part", type=int, default=500_000)
     ap.add_argument("--single-file", action="store_true")
+    ap.add_argument("--limit-units", type=int, default=None, help="assemble only the first N units")
     ap.add_argument("--dedup", type=int, default=None, metavar="MAX_HAMMING",
                     help="add the phash + dedup global stages (projection path); dedup's own candidate search is "
                          "quadratic in clips sharing a hash band, so use 0 (exact hashes) for millions of rows")
@@ -181,7 +183,7 @@ def main() -> None:
     if args.cmd in ("generate", "all") and not (args.out / "keys.json").exists():
         generate(args.out, args.units, args.clips)
     if args.cmd == "measure":
-        print(json.dumps(measure(args.out, args.single_file, args.rows_per_part, args.dedup)))
+        print(json.dumps(measure(args.out, args.single_file, args.rows_per_part, args.dedup, args.limit_units)))
     if args.cmd == "all":  # each measurement in a fresh process: ru_maxrss is the process's own peak
         for extra in ([], ["--single-file"]):
             subprocess.run([sys.executable, __file__, "measure", "--out", str(args.out),
