@@ -51,6 +51,7 @@ INDEX = "_index.json"
 SINGLE_PARQUET = "manifest.parquet"  # the single-file copies inside OUT
 SINGLE_JSONL = "manifest.jsonl"
 ROW_GROUP_ROWS = 65_536              # rows buffered per Parquet row group (bounds a writer's memory)
+_JSONL_ROWS = 4096                   # rows turned into dicts at a time for manifest.jsonl
 _PART = re.compile(r"^part-\d{5,}\.parquet$")
 
 
@@ -223,8 +224,8 @@ def write_single_files(store: Store, source: ManifestSource, *, parquet: bool = 
         for batch in source.batches(batch_rows=batch_rows):
             if sink:
                 sink.write(pa.Table.from_batches([batch], schema=schema))
-            if fh:
-                for row in batch.to_pylist():
+            for start in range(0, len(batch) if fh else 0, _JSONL_ROWS):  # row dicts: a few thousand at a time
+                for row in batch.slice(start, _JSONL_ROWS).to_pylist():
                     fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         if fh:
             fh.close()
