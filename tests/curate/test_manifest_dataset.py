@@ -29,6 +29,7 @@ from soraprep.manifest import (
     read_manifest,
     read_metadata,
     resolve_path,
+    rows_to_table,
     table_rows,
     write_manifest,
 )
@@ -226,3 +227,36 @@ def test_curate_no_single_file_then_report_export_rethreshold(tmp_path):
     res = CliRunner().invoke(app, ["curate", "--rethreshold", str(out), "-q", "--no-single-file", "--no-report"])
     assert res.exit_code == 1, res.output
     assert read_manifest(out) == rows and not (out / "manifest.parquet").exists()
+
+
+def test_caption_reads_a_dataset_and_writes_it_back_in_place(tmp_path):
+    """``soraprep caption OUT/manifest`` (a dataset whose clip paths are relative to OUT) captions every kept
+    clip and leaves a dataset; ``-o`` elsewhere re-bases the relative paths."""
+    from soraprep.caption import CaptionSettings, caption_manifest
+    from soraprep.caption.fake_server import FakeChatServer
+    from soraprep.manifest_dataset import write_rows_dataset
+    from soraprep.video.synth import Shot, make_video
+
+    out = tmp_path / "out"
+    rows = []
+    for k in range(2):
+        make_video(out / "clips" / f"c{k}.mp4", [Shot(20, seed=k)], width=96, height=64)
+        rows.append({"clip_id": f"c{k}", "video_id": f"v{k}", "source": "unused.mp4", "path": f"clips/c{k}.mp4",
+                     "num_frames": 20, "fps": 25.0, "keep": True, "error": None})
+    write_rows_dataset(Store(out), rows_to_table(rows), rows_per_part=1)
+    settings = CaptionSettings(backend="openai", model="fake-vlm", frames=2, concurrency=2,
+                               backend_options={"backoff_base_s": 0.01, "max_attempts": 2})
+    with FakeChatServer() as srv:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, base_url=srv.url)
+        s = caption_manifest(out / "manifest", settings=settings)
+        assert s.captioned == 2 and s.failed == 0
+        elsewhere = caption_manifest(out, out=tmp_path / "other" / "m.parquet", settings=settings)
+        assert elsewhere.previous == 2  # captions read back from the dataset
+    # rewritten as a dataset (one part now: the second, stale one is gone)
+    assert locate(out).kind == "dataset" and len(list((out / "manifest").glob("part-*.parquet"))) == 1
+    captioned = read_manifest(out)
+    assert [r["clip_id"] for r in captioned] == ["c0", "c1"] and all(r["caption"] for r in captioned)
+    moved = read_manifest(tmp_path / "other" / "m.parquet")
+    assert [r["path"] for r in moved] == ["../out/clips/c0.mp4", "../out/clips/c1.mp4"]
