@@ -248,45 +248,156 @@ def report_cmd(out: str = typer.Argument(..., help="A curation output folder."))
     console.print(f"report: {escape(str(path))}", highlight=False)
 
 
-@app.command("export")
-def export_cmd(
-    manifest: str = typer.Argument(..., help="A manifest.parquet."),
-    out: str = typer.Option(..., "--out", "-o", help="Output file."),
-    fmt: str = typer.Option("opensora-csv", "--format", help="opensora-csv | jsonl"),
-    all_rows: bool = typer.Option(False, "--all", help="Also rows that were dropped or failed."),
-) -> None:
-    """Export a manifest to another format.  Example: soraprep export out/manifest.parquet -o train.csv
+EXPORT_HELP = """Export a manifest for training: Open-Sora CSV, JSONL, WebDataset shards or a Parquet dataset.
 
-    Refuses (exit 2) to write over the input manifest or its JSONL twin, whatever the name (a symlink,
-    hard link or relative path to the same file). Exit 1 when a kept row cannot be written (a file name
-    that is not UTF-8 has no place in Open-Sora's CSV; the message names it).
-    """
+MANIFEST is a manifest file (.parquet/.jsonl) or a run folder, local or a store URL (s3://, gs://...).
+opensora-csv and jsonl write one file (-o FILE); webdataset and parquet write a folder or a store prefix
+(-o DIR_OR_URL). Kept rows only unless --all (webdataset --all: every row without an error).
+
+\b
+webdataset: shard-000000.tar ... each sample KEY.mp4 (the clip file), KEY.json (the manifest row),
+KEY.txt (the caption), shards closed before --shard-size bytes (or --shard-samples samples), manifest
+order, written whole (rename / one upload); shards.json last. A rerun skips shards already complete.
+parquet: part-00000.parquet ... of at most --rows-per-part rows, paths absolute (or URLs), _index.json.
+
+Refuses (exit 2) to write over the input manifest or its JSONL twin, whatever the name (a symlink,
+hard link or relative path to the same file). Exit 1 when a selected row cannot be written (a file name
+that is not UTF-8 has no place in Open-Sora's CSV; a clip file that is missing; the message names it).
+
+\b
+Examples:
+  soraprep export out/manifest.parquet -o train.csv
+  soraprep export s3://bucket/runs/r1 --format webdataset -o s3://bucket/shards/r1 --shard-size 1GiB
+  soraprep export out --format parquet -o out-parquet --rows-per-part 500000
+"""
+
+
+@app.command("export", help=EXPORT_HELP)
+def export_cmd(
+    manifest: str = typer.Argument(..., help="A manifest (.parquet/.jsonl) or run folder; local or URL."),
+    out: str = typer.Option(..., "--out", "-o", help="Output file (opensora-csv, jsonl) or folder / URL."),
+    fmt: str = typer.Option("opensora-csv", "--format", help="opensora-csv | jsonl | webdataset | parquet"),
+    all_rows: bool = typer.Option(False, "--all", help="Also rows that were dropped (and, except webdataset, failed)."),
+    shard_size: str = typer.Option("1GiB", "--shard-size", metavar="SIZE",
+                                   help="webdataset: most bytes per shard, e.g. 1GiB, 500MB, 1000000."),
+    shard_samples: int = typer.Option(None, "--shard-samples", min=1, help="webdataset: most samples per shard."),
+    rows_per_part: int = typer.Option(1_000_000, "--rows-per-part", min=1, help="parquet: most rows per part file."),
+    workers: int = typer.Option(8, "--workers", min=1, help="webdataset: clip files read at once."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options for store URLs, e.g. '{\"endpoint_url\": ...}'."),
+) -> None:
     import os
 
     from soraprep.manifest import ManifestError, export_opensora_csv, read_manifest, write_jsonl
+    from soraprep.storage import StorageError, is_remote, parse_storage_options
 
-    if fmt not in ("opensora-csv", "jsonl"):
-        fail_usage(f"--format must be opensora-csv or jsonl, got {fmt!r}")
-    src = os.path.splitext(manifest)[0]
-    for protected in {manifest, src + ".parquet", src + ".jsonl"}:
-        if os.path.exists(protected) and os.path.exists(out) and os.path.samefile(protected, out):
-            fail_usage(f"-o {out} is the manifest {protected} itself: choose another output file")
-    check_out_file(out, "-o/--out")  # not a folder, not under a file
+    formats = ("opensora-csv", "jsonl", "webdataset", "parquet")
+    if fmt not in formats:
+        fail_usage(f"--format must be one of {', '.join(formats)}, got {fmt!r}")
     try:
-        rows = read_manifest(manifest)
-    except ManifestError as exc:
+        options = parse_storage_options(storage_options)
+    except StorageError as exc:
+        fail_usage(str(exc))
+    if fmt in ("webdataset", "parquet"):
+        _export_dataset(manifest, out, fmt, all_rows=all_rows, shard_size=shard_size, shard_samples=shard_samples,
+                        rows_per_part=rows_per_part, workers=workers, options=options)
+        return
+    remote = is_remote(manifest) or is_remote(out)
+    if not remote:
+        src = os.path.splitext(manifest)[0]
+        for protected in {manifest, src + ".parquet", src + ".jsonl"}:
+            if os.path.exists(protected) and os.path.exists(out) and os.path.samefile(protected, out):
+                fail_usage(f"-o {out} is the manifest {protected} itself: choose another output file")
+        check_out_file(out, "-o/--out")  # not a folder, not under a file
+    elif os.path.splitext(str(manifest).rstrip("/"))[0] == os.path.splitext(str(out))[0]:
+        fail_usage(f"-o {out} is the manifest {manifest} itself: choose another output file")
+    try:
+        if remote:
+            from soraprep.storage.manifests import locate, read_rows, resolve
+
+            ref = locate(manifest, options)
+            rows = read_rows(manifest, options)
+            for r in rows:  # relative paths are relative to the manifest's folder on its store
+                if r.get("path"):
+                    r["path"] = resolve(ref.base, r["path"])
+        else:
+            rows = read_manifest(manifest)
+    except (ManifestError, StorageError) as exc:
         fail_usage(str(exc))
     skipped: list[str] = []
-    if fmt == "opensora-csv":
-        n = export_opensora_csv(rows, out, manifest, only_kept=not all_rows, skipped=skipped)
-    else:
-        sel = rows if all_rows else [r for r in rows if r.get("keep") and not r.get("error")]
-        write_jsonl(out, sel)
-        n = len(sel)
+    with _local_output(out, options) as local_out:
+        if fmt == "opensora-csv":
+            n = export_opensora_csv(rows, local_out, manifest if not remote else ".", only_kept=not all_rows,
+                                    skipped=skipped)
+        else:
+            sel = rows if all_rows else [r for r in rows if r.get("keep") and not r.get("error")]
+            write_jsonl(local_out, sel)
+            n = len(sel)
     console.print(f"{n} rows -> {escape(out)}", highlight=False)
     for message in skipped[:10]:
         console.print(f"[yellow]not exported:[/] {escape(message)}", highlight=False)
     raise typer.Exit(EXIT_ROWS_FAILED if skipped else EXIT_OK)
+
+
+def _local_output(out: str, options: dict):
+    """A context manager giving a local file for ``out``; a store URL gets the finished file in one upload."""
+    import contextlib
+    import tempfile
+    from pathlib import Path
+
+    from soraprep.storage import is_remote
+
+    @contextlib.contextmanager
+    def cm():
+        if not is_remote(out):
+            yield out
+            return
+        from soraprep.storage.manifests import put_file
+
+        with tempfile.TemporaryDirectory(prefix="soraprep-export-") as tmp:
+            local = Path(tmp) / Path(out.rstrip("/")).name
+            yield str(local)
+            put_file(local, out, options)
+
+    return cm()
+
+
+def _export_dataset(manifest: str, out: str, fmt: str, *, all_rows: bool, shard_size: str, shard_samples: int | None,
+                    rows_per_part: int, workers: int, options: dict) -> None:
+    """``export --format webdataset | parquet``: a folder (or store prefix) of shards / part files."""
+    from soraprep.export import export_parquet, export_webdataset, parse_bytes
+    from soraprep.export.clips import check_output
+    from soraprep.manifest import ManifestError
+    from soraprep.storage import StorageError, is_remote
+
+    if not is_remote(out):
+        check_out_dir(out, "-o/--out")
+    try:
+        size = parse_bytes(shard_size)
+    except ValueError as exc:
+        fail_usage(f"--shard-size: {exc}")
+    include = "all" if all_rows else "kept"
+    try:
+        check_output(manifest, out, options)
+        if fmt == "webdataset":
+            from rich.progress import Progress
+
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("shards", total=None)
+                res = export_webdataset(manifest, out, shard_size=size, shard_samples=shard_samples, include=include,
+                                        storage_options=options, workers=workers,
+                                        progress=lambda n, shards: bar.update(task, completed=n))
+            console.print(f"{res.samples} samples in {len(res.shards)} shards ({res.bytes / 1e6:.1f} MB; "
+                          f"{res.written} written, {res.reused} already complete) -> {escape(res.out)}", highlight=False)
+            for e in res.errors[:10]:
+                console.print(f"[yellow]not exported:[/] {escape(str(e['clip_id']))}: {escape(e['kind'])}: "
+                              f"{escape(e['message'])}", highlight=False)
+            raise typer.Exit(res.exit_code)
+        res = export_parquet(manifest, out, rows_per_part=rows_per_part, include=include, storage_options=options)
+    except (ManifestError, StorageError) as exc:
+        fail_usage(str(exc))
+    console.print(f"{res.rows} rows in {len(res.parts)} part files -> {escape(res.out)}", highlight=False)
+    raise typer.Exit(EXIT_OK)
 
 
 @app.command("demo")
