@@ -53,6 +53,16 @@ def check_out_dir(out: str, flag: str = "-o/--out") -> None:
             return
 
 
+def _storage_options(text: str | None) -> dict:
+    """``--storage-options JSON`` -> dict, exit 2 with the fix when it is not a JSON object."""
+    from soraprep.storage import StorageError, parse_storage_options
+
+    try:
+        return parse_storage_options(text)
+    except StorageError as exc:
+        fail_usage(str(exc))
+
+
 def check_out_file(out: str, flag: str = "-o/--output") -> None:
     """Fail with exit 2 when ``out`` (an output file) is a folder or lies under a file."""
     from pathlib import Path
@@ -440,20 +450,27 @@ def ingest(
     split: str | None = typer.Option(None, "--split", help="train|val|test: filter (MSR-VTT) or label the rows."),
     limit: int | None = typer.Option(None, "--limit", help="Keep the first N rows."),
     fps: str | None = typer.Option(None, "--fps", help="Frame rate where the format counts frames (Shot2Story)."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options when -o is a store URL (s3://, gs://...)."),
 ) -> None:
     """Turn published dataset metadata (or a folder of videos) into a clip manifest, one row per clip.
+
+    -o may be a store URL (s3://bucket/manifests/panda.parquet): uploaded whole when complete.
 
     Example: soraprep ingest --dataset panda70m panda70m_validation.csv -o panda.parquet --limit 1000
     """
     from soraprep.datasets import MetadataError
     from soraprep.datasets import ingest as run_ingest
+    from soraprep.storage import StorageError, is_remote, parse_storage_options
 
     if dataset not in INGEST_DATASETS:
         fail_usage(f"--dataset {dataset!r} is not one of {'|'.join(INGEST_DATASETS)}")
-    check_out_file(output)
+    if not is_remote(output):
+        check_out_file(output)
     try:
-        report = run_ingest(dataset=dataset, path=metadata, out=output, split=split, limit=limit, fps=fps)
-    except MetadataError as exc:
+        report = run_ingest(dataset=dataset, path=metadata, out=output, split=split, limit=limit, fps=fps,
+                            storage_options=parse_storage_options(storage_options))
+    except (MetadataError, StorageError) as exc:
         fail_usage(str(exc))
     _print_counts(f"ingest {dataset}", {"rows read": report.records_read, "clips": report.clips,
                                         "filtered by --split": report.filtered_by_split,
@@ -482,17 +499,28 @@ def download(
                                         help="Give up on one file after S seconds, retries and waits included "
                                              "(0: no deadline); the partial file is kept for a rerun."),
     retries: int = typer.Option(5, "--retries", help="Retries of a transient failure (5xx, 429, reset, stall)."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options when MANIFEST or -o is a store URL (s3://, gs://...)."),
+    scratch: str = typer.Option(None, "--scratch", metavar="DIR",
+                                help="-o on a store: local working folder, kept for a resumable rerun "
+                                     "(default: a temporary folder, emptied source by source)."),
 ) -> None:
     """Download what a manifest points to (http(s) with resume, YouTube via yt-dlp, local paths) and cut
     each published span into a clip; writes OUT/manifest.parquet.
+
+    OUT may be a store URL (s3://bucket/panda): files are fetched and cut in local scratch, then uploaded.
 
     Example: soraprep download panda.parquet -o panda-clips --concurrency 8 --rate-limit www.youtube.com=0.5/s
     """
     from soraprep.datasets import MetadataError
     from soraprep.datasets.download import download as run_download
     from soraprep.datasets.fetch import parse_rate
+    from soraprep.storage import is_remote, parse_storage_options
 
-    check_out_dir(output, "-o/--output")
+    if not is_remote(output):
+        check_out_dir(output, "-o/--output")
+    if scratch is not None:
+        check_out_dir(scratch, "--scratch")
     if stall_timeout <= 0 or min_speed < 0 or file_deadline < 0 or retries < 0:
         fail_usage("--stall-timeout must be > 0, and --min-speed, --file-deadline and --retries >= 0 "
                    f"(got {stall_timeout}, {min_speed}, {file_deadline}, {retries})")
@@ -501,7 +529,8 @@ def download(
     try:
         rates = dict(parse_rate(r) for r in rate_limit)
         report = run_download(manifest=manifest, out=output, concurrency=concurrency, rate_limits=rates, cut=cut,
-                              fetch_options=fetch_options)
+                              fetch_options=fetch_options, storage_options=parse_storage_options(storage_options),
+                              scratch=scratch)
     except (MetadataError, ValueError) as exc:
         fail_usage(str(exc))
     _print_counts("download", {"rows": report.rows, "sources": report.sources, "downloaded": report.downloaded,
@@ -538,8 +567,13 @@ def caption_cmd(
     max_length: int | None = typer.Option(None, "--max-length", metavar="N",
                                           help="Longest caption: words (en) / characters (zh), default 300 / 600; "
                                                "longer ones are cut at the last sentence end that fits."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options when MANIFEST or -o is a store URL (s3://, gs://...)."),
 ) -> None:
     """Caption kept clips with a vision-language model; adds caption columns (and Open-Sora's `text`).
+
+    MANIFEST and -o may be store URLs (s3://bucket/runs/r1/manifest.parquet): each clip is staged to local
+    scratch for frame reading and the captioned manifest is uploaded whole.
 
     Example: soraprep caption clips.parquet --backend openai --model Qwen/Qwen2-VL-7B-Instruct
     --base-url http://127.0.0.1:8000/v1 --frames 8 --concurrency 16
@@ -549,6 +583,7 @@ def caption_cmd(
     from soraprep.caption import CaptionSettings, caption_manifest
     from soraprep.caption.backends import BackendConfigError
     from soraprep.manifest import ManifestError
+    from soraprep.storage import StorageError
 
     if clip_timeout <= 0 or (request_timeout is not None and request_timeout <= 0):
         fail_usage(f"--clip-timeout and --request-timeout must be > 0 seconds (got {clip_timeout}, {request_timeout})")
@@ -557,13 +592,14 @@ def caption_cmd(
     options = {k: v for k, v in (("timeout_s", request_timeout), ("max_attempts", max_attempts)) if v is not None}
     settings = CaptionSettings(backend=backend, model=model, base_url=base_url, frames=frames, mode=mode, lang=lang,
                                concurrency=concurrency, retry_failed=retry_failed, clip_timeout_s=clip_timeout,
-                               max_units=max_length, backend_options=options if backend == "openai" else {})
+                               max_units=max_length, backend_options=options if backend == "openai" else {},
+                               storage_options=_storage_options(storage_options))
     try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("captioning", total=None)
             summary = caption_manifest(manifest, out=out, settings=settings,
                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except (BackendConfigError, ManifestError, ValueError) as exc:
+    except (BackendConfigError, ManifestError, StorageError, ValueError) as exc:
         fail_usage(str(exc))
     s = summary
     _print_counts("caption", {
@@ -727,8 +763,12 @@ def encode_cmd(
     batch: int = typer.Option(4, "--batch", min=1, help="Clips per autoencoder call."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32 | float16 | bfloat16."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options when MANIFEST or -o is a store URL (s3://, gs://...)."),
 ) -> None:
     """Encode kept clips once into latents (+ caption embeddings), in resumable shards.
+
+    MANIFEST and -o may be store URLs: clips are staged to local scratch for decoding, shards uploaded.
 
     Example: soraprep encode out/manifest.parquet -o latents --vae vqvae.pt --text-encoder /models/t5-v1_1-xxl
     --frames 16 --size 256x256
@@ -736,7 +776,11 @@ def encode_cmd(
     from rich.progress import Progress
 
     require_torch("encode")
-    check_out_dir(out)
+    from soraprep.storage import is_remote
+
+    if not is_remote(out):
+        check_out_dir(out)
+    options = _storage_options(storage_options)
     from soraprep.train.latents import encode
 
     try:
@@ -744,7 +788,7 @@ def encode_cmd(
             task = bar.add_task("encoding", total=None)
             res = encode(manifest, out, vae=vae, text_encoder=text_encoder, frames=frames, size=_hxw(size, "--size"),
                          shard_size=shard_size, batch_size=batch, label_column=label_column, dtype=dtype,
-                         device=device, text_max_length=text_len,
+                         device=device, text_max_length=text_len, storage_options=options,
                          progress=lambda d, t: bar.update(task, completed=d, total=t))
     except (ValueError, FileNotFoundError, ImportError) as exc:
         fail_usage(str(exc))
