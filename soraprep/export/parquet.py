@@ -24,9 +24,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from soraprep.manifest import PATH_COLUMNS, decode_path, encode_path
+from soraprep.manifest import FSBYTES, PATH_COLUMNS, encode_path
 from soraprep.storage.manifests import iter_tables, locate, resolve
-from soraprep.storage.store import Store
+from soraprep.storage.store import Store, is_remote
 
 INDEX = "_index.json"
 PART = re.compile(r"^part-(\d{5,})\.parquet$")
@@ -54,13 +54,20 @@ def _select(table: pa.Table, include: str) -> pa.Table:
 
 
 def _absolute(table: pa.Table, base: str) -> pa.Table:
-    """Path columns resolved against ``base`` (text, escaped names kept escaped)."""
+    """Path columns resolved against ``base`` (text; escaped names stay escaped). Vectorised: relative
+    names are joined to the base in Arrow; only escaped (``fsbytes:``) names go through Python."""
+    base = base.rstrip("/") if is_remote(base) else str(Path(base).resolve())
     for name in PATH_COLUMNS:
-        if name not in table.column_names or not pa.types.is_string(table.schema.field(name).type):
+        if name not in table.column_names or not pa.types.is_string(table.schema.field(name).type) or not len(table):
             continue
-        values = [None if v is None else encode_path(resolve(base, v)) if "://" not in v else v
-                  for v in (decode_path(x) for x in table[name].to_pylist())]
-        table = table.set_column(table.column_names.index(name), table.schema.field(name), pa.array(values, pa.string()))
+        col = table[name]
+        keep = pc.or_(pc.or_(pc.starts_with(col, "/"), pc.match_substring(col, "://")), pc.starts_with(col, FSBYTES))
+        joined = pc.binary_join_element_wise(pa.scalar(base), col, "/")
+        values = pc.if_else(pc.fill_null(keep, True), col, joined)
+        if pc.any(pc.starts_with(col, FSBYTES)).as_py():
+            values = pa.array([v if v is None or not v.startswith(FSBYTES) else encode_path(resolve(base, v))
+                               for v in values.to_pylist()], pa.string())
+        table = table.set_column(table.column_names.index(name), table.schema.field(name), values)
     return table
 
 
