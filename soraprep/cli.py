@@ -402,6 +402,9 @@ def _export_dataset(manifest: str, out: str, fmt: str, *, all_rows: bool, shard_
             for e in res.errors[:10]:
                 console.print(f"[yellow]not exported:[/] {escape(str(e['clip_id']))}: {escape(e['kind'])}: "
                               f"{escape(e['message'])}", highlight=False)
+            if not res.samples and res.not_selected and not all_rows:
+                console.print("[yellow]warning:[/] no row is kept (keep true, no error); a manifest that was not "
+                              "curated has no keep column: pass --all", highlight=False)
             raise typer.Exit(res.exit_code)
         res = export_parquet(manifest, out, rows_per_part=rows_per_part, include=include, storage_options=options)
     except (ManifestError, StorageError) as exc:
