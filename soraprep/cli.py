@@ -63,6 +63,15 @@ def _storage_options(text: str | None) -> dict:
         fail_usage(str(exc))
 
 
+#: packages whose exceptions mean "the store cannot be reached or refuses" (endpoint, credentials, bucket)
+_STORE_ERROR_MODULES = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "fsspec"}
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """An OSError, or an exception raised by an object-store client (unreachable endpoint, bad credentials)."""
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _STORE_ERROR_MODULES
+
+
 def check_out_file(out: str, flag: str = "-o/--output") -> None:
     """Fail with exit 2 when ``out`` (an output file) is a folder or lies under a file."""
     from pathlib import Path
@@ -409,6 +418,10 @@ def _export_dataset(manifest: str, out: str, fmt: str, *, all_rows: bool, shard_
         res = export_parquet(manifest, out, rows_per_part=rows_per_part, include=include, storage_options=options)
     except (ManifestError, StorageError) as exc:
         fail_usage(str(exc))
+    except Exception as exc:  # the store cannot be reached or written (no bucket, no permission, disk full)
+        if not is_store_error(exc):
+            raise
+        fail_usage(f"{manifest} -> {out}: {type(exc).__name__}: {exc}")
     console.print(f"{res.rows} rows in {len(res.parts)} part files -> {escape(res.out)}", highlight=False)
     raise typer.Exit(EXIT_OK)
 
@@ -475,6 +488,10 @@ def ingest(
                             storage_options=parse_storage_options(storage_options))
     except (MetadataError, StorageError) as exc:
         fail_usage(str(exc))
+    except Exception as exc:  # the store cannot be reached or written (no bucket, no permission, disk full)
+        if not is_store_error(exc):
+            raise
+        fail_usage(f"-o {output}: {type(exc).__name__}: {exc}")
     _print_counts(f"ingest {dataset}", {"rows read": report.records_read, "clips": report.clips,
                                         "filtered by --split": report.filtered_by_split,
                                         "stopped at --limit": report.limited, "manifest": report.output},

@@ -29,6 +29,7 @@ writes ``shards.json`` (names, samples, bytes, totals, rows that failed) last.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -45,7 +46,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from soraprep.export.clips import ClipReader, describe, ordered_map, selected
-from soraprep.manifest import PATH_COLUMNS, encode_path
+from soraprep.manifest import PATH_COLUMNS, encode_path, temp_path
 from soraprep.storage.manifests import iter_rows, locate
 from soraprep.storage.store import Store
 
@@ -228,7 +229,7 @@ class _Exporter:
                 shard, keys = ShardPlan(shard.index + 1), {}
             if key in keys:
                 keys[key] += 1
-                sample = Sample(**{**sample.__dict__, "key": f"{key}-dup{keys[key]}"})
+                sample = dataclasses.replace(sample, key=f"{key}-dup{keys[key]}")
             else:
                 keys[key] = 0
             shard.samples.append(sample)
@@ -257,7 +258,7 @@ class _Exporter:
             return done
         local = self.out.local_path(plan.name) if not self.out.remote else scratch / plan.name
         local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".soraprep-tmp-{os.getpid()}-{plan.name}")
+        tmp = temp_path(local)
         samples = 0
         try:
             with open(tmp, "wb") as fh:
