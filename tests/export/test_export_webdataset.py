@@ -182,3 +182,35 @@ def test_cli_webdataset_parquet_and_refusals(run, tmp_path):
                                  str(tmp_path / "m")])
     assert r.exit_code == 1 and "gone.mp4" in r.output
     assert len(read_shards(tmp_path / "m")) == len(kept(run)) - 1
+
+
+def test_run_folder_with_a_manifest_dataset_and_csv_on_the_store(run, tmp_path, s3_bucket):
+    """A run folder holding the manifest as a Parquet dataset (OUT/manifest/part-*.parquet, paths relative to
+    OUT) exports like the single file; Open-Sora CSV and JSONL read from and write to the store too."""
+    import pyarrow.parquet as pq
+
+    from soraprep.manifest import rows_to_table
+
+    rows = read_manifest(run / "manifest.parquet")
+    alt = tmp_path / "out"
+    (alt / "manifest").mkdir(parents=True)
+    (alt / "clips").symlink_to(run / "clips")
+    pq.write_table(rows_to_table(rows[:3]), alt / "manifest" / "part-00000.parquet")
+    pq.write_table(rows_to_table(rows[3:]), alt / "manifest" / "part-00001.parquet")
+    (alt / "manifest" / "_index.json").write_text("{}")
+    export_webdataset(alt, tmp_path / "from-dataset", shard_size=40_000)
+    export_webdataset(run / "manifest.parquet", tmp_path / "from-file", shard_size=40_000)
+    tars = sorted(p.name for p in (tmp_path / "from-file").glob("*.tar"))
+    assert tars == sorted(p.name for p in (tmp_path / "from-dataset").glob("*.tar"))
+    for name in tars:
+        assert (tmp_path / "from-file" / name).read_bytes() == (tmp_path / "from-dataset" / name).read_bytes()
+    src = Store(f"{s3_bucket}/r1")
+    src.put_file(run / "manifest.parquet", "manifest.parquet")
+    r = CliRunner().invoke(app, ["export", src.url(""), "-o", f"{s3_bucket}/train.csv"])
+    assert r.exit_code == 0, r.output
+    lines = Store(s3_bucket).read_text("train.csv").splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == [src.url(r["path"]) for r in kept(run).values()]
+    r = CliRunner().invoke(app, ["export", src.url("manifest.parquet"), "-o", str(tmp_path / "k.jsonl"),
+                                 "--format", "jsonl"])
+    assert r.exit_code == 0, r.output
+    assert [x["clip_id"] for x in read_manifest(tmp_path / "k.jsonl")] == list(kept(run))
