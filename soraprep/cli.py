@@ -327,9 +327,10 @@ def export_cmd(
         for protected in {manifest, src + ".parquet", src + ".jsonl"}:
             if os.path.exists(protected) and os.path.exists(out) and os.path.samefile(protected, out):
                 fail_usage(f"-o {out} is the manifest {protected} itself: choose another output file")
-        check_out_file(out, "-o/--out")  # not a folder, not under a file
     elif os.path.splitext(str(manifest).rstrip("/"))[0] == os.path.splitext(str(out))[0]:
         fail_usage(f"-o {out} is the manifest {manifest} itself: choose another output file")
+    if not is_remote(out):
+        check_out_file(out, "-o/--out")  # not a folder, not under a file
     try:
         if remote:
             from soraprep.storage.manifests import locate, read_rows, resolve
@@ -343,15 +344,24 @@ def export_cmd(
             rows = read_manifest(manifest)
     except (ManifestError, StorageError) as exc:
         fail_usage(str(exc))
+    except Exception as exc:  # the store cannot be reached (endpoint, credentials, bucket)
+        if not is_store_error(exc):
+            raise
+        fail_usage(f"{manifest}: {type(exc).__name__}: {exc}")
     skipped: list[str] = []
-    with _local_output(out, options) as local_out:
-        if fmt == "opensora-csv":
-            n = export_opensora_csv(rows, local_out, manifest if not remote else ".", only_kept=not all_rows,
-                                    skipped=skipped)
-        else:
-            sel = rows if all_rows else [r for r in rows if r.get("keep") and not r.get("error")]
-            write_jsonl(local_out, sel)
-            n = len(sel)
+    try:
+        with _local_output(out, options) as local_out:
+            if fmt == "opensora-csv":
+                n = export_opensora_csv(rows, local_out, manifest if not remote else ".", only_kept=not all_rows,
+                                        skipped=skipped)
+            else:
+                sel = rows if all_rows else [r for r in rows if r.get("keep") and not r.get("error")]
+                write_jsonl(local_out, sel)
+                n = len(sel)
+    except Exception as exc:
+        if not remote or not is_store_error(exc):
+            raise
+        fail_usage(f"-o {out}: {type(exc).__name__}: {exc}")
     console.print(f"{n} rows -> {escape(out)}", highlight=False)
     for message in skipped[:10]:
         console.print(f"[yellow]not exported:[/] {escape(message)}", highlight=False)
