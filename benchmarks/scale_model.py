@@ -262,17 +262,169 @@ def _machine() -> dict:
             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
 
 
+# ------------------------------------------------------------------------------------------------
+# The model (soraprep/estimate/cluster.py) over the measured costs
+# ------------------------------------------------------------------------------------------------
+
+
+def stage_costs(measured: dict, res: str, *, footage: str = "grain", sampled: bool = False):
+    from soraprep.estimate.cluster import StageCosts
+
+    a = measured["analysis"][f"{res}-{footage}"]
+    clip = measured["clip_l14"]
+    return StageCosts(
+        analysis_cpu_s=a["sampled_cpu_s_per_video_s" if sampled else "cpu_s_per_video_s"],
+        cut_cpu_s=measured["cut"][res]["copy"]["cpu_s_per_clip_second"],
+        ocr_cpu_s=measured["ocr"]["cpu_s_per_frame"], clip_cpu_s=clip["cpu_s_per_image"],
+        clip_image_flops=clip["image_flops"], clip_text_flops=clip["text_flops_77_tokens"],
+        source=f"benchmarks/scale_model.py on {measured['machine']['cpu']} ({measured['machine']['date_utc']} UTC)")
+
+
+def model(measured: dict, *, nodes: list[str], mfu: float, video_hours: float, days: float,
+          gpu_node_price: float | None) -> dict:
+    from dataclasses import replace
+
+    from soraprep.estimate.cluster import NODES, PANDA70M, Workload, balanced_mix, fleet, node_throughput
+
+    workloads = {"default": Workload("default"),
+                 "aesthetic+text_match+ocr": Workload("aesthetic+text_match+ocr", ocr=True, clip=True,
+                                                      text_match=True)}
+    specs = [NODES[n] for n in nodes]
+    if gpu_node_price is not None:
+        specs = [replace(n, price_per_hour=gpu_node_price, price_source="--gpu-node-price") if n.gpus else n
+                 for n in specs]
+    rows, mixes = [], []
+    for res in RESOLUTIONS:
+        for w in workloads.values():
+            costs = stage_costs(measured, res, sampled=w.ocr or w.clip)
+            for node in specs:
+                t = node_throughput(node, costs, w, mfu=mfu)
+                f = fleet(video_hours, t, wall_hours=days * 24)
+                rows.append({"resolution": res, **t.to_dict(), "nodes": f.nodes, "node_hours": f.node_hours,
+                             "cost": f.cost})
+            if w.clip:
+                cpu = next((n for n in specs if not n.gpus), NODES["cpu-64"])
+                for g in (n for n in specs if n.gpus):
+                    m = balanced_mix(video_hours, costs, w, g, cpu, mfu=mfu, wall_hours=days * 24)
+                    mixes.append({"resolution": res, **m.to_dict()})
+    m = measured
+    plan_cpu_s = 24 / 600  # soraprep estimate's curation model: --fps 24 / --decode-fps 600, per video-second
+    return {
+        "measured": m, "video_hours": video_hours, "days": days, "mfu": mfu,
+        "panda70m": PANDA70M, "workloads": {k: vars(v) for k, v in workloads.items()},
+        "nodes": {n.name: vars(n) for n in specs}, "throughput": rows, "mixed_fleets": mixes,
+        "plan_py_comparison": {
+            "estimate_curation_cpu_s_per_video_s": plan_cpu_s,
+            **{f"measured_{k}": v["cpu_s_per_video_s"] + m["cut"][k.split("-")[0]]["copy"]["cpu_s_per_clip_second"]
+               for k, v in m["analysis"].items()},
+        },
+        "assumptions": [
+            "1 vCPU of a cloud node = 1 core of the measuring machine; cpu_efficiency 0.8 of a node's vCPUs do "
+            "stage work (Ray, object-store I/O and the OS take the rest); SMT siblings share a core, so on "
+            "hyperthreaded nodes the CPU side can be up to ~1.6x slower than modelled",
+            "input = Panda-70M's published clip total (166.8 k video-hours, 8.5 s mean clip); the raw source "
+            "videos are longer (everything split off or filtered also has to be decoded): scale linearly "
+            "with --video-hours",
+            "every input second ends in a written clip (kept_fraction 1) and is cut with the default stream copy",
+            "model stages: at most 4 sampled frames per clip, one sample per second (the stages' defaults); "
+            "CLIP ViT-L/14 for aesthetic and text_match, image embeddings shared; ocr on CPU "
+            "(PP-OCR detector, det_side 320) also on GPU nodes",
+            f"GPU time = FLOPs (torch FlopCounterMode) / (dense bf16 peak x mfu {mfu}); mfu 0.3 is soraprep "
+            "estimate's --prep-mfu default for batched encoder inference, not a measurement; "
+            "JPEG decode + resize for the GPU batches is not counted",
+            "decode runs on CPUs on every node (PyAV/FFmpeg software decode; NVDEC is not used)",
+            "cost = busy node-hours x on-demand $/h (the last node of a fleet idles part of the week)",
+        ],
+    }
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def print_tables(r: dict) -> None:
+    m = r["measured"]
+    print(f"\n### Measured per-stage costs ({m['machine']['cpu']}, {m['machine']['cores']} cores, "
+          f"{m['machine']['date_utc']} UTC, CPU time of one process)\n")
+    print("| stage | footage | CPU-s per video-s | CPU-h per video-h | frames per CPU-s | bitrate (Mbit/s) |")
+    print("|---|---|---|---|---|---|")
+    for k, a in m["analysis"].items():
+        res, footage = k.split("-")
+        print(f"| analysis (probe+analyze+split+score+filter), default recipe | {res} {footage} | "
+              f"{a['cpu_s_per_video_s']:.4f} | {a['cpu_s_per_video_s']:.4f} | {a['frames_per_cpu_s']:.0f} | "
+              f"{a['bitrate_mbps']:.2f} |")
+        print(f"| ... with a JPEG sample every 1 s (model scorers) | {res} {footage} | "
+              f"{a['sampled_cpu_s_per_video_s']:.4f} | {a['sampled_cpu_s_per_video_s']:.4f} | "
+              f"{25 / a['sampled_cpu_s_per_video_s']:.0f} | |")
+    print("\n| stage | unit | CPU-s per unit | notes |\n|---|---|---|---|")
+    for res, c in m["cut"].items():
+        for mode, v in c.items():
+            what = "default cut (stream copy, exact fallback)" if mode == "copy" else "exact (libx264 veryfast, crf 18)"
+            print(f"| cut {mode}, {res} grain | clip-second | {v['cpu_s_per_clip_second']:.4f} | {what}; "
+                  f"{v['cpu_s_per_clip']:.3f} CPU-s per clip over {v['clips']} clips of {v['clip_seconds']:.0f} s |")
+    o, c = m["ocr"], m["clip_l14"]
+    print(f"| ocr (PP-OCR det, det_side {o['det_side']}, 1 thread) | sampled frame | {o['cpu_s_per_frame']:.3f} | "
+          f"224-px JPEG, independent of the source resolution |")
+    print(f"| CLIP ViT-L/14 image tower, random weights, fp32, 1 thread | image | {c['cpu_s_per_image']:.3f} | "
+          f"{c['params'] / 1e6:.1f} M params, {c['image_flops'] / 1e9:.1f} GFLOP/image; text tower "
+          f"{c['text_flops_77_tokens'] / 1e9:.1f} GFLOP per 77-token caption |")
+    print(f"\n### Throughput per node and nodes for {r['video_hours']:,.0f} video-hours "
+          f"(Panda-70M) in {r['days']:g} days (GPU mfu {r['mfu']})\n")
+    print("| res | recipe | node | CPU-s/video-s | CPU side (video-h/h) | GPU side (video-h/h) | node (video-h/h) | "
+          "bottleneck (other side busy) | nodes | $ / video-h | $ total |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for t in r["throughput"]:
+        other = t["gpu_busy"] if t["bottleneck"] == "cpu" else t["cpu_busy"]
+        busy = "" if other is None else f" ({other:.0%})"
+        print(f"| {t['resolution']} | {t['workload']} | {t['node']} | {t['cpu_s_per_video_s']:.3f} | "
+              f"{_fmt(t['cpu_side'])} | {_fmt(t['gpu_side'])} | **{_fmt(t['video_hours_per_hour'])}** | "
+              f"{t['bottleneck']}{busy} | {t['nodes']} | {t['usd_per_video_hour']:.3f} | {_fmt(t['cost'])} |")
+    if r["mixed_fleets"]:
+        print("\nGPU nodes for the model stages plus CPU nodes for the decode they cannot keep up with:\n")
+        print("| res | recipe | fleet | GPU busy | $ for the week (whole fleet) |\n|---|---|---|---|---|")
+        for f in r["mixed_fleets"]:
+            print(f"| {f['resolution']} | {f['workload']} | {f['node']} | {f['extra']['gpu_busy']:.0%} | "
+                  f"{_fmt(f['cost'])} |")
+    p = r["plan_py_comparison"]
+    print(f"\n`soraprep estimate`'s curation model (`--decode-fps 600 --fps 24`): "
+          f"{p['estimate_curation_cpu_s_per_video_s']:.3f} CPU-s per video-second; measured here (analysis + "
+          "default cut): " + ", ".join(f"{k[9:]} {v:.3f}" for k, v in p.items() if k.startswith("measured_")))
+    print("\nAssumptions:")
+    for a in r["assumptions"]:
+        print(f"- {a}")
+    for n in r["nodes"].values():
+        print(f"- node {n['name']}: {n['vcpus']} vCPU, {n['gpus']} GPU ({n['gpu'] or '-'}), "
+              f"${n['price_per_hour']:.2f}/h: {n['price_source']}")
+
+
 def main() -> None:
+    from soraprep.estimate.cluster import NODES, PANDA70M
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=60, help="length of each generated video")
-    ap.add_argument("--costs", help="a previous --json output: reuse its measured costs, measure nothing")
+    ap.add_argument("--costs", help="a previous --json output (or its 'measured' part): reuse it, measure nothing")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    ap.add_argument("--nodes", default="cpu-64,8xh100,8xa100", help=f"node presets: {', '.join(NODES)}")
+    ap.add_argument("--mfu", type=float, default=0.3, help="GPU utilisation of the model stages")
+    ap.add_argument("--video-hours", type=float, default=PANDA70M["video_hours"], help="input to curate")
+    ap.add_argument("--days", type=float, default=7.0, help="wall-clock deadline")
+    ap.add_argument("--gpu-node-price", type=float, help="$ per hour of one 8-GPU node (default: 8x hardware.py)")
     args = ap.parse_args()
+    nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
+    unknown = [n for n in nodes if n not in NODES]
+    if unknown:
+        raise SystemExit(f"unknown node preset(s) {unknown}: use {', '.join(NODES)}")
     if args.costs:
-        measured = json.loads(Path(args.costs).read_text())["measured"]
+        data = json.loads(Path(args.costs).read_text())
+        measured = data.get("measured", data)
     else:
         measured = measure(args.seconds)
-    print(json.dumps({"measured": measured}, indent=2))
+    r = model(measured, nodes=nodes, mfu=args.mfu, video_hours=args.video_hours, days=args.days,
+              gpu_node_price=args.gpu_node_price)
+    if args.json:
+        print(json.dumps(r, indent=2, default=str))
+    else:
+        print_tables(r)
 
 
 if __name__ == "__main__":
