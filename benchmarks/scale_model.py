@@ -79,12 +79,15 @@ def measure_analysis(path: Path, recipe, out: Path, repeats: int = 2) -> tuple[f
 
 
 def measure_cuts(rows: list[dict], out: Path) -> dict[str, dict[str, float]]:
-    """CPU seconds per clip and per clip-second for the default cut (copy + fallback) and for exact."""
+    """CPU seconds per clip and per clip-second: the default cut (stream copy; a scene that starts away from a
+    keyframe gets its keyframe-less head re-encoded with x264 ultrafast), pure stream copy (no fallback: such
+    heads are dropped), and exact (every clip re-encoded)."""
     from soraprep.curate.registry import STAGES
 
     kept = [r for r in rows if r.get("keep")]
     res = {}
-    for mode, kw in (("copy", {}), ("exact", {"mode": "exact", "preset": "veryfast"})):
+    for mode, kw in (("copy", {}), ("copy_only", {"fallback_exact": False}),
+                     ("exact", {"mode": "exact", "preset": "veryfast"})):
         d = out / f"cut-{mode}"
         shutil.rmtree(d, ignore_errors=True)
         stage = STAGES["cut"](out_dir=str(d), **kw)
@@ -300,8 +303,10 @@ def model(measured: dict, *, nodes: list[str], mfu: float, video_hours: float, d
             for node in specs:
                 t = node_throughput(node, costs, w, mfu=mfu)
                 f = fleet(video_hours, t, wall_hours=days * 24)
+                # vCPUs of stage work that keep one of the node's GPUs busy (decode, cut, ocr for its clips)
+                per_gpu = None if t.gpu_side is None else t.gpu_side / node.gpus * t.cpu_s_per_video_s
                 rows.append({"resolution": res, **t.to_dict(), "nodes": f.nodes, "node_hours": f.node_hours,
-                             "cost": f.cost})
+                             "cost": f.cost, "busy_vcpus_per_gpu": per_gpu})
             if w.clip:
                 cpu = next((n for n in specs if not n.gpus), NODES["cpu-64"])
                 for g in (n for n in specs if n.gpus):
@@ -346,20 +351,22 @@ def print_tables(r: dict) -> None:
     m = r["measured"]
     print(f"\n### Measured per-stage costs ({m['machine']['cpu']}, {m['machine']['cores']} cores, "
           f"{m['machine']['date_utc']} UTC, CPU time of one process)\n")
-    print("| stage | footage | CPU-s per video-s | CPU-h per video-h | frames per CPU-s | bitrate (Mbit/s) |")
-    print("|---|---|---|---|---|---|")
+    print("| stage | footage | CPU-s per video-s (= CPU-h per video-h) | frames per CPU-s | bitrate (Mbit/s) |")
+    print("|---|---|---|---|---|")
     for k, a in m["analysis"].items():
         res, footage = k.split("-")
         print(f"| analysis (probe+analyze+split+score+filter), default recipe | {res} {footage} | "
-              f"{a['cpu_s_per_video_s']:.4f} | {a['cpu_s_per_video_s']:.4f} | {a['frames_per_cpu_s']:.0f} | "
+              f"{a['cpu_s_per_video_s']:.4f} | {a['frames_per_cpu_s']:.0f} | "
               f"{a['bitrate_mbps']:.2f} |")
         print(f"| ... with a JPEG sample every 1 s (model scorers) | {res} {footage} | "
-              f"{a['sampled_cpu_s_per_video_s']:.4f} | {a['sampled_cpu_s_per_video_s']:.4f} | "
+              f"{a['sampled_cpu_s_per_video_s']:.4f} | "
               f"{25 / a['sampled_cpu_s_per_video_s']:.0f} | |")
     print("\n| stage | unit | CPU-s per unit | notes |\n|---|---|---|---|")
     for res, c in m["cut"].items():
         for mode, v in c.items():
-            what = "default cut (stream copy, exact fallback)" if mode == "copy" else "exact (libx264 veryfast, crf 18)"
+            what = {"copy": "default cut (stream copy, keyframe-less heads re-encoded with ultrafast)",
+                    "copy_only": "stream copy alone (fallback_exact: false)",
+                    "exact": "exact (libx264 veryfast, crf 18)"}[mode]
             print(f"| cut {mode}, {res} grain | clip-second | {v['cpu_s_per_clip_second']:.4f} | {what}; "
                   f"{v['cpu_s_per_clip']:.3f} CPU-s per clip over {v['clips']} clips of {v['clip_seconds']:.0f} s |")
     o, c = m["ocr"], m["clip_l14"]
@@ -379,6 +386,10 @@ def print_tables(r: dict) -> None:
         print(f"| {t['resolution']} | {t['workload']} | {t['node']} | {t['cpu_s_per_video_s']:.3f} | "
               f"{_fmt(t['cpu_side'])} | {_fmt(t['gpu_side'])} | **{_fmt(t['video_hours_per_hour'])}** | "
               f"{t['bottleneck']}{busy} | {t['nodes']} | {t['usd_per_video_hour']:.3f} | {_fmt(t['cost'])} |")
+    for t in r["throughput"]:
+        if t["busy_vcpus_per_gpu"]:
+            print(f"- {t['resolution']} {t['workload']}: one GPU of {t['node']} needs ~{t['busy_vcpus_per_gpu']:,.0f} "
+                  "busy vCPUs of CPU stages (decode, cut, ocr) to stay busy")
     if r["mixed_fleets"]:
         print("\nGPU nodes for the model stages plus CPU nodes for the decode they cannot keep up with:\n")
         print("| res | recipe | fleet | GPU busy | $ for the week (whole fleet) |\n|---|---|---|---|---|")
