@@ -249,6 +249,7 @@ def measure(seconds: int) -> dict:
     result["clip_l14"] = measure_clip()
     print(f"clip {result['clip_l14']}", file=sys.stderr)
     shutil.rmtree(out, ignore_errors=True)
+    result["machine"]["load_1min_end"] = os.getloadavg()[0]
     return result
 
 
@@ -350,7 +351,8 @@ def _fmt(x: float | None, digits: int = 0) -> str:
 def print_tables(r: dict) -> None:
     m = r["measured"]
     print(f"\n### Measured per-stage costs ({m['machine']['cpu']}, {m['machine']['cores']} cores, "
-          f"{m['machine']['date_utc']} UTC, CPU time of one process)\n")
+          f"{m['machine']['date_utc']} UTC, 1-min load {m['machine']['load_1min']:.1f} at start, "
+          f"{m['machine'].get('load_1min_end', float('nan')):.1f} at end; CPU time of one process)\n")
     print("| stage | footage | CPU-s per video-s (= CPU-h per video-h) | frames per CPU-s | bitrate (Mbit/s) |")
     print("|---|---|---|---|---|")
     for k, a in m["analysis"].items():
