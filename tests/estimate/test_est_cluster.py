@@ -126,3 +126,30 @@ def test_presets_are_consistent():
     assert NODES["cpu-64"].price_per_hour == pytest.approx(64 * 0.0446)  # estimate's per-vCPU curation price
     for n in NODES.values():
         assert n.gpu is None or n.gpu in hardware.GPUS
+
+
+def test_scale_model_script_models_given_costs(tmp_path):
+    """benchmarks/scale_model.py --costs: the model over recorded costs (nothing measured), as JSON."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    analysis = {"cpu_s_per_video_s": 0.1, "sampled_cpu_s_per_video_s": 0.1, "frames_per_cpu_s": 250,
+                "bitrate_mbps": 1.0}
+    cut = {"copy": {"cpu_s_per_clip_second": 0.02, "cpu_s_per_clip": 0.2, "clips": 1, "clip_seconds": 10}}
+    measured = {"machine": {"cpu": "test", "cores": 2, "date_utc": "-", "load_1min": 0.0},
+                "analysis": {f"{r}-{f}": analysis for r in ("720p", "1080p") for f in ("smooth", "grain")},
+                "cut": {"720p": cut, "1080p": cut}, "ocr": {"cpu_s_per_frame": 0.2, "det_side": 320},
+                "clip_l14": {"cpu_s_per_image": 1.5, "image_flops": 1.6e11, "text_flops_77_tokens": 1.3e10,
+                             "params": 3e8}}
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps({"measured": measured}))
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, str(root / "benchmarks" / "scale_model.py"), "--costs", str(costs),
+                          "--json", "--nodes", "cpu-64"], capture_output=True, text=True, cwd=root, check=True)
+    out = json.loads(res.stdout)
+    [row] = [t for t in out["throughput"] if t["resolution"] == "720p" and t["workload"] == "default"]
+    assert row["video_hours_per_hour"] == pytest.approx(64 * 0.8 / 0.12)
+    assert row["nodes"] == nodes_for(PANDA70M["video_hours"], 64 * 0.8 / 0.12)
+    assert row["cost"] == pytest.approx(PANDA70M["video_hours"] / (64 * 0.8 / 0.12) * 64 * 0.0446)
