@@ -318,13 +318,15 @@ def model(measured: dict, *, nodes: list[str], mfu: float, video_hours: float, d
                     m = balanced_mix(video_hours, costs, w, g, cpu, mfu=mfu, wall_hours=days * 24)
                     mixes.append({"resolution": res, **m.to_dict()})
     m = measured
-    plan_cpu_s = 24 / 600  # soraprep estimate's curation model: --fps 24 / --decode-fps 600, per video-second
+    from soraprep.estimate.plan import CURATION_FPS_PER_CORE
+
+    plan_cpu_s = 24 / CURATION_FPS_PER_CORE  # soraprep estimate's curation model (--fps 24), per video-second
     return {
         "measured": m, "video_hours": video_hours, "days": days, "mfu": mfu,
         "panda70m": PANDA70M, "workloads": {k: vars(v) for k, v in workloads.items()},
         "nodes": {n.name: vars(n) for n in specs}, "throughput": rows, "mixed_fleets": mixes,
         "plan_py_comparison": {
-            "estimate_curation_cpu_s_per_video_s": plan_cpu_s,
+            "estimate_curation_cpu_s_per_video_s": plan_cpu_s, "estimate_decode_fps": CURATION_FPS_PER_CORE,
             **{f"measured_{k}": v["cpu_s_per_video_s"] + m["cut"][k.split("-")[0]]["copy"]["cpu_s_per_clip_second"]
                for k, v in m["analysis"].items()},
         },
@@ -404,7 +406,7 @@ def print_tables(r: dict) -> None:
             print(f"| {f['resolution']} | {f['workload']} | {f['node']} | {f['extra']['gpu_busy']:.0%} | "
                   f"{_fmt(f['cost'])} |")
     p = r["plan_py_comparison"]
-    print(f"\n`soraprep estimate`'s curation model (`--decode-fps 600 --fps 24`): "
+    print(f"\n`soraprep estimate`'s curation model (`--decode-fps {p['estimate_decode_fps']:g} --fps 24`): "
           f"{p['estimate_curation_cpu_s_per_video_s']:.3f} CPU-s per video-second; measured here (analysis + "
           "default cut): " + ", ".join(f"{k[9:]} {v:.3f}" for k, v in p.items() if k.startswith("measured_")))
     print("\nAssumptions:")
