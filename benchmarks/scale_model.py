@@ -3,6 +3,7 @@
     python benchmarks/scale_model.py                  # measure (~5 min on 2 cores), print the tables
     python benchmarks/scale_model.py --json           # the same as one JSON object
     python benchmarks/scale_model.py --costs FILE     # skip measuring: reuse a previous --json output
+    python benchmarks/scale_model.py --costs benchmarks/scale_costs.json   # the costs BENCHMARKS.md reports
     python benchmarks/scale_model.py --seconds 20     # quick look (shorter videos)
 
 Measured here, as CPU seconds of this process (``time.process_time``: user + sys of all its threads, so
