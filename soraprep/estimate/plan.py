@@ -29,8 +29,8 @@ T5_XXL_ENCODER_PARAMS = 4_762_310_656
 #: Image presets default to the SD VAE of their papers: 8x spatial, 4 latent channels.
 SD_VAE_COMPRESSION = (1, 8, 8)
 #: Frames per CPU-core-second of the whole default curation (decode-once analysis + the default cut) at
-#: 720p H.264: 205 measured by benchmarks/scale_model.py (BENCHMARKS.md, "Cluster scale model"; ~87 at
-#: 1080p). Bare decoding alone is ~2-3x faster; the per-stage model is soraprep/estimate/cluster.py.
+#: 720p H.264: ~208 (25 fps / 0.120 CPU-s per video-second) measured by benchmarks/scale_model.py (BENCHMARKS.md,
+#: "Cluster scale model"; ~89 at 1080p). Bare decoding alone is ~2-3x faster; per stage: estimate/cluster.py.
 CURATION_FPS_PER_CORE = 200.0
 #: Default captioning VLM size (a 7B video VLM such as LLaVA-NeXT-Video-7B or Qwen2-VL-7B).
 DEFAULT_CAPTION_PARAMS = 7e9
