@@ -113,6 +113,11 @@ def curate_cmd(
     unit_timeout: float = typer.Option(
         None, "--unit-timeout", metavar="SECONDS", min=0.001,
         help="Time limit per video (default: none). A video over it is stopped and becomes an error row (timeout)."),
+    storage_options: str = typer.Option(
+        None, "--storage-options", metavar="JSON",
+        help="Options for object-store inputs and OUT (s3://, gs://, any fsspec URL), as a JSON object or a "
+             "JSON file, e.g. '{\"endpoint_url\": \"http://127.0.0.1:9000\"}'; credentials also come from the "
+             "standard environment (AWS_ENDPOINT_URL, AWS_PROFILE, ...)."),
 ) -> None:
     from soraprep.curate.inputs import InputError
     from soraprep.curate.lock import OutInUseError
@@ -122,10 +127,15 @@ def curate_cmd(
     from soraprep.curate.runners.local import StageSetupError
     from soraprep.curate.runners.supervisor import parse_size
     from soraprep.manifest import ManifestError
+    from soraprep.storage import StorageError, is_remote, parse_storage_options
     from soraprep.video.cut import CUT_MODES
 
     if cut is not None and cut not in CUT_MODES:
         fail_usage(f"--cut must be one of {', '.join(CUT_MODES)}, got {cut!r}")
+    try:
+        options = parse_storage_options(storage_options)
+    except StorageError as exc:
+        fail_usage(str(exc))
     try:
         parse_size(max_worker_memory)
     except ValueError as exc:
@@ -134,11 +144,15 @@ def curate_cmd(
         if rethreshold:
             if inputs:
                 fail_usage("--rethreshold OUT takes no INPUTS: it re-filters the manifest in OUT")
+            if is_remote(rethreshold):
+                fail_usage(f"--rethreshold {rethreshold}: a run on object storage is re-decided by rerunning "
+                           "`soraprep curate` on the same inputs into it with the new --recipe (no decoding)")
             result = rethreshold_run(rethreshold, recipe=recipe, cut=cut, report=not no_report)
         else:
             if not out:
                 fail_usage("missing --out/-o OUT (the output folder)")
-            check_out_dir(out)
+            if not is_remote(out):
+                check_out_dir(out)
             if not inputs:
                 fail_usage("give at least one video file, folder or manifest")
             if runner not in ("local", "ray"):
@@ -151,8 +165,9 @@ def curate_cmd(
                                "pip install 'soraprep[ray]' (or use --runner local)")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
                             report=not no_report, runner=runner, ray_address=ray_address, force=force,
-                            max_worker_memory=max_worker_memory, unit_timeout_s=unit_timeout)
-    except (RecipeError, InputError, ManifestError, StageSetupError, OutInUseError) as exc:
+                            max_worker_memory=max_worker_memory, unit_timeout_s=unit_timeout,
+                            storage_options=options)
+    except (RecipeError, InputError, ManifestError, StageSetupError, OutInUseError, StorageError) as exc:
         fail_usage(str(exc))
     _print_curate_summary(result, report_wanted=not no_report)
     raise typer.Exit(result.exit_code)
@@ -181,8 +196,10 @@ def _print_curate_summary(result, report_wanted: bool) -> None:
     elif report_wanted:  # the report failed; the pipeline recorded why in run.json
         import json
 
-        try:
-            why = json.loads((result.out / "run.json").read_text()).get("report_error") or "unknown error"
+        from soraprep.storage import Store
+
+        try:  # OUT may be a store URL
+            why = json.loads(Store(str(result.out)).read_text("run.json")).get("report_error") or "unknown error"
         except (OSError, ValueError):
             why = "unknown error"
         console.print(f"[yellow]warning:[/] report.html not written ({escape(str(why))}); the manifest is "
