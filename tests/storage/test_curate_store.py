@@ -120,3 +120,107 @@ def test_clips_on_the_store_hold_the_frames_their_rows_say(runs, bucket, tmp_pat
         assert sum(1 for _ in decode(local, size=32, fmt="gray")) == r["num_frames"]
     thumbs = out.list("thumbs")
     assert len(thumbs) == len([r for r in s3_s3.rows if not r.get("error")])
+
+
+def test_kill_9_mid_run_on_a_store_out_then_rerun_gives_the_same_manifest(runs, inputs, bucket):
+    _, s3_s3, _ = runs
+    _, prefix = inputs
+    out = Store(f"{bucket}/runs/killed")
+    cmd = [sys.executable, "-m", "soraprep.cli", "curate", prefix, "-o", out.root, "-q", "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # env: the S3 server
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not out.list(".soraprep/units"):
+        time.sleep(0.02)
+    proc.kill()  # SIGKILL mid-run: its lock object stays behind
+    proc.wait()
+    done = len(out.list(".soraprep/units"))
+    assert 1 <= done < 3, "the kill should land mid-run"
+    assert not out.exists("manifest.parquet") and out.exists(".soraprep/lock")
+    res = subprocess.run(cmd, capture_output=True)  # takes over the dead run's lock
+    assert res.returncode == 1, res.stderr.decode()  # 1: the corrupt file's error row
+    rows = _rows_of_store(out.root)
+    assert rows == _rows_of_store(f"{bucket}/runs/s3")  # same sources, same relative clip paths
+    assert len({r["clip_id"] for r in rows}) == len(rows)
+    assert sorted(out.list("clips")) == sorted(Store(f"{bucket}/runs/s3").list("clips"))
+    assert not out.exists(".soraprep/lock")
+
+
+def test_rerun_with_a_changed_threshold_re_decides_on_the_store_without_the_sources(media, bucket, tmp_path):
+    videos = Store(f"{bucket}/rethreshold/videos")
+    videos.put_file(media["kinds.mp4"], "kinds.mp4")
+    out = Store(f"{bucket}/rethreshold/out")
+    first = curate([videos.root], out.root, workers=1, report=False)
+    kept = sorted(r["motion_score"] for r in first.rows if r.get("keep"))
+    assert len(kept) >= 2
+    recipe = tmp_path / "strict.yaml"
+    recipe.write_text(f"filter: {{motion_score: {{min: {(kept[0] + kept[1]) / 2}}}}}\n")
+    videos.write_bytes("kinds.mp4", b"not a video any more")  # re-deciding must not read the source
+    again = curate([videos.root], out.root, recipe=recipe, workers=1, report=False)
+    assert again.redone == {"redecided": 1} and not again.errors
+    now_kept = [r for r in again.rows if r.get("keep")]
+    assert len(now_kept) == len(kept) - 1
+    assert sorted(out.list("clips")) == sorted(r["path"] for r in now_kept)  # the dropped clip's file is gone
+    assert not out.list(".soraprep/stale")
+    assert [r["clip_id"] for r in again.rows] == [r["clip_id"] for r in first.rows]
+
+
+def test_one_run_per_store_out(inputs, bucket):
+    _, prefix = inputs
+    out = f"{bucket}/runs/locked"
+    with out_lock(out):
+        with pytest.raises(OutInUseError, match="in use by pid"):
+            curate([prefix], out, workers=1)
+        res = CliRunner().invoke(app, ["curate", prefix, "-o", out, "-q"])
+        assert res.exit_code == 2 and "in use" in res.output
+    assert not Store(out).exists(".soraprep/lock")
+
+
+@pytest.mark.parametrize("options", ["{bad", "[1]", "/nonexistent/options.json"])
+def test_bad_storage_options_exit_2(options, tmp_path):
+    res = CliRunner().invoke(app, ["curate", str(tmp_path), "-o", str(tmp_path / "out"), "--storage-options", options])
+    assert res.exit_code == 2 and "--storage-options" in res.output
+    assert len(res.output.strip().splitlines()) <= 2  # one message (the console may wrap it)
+
+
+def test_storage_options_reach_the_store(inputs, bucket, s3_server, tmp_path, monkeypatch):
+    _, prefix = inputs
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the option names the server now
+    opts = tmp_path / "opts.json"
+    opts.write_text(json.dumps({"endpoint_url": s3_server}))
+    units = collect_units([prefix], storage_options={"endpoint_url": s3_server})
+    assert [Path(u["source"]).name for u in units] == ["broken.mp4", *VIDEOS]
+    from soraprep.storage import parse_storage_options
+
+    assert parse_storage_options(str(opts)) == {"endpoint_url": s3_server}
+
+
+def test_units_from_a_store_prefix_and_a_store_manifest(media, s3_bucket, tmp_path):
+    from soraprep.curate.inputs import InputError
+    from soraprep.manifest import write_manifest
+
+    store = Store(s3_bucket)
+    for key in ("in/a.mp4", "in/sub/b.MOV", "in/notes.txt", "in/.soraprep-tmp-1-x.mp4", "in/.partial-c.mp4",
+                "in/oldrun/clips/v/c.mp4", "in/oldrun/.soraprep/recipe.json", "in/out/clips/d.mp4"):
+        store.write_bytes(key, b"x")
+    units = collect_units([f"{s3_bucket}/in/"], skip_dirs=(f"{s3_bucket}/in/out",))
+    assert [u["source"] for u in units] == [f"{s3_bucket}/in/a.mp4", f"{s3_bucket}/in/sub/b.MOV"]
+    again = collect_units([f"{s3_bucket}/in"])  # without the slash: the same prefix, the same keys and ids
+    assert [(u["_key"], u["video_id"]) for u in again if "/out/" not in u["source"]] == \
+        [(u["_key"], u["video_id"]) for u in units]
+    assert collect_units([f"{s3_bucket}/in/a.mp4"])[0]["_key"] == units[0]["_key"]  # one object
+    gone = collect_units([f"{s3_bucket}/nothing/"])
+    assert gone[0]["error"]["kind"] == "not_found"
+    with pytest.raises(InputError, match="holds a soraprep run"):
+        collect_units([f"{s3_bucket}/in/oldrun"])
+    with pytest.raises(InputError, match="output"):
+        collect_units([f"{s3_bucket}/in/out"], skip_dirs=(f"{s3_bucket}/in/out",))
+    write_manifest(tmp_path / "m.parquet", [
+        {"source": "a.mp4", "clip_id": "A"}, {"source": "sub/b.MOV", "clip_id": "B", "start_s": 0.0, "end_s": 1.0},
+        {"source": "http://example.com/v.mp4", "clip_id": "C"}, {"source": "concat:a.mp4|b.mp4", "clip_id": "D"},
+        {"source": f"{s3_bucket}/in/a.mp4", "clip_id": "E"}])
+    store.put_file(tmp_path / "m.parquet", "in/m.parquet")
+    rows = {u["clip_id"] if "clip_id" in u else u["_base_id"]: u for u in collect_units([f"{s3_bucket}/in/m.parquet"])}
+    assert rows["A"]["source"] == f"{s3_bucket}/in/a.mp4" and rows["B"]["source"] == f"{s3_bucket}/in/sub/b.MOV"
+    assert rows["B"]["_span_s"] == (0.0, 1.0) and rows["E"]["source"] == f"{s3_bucket}/in/a.mp4"
+    assert rows["C"]["error"]["kind"] == rows["D"]["error"]["kind"] == "unsupported_source"
+    assert collect_units([f"{s3_bucket}/in/missing.parquet"])[0]["error"]["kind"] == "not_found"
