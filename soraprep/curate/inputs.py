@@ -49,8 +49,9 @@ _RECOMPUTED = {"path", "num_frames", "height", "width", "aspect_ratio", "resolut
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.,-]+:")
 
 
-#: URL schemes of sources curate never reads itself: ``soraprep download`` fetches them first.
-WEB_SCHEMES = {"http", "https"}
+#: URL schemes of sources curate never reads itself, although fsspec could: web and file-transfer servers
+#: (also FFmpeg protocols). ``soraprep download`` fetches them first.
+WEB_SCHEMES = {"http", "https", "ftp", "ftps", "sftp", "ssh", "smb", "webdav", "data"}
 
 
 class InputError(ValueError):
@@ -59,8 +60,8 @@ class InputError(ValueError):
 
 def store_url(text: Any) -> bool:
     """Whether ``text`` names an object store curate reads through fsspec (``s3://``, ``gs://``,
-    ``az://``, ``memory://`` ...): a ``scheme://`` URL of a filesystem fsspec knows, other than the web
-    (``http(s)://``: ``soraprep download``). FFmpeg protocols (``concat:``, ``pipe:``, ``rtmp://`` ...) are
+    ``az://``, ``memory://`` ...): a ``scheme://`` URL of a filesystem fsspec knows, other than the web and
+    file-transfer servers (:data:`WEB_SCHEMES`: ``soraprep download``). FFmpeg protocols (``concat:``, ``pipe:``, ``rtmp://`` ...) are
     not fsspec filesystems and never reach FFmpeg as names: sources are staged to local files."""
     if not isinstance(text, str) or not is_remote(text) or url_scheme(text) in WEB_SCHEMES:
         return False
