@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "_work"
 
 
-def make_inputs(n: int, seconds: int, width: int, height: int) -> list[Path]:
+def make_inputs(n: int, seconds: int, width: int, height: int, crf: int) -> list[Path]:
     from soraprep.video.synth import Shot, make_video
 
-    folder = WORK / f"remote_{n}x{seconds}s_{width}x{height}"
+    folder = WORK / f"remote_{n}x{seconds}s_{width}x{height}_crf{crf}"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
@@ -49,7 +49,7 @@ def make_inputs(n: int, seconds: int, width: int, height: int) -> list[Path]:
                 shots.append(Shot(k, "moving", speed=float(rng.uniform(0.5, 5)), seed=int(rng.integers(1 << 30))))
                 total += k
             tmp = p.with_suffix(".tmp.mp4")
-            make_video(tmp, shots, fps=Fraction(25), width=width, height=height, preset="veryfast", crf=23)
+            make_video(tmp, shots, fps=Fraction(25), width=width, height=height, preset="veryfast", crf=crf)
             tmp.rename(p)
         paths.append(p)
     return paths
@@ -128,11 +128,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=720)
+    ap.add_argument("--crf", type=int, default=23, help="x264 quality of the generated videos (lower: larger files)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--block-size", type=int, nargs="+", default=[5 * 2**20, 1 * 2**20, 256 * 2**10])
     args = ap.parse_args()
 
-    paths = make_inputs(args.videos, args.seconds, args.width, args.height)
+    paths = make_inputs(args.videos, args.seconds, args.width, args.height, args.crf)
     start_server()
     import s3fs
 
@@ -163,7 +164,7 @@ def main() -> None:
             if name not in best or wall < best[name][0]:
                 best[name] = (wall, counter.requests, counter.bytes, frames)
     base = best[modes[0][0]][0]
-    print(f"\n{args.videos} videos x {args.seconds} s {args.width}x{args.height} 25 fps H.264, "
+    print(f"\n{args.videos} videos x {args.seconds} s {args.width}x{args.height} 25 fps H.264 crf {args.crf}, "
           f"{total_bytes / 2**20:.1f} MiB in all; moto S3 on 127.0.0.1 through s3fs; best of {args.repeats}\n")
     print("| mode | wall (s) | vs staging | S3 requests | bytes fetched | frames decoded |")
     print("|---|---|---|---|---|---|")

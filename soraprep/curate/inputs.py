@@ -253,7 +253,12 @@ def _store_input(url: str, storage_options: dict[str, Any], skip: set[str]) -> l
         return _store_units(url, storage_options, skip)
     try:
         with local_copy(url, storage_options) as local:
-            return _manifest_units(local, url=url.rstrip("/"))
+            units = _manifest_units(local, url=url.rstrip("/"))
+        for u in units:  # FILE:LINE messages of bad lines name the URL, not the staged copy
+            err = u.get("error")
+            if isinstance(err, dict) and str(local) in str(err.get("message")):
+                err["message"] = str(err["message"]).replace(str(local), url.rstrip("/"))
+        return units
     except FileNotFoundError:
         return [_url_unit(url.rstrip("/"), ("not_found", f"no such manifest object: {url}"))]
     except (StorageError, InputError):

@@ -224,3 +224,24 @@ def test_units_from_a_store_prefix_and_a_store_manifest(media, s3_bucket, tmp_pa
     assert rows["B"]["_span_s"] == (0.0, 1.0) and rows["E"]["source"] == f"{s3_bucket}/in/a.mp4"
     assert rows["C"]["error"]["kind"] == rows["D"]["error"]["kind"] == "unsupported_source"
     assert collect_units([f"{s3_bucket}/in/missing.parquet"])[0]["error"]["kind"] == "not_found"
+
+
+def test_staged_sources_fetch_once_name_the_url_again_and_clean_up(s3_bucket, tmp_path):
+    from soraprep.curate.runners.sources import StagedSources
+
+    store = Store(s3_bucket)
+    store.write_bytes("v/a.mp4", b"footage")
+    url, gone = store.url("v/a.mp4"), store.url("v/gone.mp4")
+    rows = [{"source": url, "path": url}, {"source": url}, {"source": gone}, {"source": str(tmp_path / "local.mp4")}]
+    sources = StagedSources(scratch=tmp_path / "scratch")
+    sources.localize(rows, "probe")
+    local = Path(rows[0]["source"])
+    assert local.read_bytes() == b"footage" and rows[1]["source"] == str(local) == rows[0]["path"]  # one copy
+    assert rows[2]["error"] == {"stage": "probe", "kind": "not_found", "message": f"no such object: {gone}"}
+    assert rows[3]["source"] == str(tmp_path / "local.mp4")  # local sources are used in place
+    rows[1]["error"] = {"stage": "probe", "kind": "x", "message": f"{local}: invalid data"}
+    sources.restore(rows)
+    assert rows[0]["source"] == rows[0]["path"] == rows[1]["source"] == url
+    assert rows[1]["error"]["message"] == f"{url}: invalid data"
+    sources.close()
+    assert not local.exists()
