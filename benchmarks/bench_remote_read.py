@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -130,6 +131,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=720)
     ap.add_argument("--crf", type=int, default=23, help="x264 quality of the generated videos (lower: larger files)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--curate", action="store_true", help="also time `soraprep curate` local->local vs S3->S3")
     ap.add_argument("--block-size", type=int, nargs="+", default=[5 * 2**20, 1 * 2**20, 256 * 2**10])
     args = ap.parse_args()
 
@@ -163,6 +165,8 @@ def main() -> None:
             wall = time.perf_counter() - t0
             if name not in best or wall < best[name][0]:
                 best[name] = (wall, counter.requests, counter.bytes, frames)
+    if args.curate:
+        curate_rows = bench_curate(paths, store, args.repeats)
     base = best[modes[0][0]][0]
     print(f"\n{args.videos} videos x {args.seconds} s {args.width}x{args.height} 25 fps H.264 crf {args.crf}, "
           f"{total_bytes / 2**20:.1f} MiB in all; moto S3 on 127.0.0.1 through s3fs; best of {args.repeats}\n")
@@ -171,8 +175,37 @@ def main() -> None:
     for name, (wall, req, nbytes, frames) in best.items():
         print(f"| {name} | {wall:.2f} | {wall / base:.2f} | {req} | {nbytes / 2**20:.1f} MiB "
               f"({nbytes / total_bytes:.2f}x) | {frames} |")
+    if args.curate:
+        print("\n`soraprep curate IN -o OUT -w 1` end to end (default recipe, report included), same videos:\n")
+        print("| inputs -> OUT | wall (s) | vs local |")
+        print("|---|---|---|")
+        for name, wall in curate_rows:
+            print(f"| {name} | {wall:.2f} | {wall / curate_rows[0][1]:.2f} |")
     sys.stdout.flush()
     os._exit(0)  # the moto server thread
+
+
+def bench_curate(paths: list[Path], store, repeats: int) -> list[tuple[str, float]]:
+    """Wall time of the whole command: local folder -> local OUT vs S3 prefix -> S3 OUT (subprocesses)."""
+    import shutil
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-curate-") as tmp:
+        folder = Path(tmp, "in")
+        folder.mkdir()
+        for p in paths:
+            shutil.copy(p, folder / p.name)
+        setups = [("local folder -> local OUT", str(folder), lambda i: str(Path(tmp, f"out{i}"))),
+                  ("S3 prefix -> S3 OUT", store.root + "/", lambda i: f"s3://bench/runs/r{i}")]
+        best: dict[str, float] = {}
+        for i in range(repeats):
+            for name, src, out in setups:
+                cmd = [sys.executable, "-m", "soraprep.cli", "curate", src, "-o", out(i), "-q", "-w", "1"]
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True)
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+        runs = list(best.items())
+    return runs
 
 
 if __name__ == "__main__":

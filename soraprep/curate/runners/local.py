@@ -12,6 +12,11 @@ only in its decisions (filter, cut, bucket) redoes those from it without decodin
 then waits in ``OUT/.soraprep/stale/`` so unchanged clip files are reused and orphaned ones removed
 (see ``pipeline.reconcile``).
 
+OUT may be an object store (``s3://bucket/runs/r1``): each unit then runs against the worker's local
+scratch OUT and is published with its commit last (:mod:`.workspace`, via :func:`run_worker_unit`);
+sources on a store are staged to local scratch once per unit, when a stage first reads them
+(:mod:`.sources`).
+
 Workers are child processes watched by :mod:`.supervisor`: a unit whose worker dies twice, outgrows the
 memory bound or outlasts the time limit is committed as an error row (``worker_died``,
 ``out_of_memory``, ``timeout``) and the run goes on.
