@@ -217,8 +217,13 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
             bar.advance(task, 1)
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
-    for u in units:
-        unit_rows, unit_t = read_unit(out, u["_key"])
+    if remote:  # fetched concurrently, in chunks
+        from soraprep.curate.runners.workspace import read_units
+
+        committed = ((unit_rows, unit_t) for _key, unit_rows, unit_t in read_units(out, [u["_key"] for u in units]))
+    else:
+        committed = (read_unit(out, u["_key"]) for u in units)
+    for unit_rows, unit_t in committed:
         rows += unit_rows
         for k, v in unit_t.items():
             timings[k] = timings.get(k, 0.0) + v
@@ -242,6 +247,7 @@ def _finish_on_store(store: Store, rows, rec: Recipe, timings, t0, report: bool,
 
     from soraprep.curate.cutting import thumb_path
     from soraprep.curate.report import MAX_THUMBS
+    from soraprep.curate.runners.workspace import get_many, put_many
     from soraprep.curate.stage import failed
 
     with tempfile.TemporaryDirectory(prefix="soraprep-finish-") as tmp:
@@ -249,16 +255,10 @@ def _finish_on_store(store: Store, rows, rec: Recipe, timings, t0, report: bool,
         if report:  # the thumbnails the report embeds: the first kept and dropped clips
             clips = [r for r in rows if not failed(r) and r.get("clip_id")]
             shown = [r for r in clips if r.get("keep")][:MAX_THUMBS] + [r for r in clips if not r.get("keep")][:MAX_THUMBS]
-            for r in shown:
-                key = thumb_path(local, r["clip_id"]).relative_to(local.resolve()).as_posix()
-                try:
-                    store.get_file(key, local / key)
-                except (OSError, ValueError):
-                    pass  # the report says "(no thumbnail)"
+            keys = [thumb_path(local, r["clip_id"]).relative_to(local.resolve()).as_posix() for r in shown]
+            get_many(store, [(k, local / k) for k in keys])  # a missing one: the report says "(no thumbnail)"
         result = _finish(local, rows, rec, timings, t0, report, inputs=inputs, redone=redone)
-        for name in _FINISHED:
-            if (local / name).is_file():
-                store.put_file(local / name, name)
+        put_many(store, [(local / name, name) for name in _FINISHED if (local / name).is_file()])
     report_url = store.url("report.html") if result.report else None
     return dataclasses.replace(result, out=store.root, manifest=store.url(MANIFEST), report=report_url)
 

@@ -153,6 +153,64 @@ def commit_error(out: Store, unit: dict[str, Any], stage: str, kind: str, messag
     return summary
 
 
+def put_many(out: Store, files: list[tuple[Path, str]]) -> None:
+    """PUT local files as keys, concurrently on an object store (fsspec's batched ``put``: each file is
+    still its own whole-object PUT, so none is ever seen half-written)."""
+    if not files:
+        return
+    if not out.remote:
+        for local, key in files:
+            out.put_file(local, key)
+        return
+    out.fs.put([str(local) for local, _ in files], [out.url(key) for _, key in files])
+
+
+def get_many(out: Store, files: list[tuple[str, Path]]) -> list[Path]:
+    """Fetch keys to local files, concurrently on an object store; missing keys are skipped. Returns the
+    local files that were written."""
+    if out.remote and files:
+        for _, local in files:
+            local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.fs.get([out.url(key) for key, _ in files], [str(local) for _, local in files])
+            return [local for _, local in files]
+        except Exception:  # noqa: BLE001 - one missing key fails the batch: drop what it wrote, go one by one
+            for _, local in files:
+                local.unlink(missing_ok=True)
+    got = []
+    for key, local in files:
+        try:
+            got.append(out.get_file(key, local))
+        except (OSError, ValueError):
+            pass
+    return got
+
+
+def read_units(out: Store, keys: list[str], chunk: int = 256):
+    """Committed units' (key, rows, timings), in ``keys`` order; on an object store fetched ``chunk`` at a
+    time concurrently (one GET each)."""
+    from soraprep.manifest import table_rows
+
+    if not out.remote:
+        for key in keys:
+            yield (key, *read_unit(out, key))
+        return
+    import pyarrow.parquet as pq
+
+    for i in range(0, len(keys), chunk):
+        part = keys[i:i + chunk]
+        urls = [out.url(unit_key(k)) for k in part]
+        out.fs.invalidate_cache()
+        blobs = out.fs.cat(urls)
+        for key, url in zip(part, urls):
+            data = blobs.get(url)
+            if data is None:  # the filesystem may name it without its scheme
+                data = next(v for u, v in blobs.items() if url.endswith(u))
+            table = pq.read_table(io.BytesIO(data))
+            meta = table.schema.metadata or {}
+            yield key, table_rows(table), json.loads(meta.get(b"soraprep.unit_timings", b"{}"))
+
+
 # -- a worker's unit --------------------------------------------------------------------------------
 
 class UnitWorkspace:
@@ -240,8 +298,7 @@ class UnitWorkspace:
         if not commit.is_file():
             raise RuntimeError(f"unit {self.key} wrote no commit into {self.root}")
         written = self._written()
-        for key in written:
-            self.out.put_file(self.root / key, key)
+        put_many(self.out, [(self.root / key, key) for key in written])
         for key in self._orphans(table_rows(read_table(commit))):
             self.out.delete(key)
         self.out.put_file(commit, unit_key(self.key))  # the unit is done from here on
@@ -270,6 +327,6 @@ def run_unit_on(out: Store, unit: dict[str, Any],
     return summary
 
 
-__all__ = ["UnitWorkspace", "commit_error", "committed_keys", "is_committed", "move_to_stale",
-           "out_store", "pending_units", "read_unit", "run_unit_on", "summary_of", "unit_fingerprints",
+__all__ = ["UnitWorkspace", "commit_error", "committed_keys", "get_many", "is_committed", "move_to_stale",
+           "out_store", "pending_units", "put_many", "read_units", "read_unit", "run_unit_on", "summary_of", "unit_fingerprints",
            "worker_scratch"]
