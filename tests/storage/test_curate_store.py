@@ -155,6 +155,8 @@ def test_rerun_with_a_changed_threshold_re_decides_on_the_store_without_the_sour
     recipe = tmp_path / "strict.yaml"
     recipe.write_text(f"filter: {{motion_score: {{min: {(kept[0] + kept[1]) / 2}}}}}\n")
     videos.write_bytes("kinds.mp4", b"not a video any more")  # re-deciding must not read the source
+    unit = next(iter(out.list(".soraprep/units")))
+    out.copy(unit, unit.replace("/units/", "/stale/"))  # as if a reconcile was killed between copy and delete
     again = curate([videos.root], out.root, recipe=recipe, workers=1, report=False)
     assert again.redone == {"redecided": 1} and not again.errors
     now_kept = [r for r in again.rows if r.get("keep")]
@@ -182,16 +184,19 @@ def test_bad_storage_options_exit_2(options, tmp_path):
     assert len(res.output.strip().splitlines()) <= 2  # one message (the console may wrap it)
 
 
-def test_storage_options_reach_the_store(inputs, bucket, s3_server, tmp_path, monkeypatch):
+def test_storage_options_reach_the_store_and_the_workers(inputs, bucket, s3_server, tmp_path, monkeypatch):
     _, prefix = inputs
-    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the option names the server now
-    opts = tmp_path / "opts.json"
-    opts.write_text(json.dumps({"endpoint_url": s3_server}))
-    units = collect_units([prefix], storage_options={"endpoint_url": s3_server})
+    Store(bucket).copy("videos/cuts.mp4", "opts/in/cuts.mp4")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the option names the server now (workers inherit no env)
+    options = {"endpoint_url": s3_server}
+    units = collect_units([prefix], storage_options=options)
     assert [Path(u["source"]).name for u in units] == ["broken.mp4", *VIDEOS]
-    from soraprep.storage import parse_storage_options
-
-    assert parse_storage_options(str(opts)) == {"endpoint_url": s3_server}
+    opts = tmp_path / "opts.json"
+    opts.write_text(json.dumps(options))
+    res = CliRunner().invoke(app, ["curate", f"{bucket}/opts/in/", "-o", f"{bucket}/opts/out", "-q", "--no-report",
+                                   "--storage-options", str(opts)])
+    assert res.exit_code == 0, res.output
+    assert Store(f"{bucket}/opts/out", options).list("clips")
 
 
 def test_units_from_a_store_prefix_and_a_store_manifest(media, s3_bucket, tmp_path):
