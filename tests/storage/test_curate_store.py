@@ -88,7 +88,7 @@ def runs(inputs, bucket, tmp_path_factory):
     local, prefix = inputs
     base = tmp_path_factory.mktemp("runs")
     ref = curate([str(local)], base / "local", workers=1)
-    s3_s3 = curate([prefix], f"{bucket}/runs/s3", workers=1)
+    s3_s3 = curate([prefix], f"{bucket}/runs/s3", workers=2)  # two workers publish concurrently
     s3_local = curate([prefix], base / "s3-local", workers=1, report=False)
     return ref, s3_s3, s3_local
 
