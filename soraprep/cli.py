@@ -53,6 +53,25 @@ def check_out_dir(out: str, flag: str = "-o/--out") -> None:
             return
 
 
+def _storage_options(text: str | None) -> dict:
+    """``--storage-options JSON`` -> dict, exit 2 with the fix when it is not a JSON object."""
+    from soraprep.storage import StorageError, parse_storage_options
+
+    try:
+        return parse_storage_options(text)
+    except StorageError as exc:
+        fail_usage(str(exc))
+
+
+#: packages whose exceptions mean "the store cannot be reached or refuses" (endpoint, credentials, bucket)
+_STORE_ERROR_MODULES = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "fsspec"}
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """An OSError, or an exception raised by an object-store client (unreachable endpoint, bad credentials)."""
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _STORE_ERROR_MODULES
+
+
 def check_out_file(out: str, flag: str = "-o/--output") -> None:
     """Fail with exit 2 when ``out`` (an output file) is a folder or lies under a file."""
     from pathlib import Path
@@ -265,45 +284,173 @@ def report_cmd(out: str = typer.Argument(..., help="A curation output folder."))
     console.print(f"report: {escape(str(path))}", highlight=False)
 
 
-@app.command("export")
-def export_cmd(
-    manifest: str = typer.Argument(..., help="A manifest.parquet."),
-    out: str = typer.Option(..., "--out", "-o", help="Output file."),
-    fmt: str = typer.Option("opensora-csv", "--format", help="opensora-csv | jsonl"),
-    all_rows: bool = typer.Option(False, "--all", help="Also rows that were dropped or failed."),
-) -> None:
-    """Export a manifest to another format.  Example: soraprep export out/manifest.parquet -o train.csv
+EXPORT_HELP = """Export a manifest for training: Open-Sora CSV, JSONL, WebDataset shards or a Parquet dataset.
 
-    Refuses (exit 2) to write over the input manifest or its JSONL twin, whatever the name (a symlink,
-    hard link or relative path to the same file). Exit 1 when a kept row cannot be written (a file name
-    that is not UTF-8 has no place in Open-Sora's CSV; the message names it).
-    """
+MANIFEST is a manifest file (.parquet/.jsonl) or a run folder, local or a store URL (s3://, gs://...).
+opensora-csv and jsonl write one file (-o FILE); webdataset and parquet write a folder or a store prefix
+(-o DIR_OR_URL). Kept rows only unless --all (webdataset --all: every row without an error).
+
+\b
+webdataset: shard-000000.tar ... each sample KEY.mp4 (the clip file), KEY.json (the manifest row),
+KEY.txt (the caption), shards closed before --shard-size bytes (or --shard-samples samples), manifest
+order, written whole (rename / one upload); shards.json last. A rerun skips shards already complete.
+parquet: part-00000.parquet ... of at most --rows-per-part rows, paths absolute (or URLs), _index.json.
+
+Refuses (exit 2) to write over the input manifest or its JSONL twin, whatever the name (a symlink,
+hard link or relative path to the same file). Exit 1 when a selected row cannot be written (a file name
+that is not UTF-8 has no place in Open-Sora's CSV; a clip file that is missing; the message names it).
+
+\b
+Examples:
+  soraprep export out/manifest.parquet -o train.csv
+  soraprep export s3://bucket/runs/r1 --format webdataset -o s3://bucket/shards/r1 --shard-size 1GiB
+  soraprep export out --format parquet -o out-parquet --rows-per-part 500000
+"""
+
+
+@app.command("export", help=EXPORT_HELP)
+def export_cmd(
+    manifest: str = typer.Argument(..., help="A manifest (.parquet/.jsonl) or run folder; local or URL."),
+    out: str = typer.Option(..., "--out", "-o", help="Output file (opensora-csv, jsonl) or folder / URL."),
+    fmt: str = typer.Option("opensora-csv", "--format", help="opensora-csv | jsonl | webdataset | parquet"),
+    all_rows: bool = typer.Option(False, "--all", help="Also rows that were dropped (and, except webdataset, failed)."),
+    shard_size: str = typer.Option("1GiB", "--shard-size", metavar="SIZE",
+                                   help="webdataset: most bytes per shard, e.g. 1GiB, 500MB, 1000000."),
+    shard_samples: int = typer.Option(None, "--shard-samples", min=1, help="webdataset: most samples per shard."),
+    rows_per_part: int = typer.Option(1_000_000, "--rows-per-part", min=1, help="parquet: most rows per part file."),
+    workers: int = typer.Option(8, "--workers", min=1, help="webdataset: clip files read at once."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options for store URLs, e.g. '{\"endpoint_url\": ...}'."),
+) -> None:
     import os
 
     from soraprep.manifest import ManifestError, export_opensora_csv, read_manifest, write_jsonl
+    from soraprep.storage import StorageError, is_remote, parse_storage_options
 
-    if fmt not in ("opensora-csv", "jsonl"):
-        fail_usage(f"--format must be opensora-csv or jsonl, got {fmt!r}")
-    src = os.path.splitext(manifest)[0]
-    for protected in {manifest, src + ".parquet", src + ".jsonl"}:
-        if os.path.exists(protected) and os.path.exists(out) and os.path.samefile(protected, out):
-            fail_usage(f"-o {out} is the manifest {protected} itself: choose another output file")
-    check_out_file(out, "-o/--out")  # not a folder, not under a file
+    formats = ("opensora-csv", "jsonl", "webdataset", "parquet")
+    if fmt not in formats:
+        fail_usage(f"--format must be one of {', '.join(formats)}, got {fmt!r}")
     try:
-        rows = read_manifest(manifest)
-    except ManifestError as exc:
+        options = parse_storage_options(storage_options)
+    except StorageError as exc:
         fail_usage(str(exc))
+    if fmt in ("webdataset", "parquet"):
+        _export_dataset(manifest, out, fmt, all_rows=all_rows, shard_size=shard_size, shard_samples=shard_samples,
+                        rows_per_part=rows_per_part, workers=workers, options=options)
+        return
+    remote = is_remote(manifest) or is_remote(out)
+    if not remote:
+        src = os.path.splitext(manifest)[0]
+        for protected in {manifest, src + ".parquet", src + ".jsonl"}:
+            if os.path.exists(protected) and os.path.exists(out) and os.path.samefile(protected, out):
+                fail_usage(f"-o {out} is the manifest {protected} itself: choose another output file")
+    elif os.path.splitext(str(manifest).rstrip("/"))[0] == os.path.splitext(str(out))[0]:
+        fail_usage(f"-o {out} is the manifest {manifest} itself: choose another output file")
+    if not is_remote(out):
+        check_out_file(out, "-o/--out")  # not a folder, not under a file
+    try:
+        if remote:
+            from soraprep.storage.manifests import locate, read_rows, resolve
+
+            ref = locate(manifest, options)
+            rows = read_rows(manifest, options)
+            for r in rows:  # relative paths are relative to the manifest's folder on its store
+                if r.get("path"):
+                    r["path"] = resolve(ref.base, r["path"])
+        else:
+            rows = read_manifest(manifest)
+    except (ManifestError, StorageError) as exc:
+        fail_usage(str(exc))
+    except Exception as exc:  # the store cannot be reached (endpoint, credentials, bucket)
+        if not is_store_error(exc):
+            raise
+        fail_usage(f"{manifest}: {type(exc).__name__}: {exc}")
     skipped: list[str] = []
-    if fmt == "opensora-csv":
-        n = export_opensora_csv(rows, out, manifest, only_kept=not all_rows, skipped=skipped)
-    else:
-        sel = rows if all_rows else [r for r in rows if r.get("keep") and not r.get("error")]
-        write_jsonl(out, sel)
-        n = len(sel)
+    try:
+        with _local_output(out, options) as local_out:
+            if fmt == "opensora-csv":
+                n = export_opensora_csv(rows, local_out, manifest if not remote else ".", only_kept=not all_rows,
+                                        skipped=skipped)
+            else:
+                sel = rows if all_rows else [r for r in rows if r.get("keep") and not r.get("error")]
+                write_jsonl(local_out, sel)
+                n = len(sel)
+    except Exception as exc:
+        if not remote or not is_store_error(exc):
+            raise
+        fail_usage(f"-o {out}: {type(exc).__name__}: {exc}")
     console.print(f"{n} rows -> {escape(out)}", highlight=False)
     for message in skipped[:10]:
         console.print(f"[yellow]not exported:[/] {escape(message)}", highlight=False)
     raise typer.Exit(EXIT_ROWS_FAILED if skipped else EXIT_OK)
+
+
+def _local_output(out: str, options: dict):
+    """A context manager giving a local file for ``out``; a store URL gets the finished file in one upload."""
+    import contextlib
+    import tempfile
+    from pathlib import Path
+
+    from soraprep.storage import is_remote
+
+    @contextlib.contextmanager
+    def cm():
+        if not is_remote(out):
+            yield out
+            return
+        from soraprep.storage.manifests import put_file
+
+        with tempfile.TemporaryDirectory(prefix="soraprep-export-") as tmp:
+            local = Path(tmp) / Path(out.rstrip("/")).name
+            yield str(local)
+            put_file(local, out, options)
+
+    return cm()
+
+
+def _export_dataset(manifest: str, out: str, fmt: str, *, all_rows: bool, shard_size: str, shard_samples: int | None,
+                    rows_per_part: int, workers: int, options: dict) -> None:
+    """``export --format webdataset | parquet``: a folder (or store prefix) of shards / part files."""
+    from soraprep.export import export_parquet, export_webdataset, parse_bytes
+    from soraprep.export.clips import check_output
+    from soraprep.manifest import ManifestError
+    from soraprep.storage import StorageError, is_remote
+
+    if not is_remote(out):
+        check_out_dir(out, "-o/--out")
+    try:
+        size = parse_bytes(shard_size)
+    except ValueError as exc:
+        fail_usage(f"--shard-size: {exc}")
+    include = "all" if all_rows else "kept"
+    try:
+        check_output(manifest, out, options)
+        if fmt == "webdataset":
+            from rich.progress import Progress
+
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("shards", total=None)
+                res = export_webdataset(manifest, out, shard_size=size, shard_samples=shard_samples, include=include,
+                                        storage_options=options, workers=workers,
+                                        progress=lambda n, shards: bar.update(task, completed=n))
+            console.print(f"{res.samples} samples in {len(res.shards)} shards ({res.bytes / 1e6:.1f} MB; "
+                          f"{res.written} written, {res.reused} already complete) -> {escape(res.out)}", highlight=False)
+            for e in res.errors[:10]:
+                console.print(f"[yellow]not exported:[/] {escape(str(e['clip_id']))}: {escape(e['kind'])}: "
+                              f"{escape(e['message'])}", highlight=False)
+            if not res.samples and res.not_selected and not all_rows:
+                console.print("[yellow]warning:[/] no row is kept (keep true, no error); a manifest that was not "
+                              "curated has no keep column: pass --all", highlight=False)
+            raise typer.Exit(res.exit_code)
+        res = export_parquet(manifest, out, rows_per_part=rows_per_part, include=include, storage_options=options)
+    except (ManifestError, StorageError) as exc:
+        fail_usage(str(exc))
+    except Exception as exc:  # the store cannot be reached or written (no bucket, no permission, disk full)
+        if not is_store_error(exc):
+            raise
+        fail_usage(f"{manifest} -> {out}: {type(exc).__name__}: {exc}")
+    console.print(f"{res.rows} rows in {len(res.parts)} part files -> {escape(res.out)}", highlight=False)
+    raise typer.Exit(EXIT_OK)
 
 
 @app.command("demo")
@@ -346,21 +493,32 @@ def ingest(
     split: str | None = typer.Option(None, "--split", help="train|val|test: filter (MSR-VTT) or label the rows."),
     limit: int | None = typer.Option(None, "--limit", help="Keep the first N rows."),
     fps: str | None = typer.Option(None, "--fps", help="Frame rate where the format counts frames (Shot2Story)."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options when -o is a store URL (s3://, gs://...)."),
 ) -> None:
     """Turn published dataset metadata (or a folder of videos) into a clip manifest, one row per clip.
+
+    -o may be a store URL (s3://bucket/manifests/panda.parquet): uploaded whole when complete.
 
     Example: soraprep ingest --dataset panda70m panda70m_validation.csv -o panda.parquet --limit 1000
     """
     from soraprep.datasets import MetadataError
     from soraprep.datasets import ingest as run_ingest
+    from soraprep.storage import StorageError, is_remote, parse_storage_options
 
     if dataset not in INGEST_DATASETS:
         fail_usage(f"--dataset {dataset!r} is not one of {'|'.join(INGEST_DATASETS)}")
-    check_out_file(output)
+    if not is_remote(output):
+        check_out_file(output)
     try:
-        report = run_ingest(dataset=dataset, path=metadata, out=output, split=split, limit=limit, fps=fps)
-    except MetadataError as exc:
+        report = run_ingest(dataset=dataset, path=metadata, out=output, split=split, limit=limit, fps=fps,
+                            storage_options=parse_storage_options(storage_options))
+    except (MetadataError, StorageError) as exc:
         fail_usage(str(exc))
+    except Exception as exc:  # the store cannot be reached or written (no bucket, no permission, disk full)
+        if not is_store_error(exc):
+            raise
+        fail_usage(f"-o {output}: {type(exc).__name__}: {exc}")
     _print_counts(f"ingest {dataset}", {"rows read": report.records_read, "clips": report.clips,
                                         "filtered by --split": report.filtered_by_split,
                                         "stopped at --limit": report.limited, "manifest": report.output},
@@ -388,17 +546,28 @@ def download(
                                         help="Give up on one file after S seconds, retries and waits included "
                                              "(0: no deadline); the partial file is kept for a rerun."),
     retries: int = typer.Option(5, "--retries", help="Retries of a transient failure (5xx, 429, reset, stall)."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options when MANIFEST or -o is a store URL (s3://, gs://...)."),
+    scratch: str = typer.Option(None, "--scratch", metavar="DIR",
+                                help="-o on a store: local working folder, kept for a resumable rerun "
+                                     "(default: a temporary folder, emptied source by source)."),
 ) -> None:
     """Download what a manifest points to (http(s) with resume, YouTube via yt-dlp, local paths) and cut
     each published span into a clip; writes OUT/manifest.parquet.
+
+    OUT may be a store URL (s3://bucket/panda): files are fetched and cut in local scratch, then uploaded.
 
     Example: soraprep download panda.parquet -o panda-clips --concurrency 8 --rate-limit www.youtube.com=0.5/s
     """
     from soraprep.datasets import MetadataError
     from soraprep.datasets.download import download as run_download
     from soraprep.datasets.fetch import parse_rate
+    from soraprep.storage import is_remote, parse_storage_options
 
-    check_out_dir(output, "-o/--output")
+    if not is_remote(output):
+        check_out_dir(output, "-o/--output")
+    if scratch is not None:
+        check_out_dir(scratch, "--scratch")
     if stall_timeout <= 0 or min_speed < 0 or file_deadline < 0 or retries < 0:
         fail_usage("--stall-timeout must be > 0, and --min-speed, --file-deadline and --retries >= 0 "
                    f"(got {stall_timeout}, {min_speed}, {file_deadline}, {retries})")
@@ -407,7 +576,8 @@ def download(
     try:
         rates = dict(parse_rate(r) for r in rate_limit)
         report = run_download(manifest=manifest, out=output, concurrency=concurrency, rate_limits=rates, cut=cut,
-                              fetch_options=fetch_options)
+                              fetch_options=fetch_options, storage_options=parse_storage_options(storage_options),
+                              scratch=scratch)
     except (MetadataError, ValueError) as exc:
         fail_usage(str(exc))
     _print_counts("download", {"rows": report.rows, "sources": report.sources, "downloaded": report.downloaded,
@@ -444,8 +614,13 @@ def caption_cmd(
     max_length: int | None = typer.Option(None, "--max-length", metavar="N",
                                           help="Longest caption: words (en) / characters (zh), default 300 / 600; "
                                                "longer ones are cut at the last sentence end that fits."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options when MANIFEST or -o is a store URL (s3://, gs://...)."),
 ) -> None:
     """Caption kept clips with a vision-language model; adds caption columns (and Open-Sora's `text`).
+
+    MANIFEST and -o may be store URLs (s3://bucket/runs/r1/manifest.parquet): each clip is staged to local
+    scratch for frame reading and the captioned manifest is uploaded whole.
 
     Example: soraprep caption clips.parquet --backend openai --model Qwen/Qwen2-VL-7B-Instruct
     --base-url http://127.0.0.1:8000/v1 --frames 8 --concurrency 16
@@ -455,6 +630,7 @@ def caption_cmd(
     from soraprep.caption import CaptionSettings, caption_manifest
     from soraprep.caption.backends import BackendConfigError
     from soraprep.manifest import ManifestError
+    from soraprep.storage import StorageError
 
     if clip_timeout <= 0 or (request_timeout is not None and request_timeout <= 0):
         fail_usage(f"--clip-timeout and --request-timeout must be > 0 seconds (got {clip_timeout}, {request_timeout})")
@@ -463,13 +639,14 @@ def caption_cmd(
     options = {k: v for k, v in (("timeout_s", request_timeout), ("max_attempts", max_attempts)) if v is not None}
     settings = CaptionSettings(backend=backend, model=model, base_url=base_url, frames=frames, mode=mode, lang=lang,
                                concurrency=concurrency, retry_failed=retry_failed, clip_timeout_s=clip_timeout,
-                               max_units=max_length, backend_options=options if backend == "openai" else {})
+                               max_units=max_length, backend_options=options if backend == "openai" else {},
+                               storage_options=_storage_options(storage_options))
     try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("captioning", total=None)
             summary = caption_manifest(manifest, out=out, settings=settings,
                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except (BackendConfigError, ManifestError, ValueError) as exc:
+    except (BackendConfigError, ManifestError, StorageError, ValueError) as exc:
         fail_usage(str(exc))
     s = summary
     _print_counts("caption", {
@@ -633,8 +810,12 @@ def encode_cmd(
     batch: int = typer.Option(4, "--batch", min=1, help="Clips per autoencoder call."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32 | float16 | bfloat16."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options when MANIFEST or -o is a store URL (s3://, gs://...)."),
 ) -> None:
     """Encode kept clips once into latents (+ caption embeddings), in resumable shards.
+
+    MANIFEST and -o may be store URLs: clips are staged to local scratch for decoding, shards uploaded.
 
     Example: soraprep encode out/manifest.parquet -o latents --vae vqvae.pt --text-encoder /models/t5-v1_1-xxl
     --frames 16 --size 256x256
@@ -642,7 +823,11 @@ def encode_cmd(
     from rich.progress import Progress
 
     require_torch("encode")
-    check_out_dir(out)
+    from soraprep.storage import is_remote
+
+    if not is_remote(out):
+        check_out_dir(out)
+    options = _storage_options(storage_options)
     from soraprep.train.latents import encode
 
     try:
@@ -650,7 +835,7 @@ def encode_cmd(
             task = bar.add_task("encoding", total=None)
             res = encode(manifest, out, vae=vae, text_encoder=text_encoder, frames=frames, size=_hxw(size, "--size"),
                          shard_size=shard_size, batch_size=batch, label_column=label_column, dtype=dtype,
-                         device=device, text_max_length=text_len,
+                         device=device, text_max_length=text_len, storage_options=options,
                          progress=lambda d, t: bar.update(task, completed=d, total=t))
     except (ValueError, FileNotFoundError, ImportError) as exc:
         fail_usage(str(exc))
