@@ -88,7 +88,9 @@ CURATE_HELP = """Turn raw videos into training-ready clips, a manifest and a rep
 
 INPUTS are video files, folders (searched recursively) or manifests (.parquet/.jsonl, e.g. from
 `soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans. Curation reads
-local files only (fetch URLs with `soraprep download`); anything unusable becomes a row with an error.
+local files and object stores: INPUTS and OUT may be s3://, gs:// or other fsspec URLs (credentials from
+the standard environment, e.g. AWS_ENDPOINT_URL, or --storage-options); fetch http(s) URLs with
+`soraprep download` first. Anything unusable becomes a row with an error.
 
 Writes OUT/manifest.parquet (+ manifest.jsonl), OUT/clips/, OUT/report.html. Rerunning the same command
 resumes an interrupted run. Rerunning with another recipe or --cut redoes what changed: new filter, cut or
@@ -103,14 +105,15 @@ A recipe file overrides only the keys it names on top of the default recipe (or 
 Examples:
   soraprep curate videos/ -o out --workers 2
   soraprep curate panda70m.parquet -o out --recipe opensora-like --cut exact
+  soraprep curate s3://bucket/videos/ -o s3://bucket/runs/r1 --workers 8
   soraprep curate --rethreshold out --recipe strict.yaml     # new thresholds, no decoding
 """
 
 
 @app.command("curate", help=CURATE_HELP)
 def curate_cmd(
-    inputs: list[str] = typer.Argument(None, help="Video files, folders or manifests."),
-    out: str = typer.Option(None, "--out", "-o", help="Output folder."),
+    inputs: list[str] = typer.Argument(None, help="Video files, folders or manifests (paths or store URLs)."),
+    out: str = typer.Option(None, "--out", "-o", help="Output folder or store URL (s3://bucket/runs/r1)."),
     recipe: str = typer.Option(None, "--recipe", "-r",
                                help="Built-in recipe (default, opensora-like), or a YAML file whose keys "
                                     "override the default's (null removes a filter rule)."),
@@ -146,15 +149,12 @@ def curate_cmd(
     from soraprep.curate.runners.local import StageSetupError
     from soraprep.curate.runners.supervisor import parse_size
     from soraprep.manifest import ManifestError
-    from soraprep.storage import StorageError, is_remote, parse_storage_options
+    from soraprep.storage import StorageError, is_remote
     from soraprep.video.cut import CUT_MODES
 
     if cut is not None and cut not in CUT_MODES:
         fail_usage(f"--cut must be one of {', '.join(CUT_MODES)}, got {cut!r}")
-    try:
-        options = parse_storage_options(storage_options)
-    except StorageError as exc:
-        fail_usage(str(exc))
+    options = _storage_options(storage_options)
     try:
         parse_size(max_worker_memory)
     except ValueError as exc:

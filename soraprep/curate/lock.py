@@ -145,7 +145,14 @@ def _store_lock(store) -> Iterator[str]:
     data = json.dumps(me).encode()
     where = store.url(LOCK_KEY)
     for _attempt in range(3):
-        if _create(store, data):
+        try:
+            created = _create(store, data)
+        except Exception as exc:  # noqa: BLE001 - endpoint, credentials, bucket: a usage error, said once
+            from soraprep.storage import StorageError
+
+            raise StorageError(f"cannot create the lock object {where}: {type(exc).__name__}: {exc}; check the "
+                               "URL, the credentials and the endpoint (AWS_ENDPOINT_URL, --storage-options)") from None
+        if created:
             break
         held = _read_held(store)
         if held is None:  # being written right now, or garbage

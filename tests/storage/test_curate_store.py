@@ -250,3 +250,11 @@ def test_staged_sources_fetch_once_name_the_url_again_and_clean_up(s3_bucket, tm
     assert rows[1]["error"]["message"] == f"{url}: invalid data"
     sources.close()
     assert not local.exists()
+
+
+def test_an_unreachable_store_out_is_one_line_exit_2(inputs, tmp_path):
+    local, _ = inputs
+    res = CliRunner().invoke(app, ["curate", str(local), "-o", "s3://no-such-bucket-h1x/r1", "-q",
+                                   "--storage-options", json.dumps({"endpoint_url": "http://127.0.0.1:9", "retries": 1,
+                                               "config_kwargs": {"retries": {"max_attempts": 1}}})])
+    assert res.exit_code == 2 and "cannot create the lock object" in res.output, res.output
