@@ -27,10 +27,13 @@ API (runner-neutral: the local runner's supervised workers use it, a Ray actor c
     # in the parent, for a unit its worker could not finish (died, out of memory, timeout):
     commit_error(out, unit, stage, kind, message, recipe_hash, fingerprints)
     is_committed(out, key) · summary_of(out, key) · read_unit(out, key) -> (rows, timings)
+    read_units(out, keys) -> (key, rows, timings) ...       # many commits, fetched concurrently in chunks
     unit_fingerprints(out, key) · move_to_stale(out, key)   # reconcile()'s two operations
+    put_many(out, [(local, key)]) · get_many(out, [(key, local)])   # concurrent whole-object PUTs / GETs
     # lower level, for a runner that drives run_unit itself:
-    with UnitWorkspace(out, key, scratch_dir) as ws:       # ws.root: the scratch OUT, fetched
-        ...                                                 # run the unit against ws.root
+    with UnitWorkspace(out, key, scratch_dir) as ws:       # ws.root: the scratch OUT, emptied, fetched
+        ...                                                 # run the unit against ws.root (the out_dir the
+                                                            # stages were built with: one per worker, reused)
         ws.publish()                                        # clips, thumbs, analysis; orphans; commit LAST
 
 ``clean_partials`` (lock.py) is for local OUTs only: an object store has no half-written objects (a PUT
