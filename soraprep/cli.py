@@ -88,7 +88,9 @@ CURATE_HELP = """Turn raw videos into training-ready clips, a manifest and a rep
 
 INPUTS are video files, folders (searched recursively) or manifests (.parquet/.jsonl, e.g. from
 `soraprep ingest`) whose rows name a `source` and optional `start_s`/`end_s` spans. Curation reads
-local files only (fetch URLs with `soraprep download`); anything unusable becomes a row with an error.
+local files and object stores: INPUTS and OUT may be s3://, gs:// or other fsspec URLs (credentials from
+the standard environment, e.g. AWS_ENDPOINT_URL, or --storage-options); fetch http(s) URLs with
+`soraprep download` first. Anything unusable becomes a row with an error.
 
 Writes OUT/manifest.parquet (+ manifest.jsonl), OUT/clips/, OUT/report.html. Rerunning the same command
 resumes an interrupted run. Rerunning with another recipe or --cut redoes what changed: new filter, cut or
@@ -103,14 +105,15 @@ A recipe file overrides only the keys it names on top of the default recipe (or 
 Examples:
   soraprep curate videos/ -o out --workers 2
   soraprep curate panda70m.parquet -o out --recipe opensora-like --cut exact
+  soraprep curate s3://bucket/videos/ -o s3://bucket/runs/r1 --workers 8
   soraprep curate --rethreshold out --recipe strict.yaml     # new thresholds, no decoding
 """
 
 
 @app.command("curate", help=CURATE_HELP)
 def curate_cmd(
-    inputs: list[str] = typer.Argument(None, help="Video files, folders or manifests."),
-    out: str = typer.Option(None, "--out", "-o", help="Output folder."),
+    inputs: list[str] = typer.Argument(None, help="Video files, folders or manifests (paths or store URLs)."),
+    out: str = typer.Option(None, "--out", "-o", help="Output folder or store URL (s3://bucket/runs/r1)."),
     recipe: str = typer.Option(None, "--recipe", "-r",
                                help="Built-in recipe (default, opensora-like), or a YAML file whose keys "
                                     "override the default's (null removes a filter rule)."),
@@ -132,6 +135,11 @@ def curate_cmd(
     unit_timeout: float = typer.Option(
         None, "--unit-timeout", metavar="SECONDS", min=0.001,
         help="Time limit per video (default: none). A video over it is stopped and becomes an error row (timeout)."),
+    storage_options: str = typer.Option(
+        None, "--storage-options", metavar="JSON",
+        help="Options for object-store inputs and OUT (s3://, gs://, any fsspec URL), as a JSON object or a "
+             "JSON file, e.g. '{\"endpoint_url\": \"http://127.0.0.1:9000\"}'; credentials also come from the "
+             "standard environment (AWS_ENDPOINT_URL, AWS_PROFILE, ...)."),
 ) -> None:
     from soraprep.curate.inputs import InputError
     from soraprep.curate.lock import OutInUseError
@@ -141,10 +149,12 @@ def curate_cmd(
     from soraprep.curate.runners.local import StageSetupError
     from soraprep.curate.runners.supervisor import parse_size
     from soraprep.manifest import ManifestError
+    from soraprep.storage import StorageError, is_remote
     from soraprep.video.cut import CUT_MODES
 
     if cut is not None and cut not in CUT_MODES:
         fail_usage(f"--cut must be one of {', '.join(CUT_MODES)}, got {cut!r}")
+    options = _storage_options(storage_options)
     try:
         parse_size(max_worker_memory)
     except ValueError as exc:
@@ -153,11 +163,15 @@ def curate_cmd(
         if rethreshold:
             if inputs:
                 fail_usage("--rethreshold OUT takes no INPUTS: it re-filters the manifest in OUT")
+            if is_remote(rethreshold):
+                fail_usage(f"--rethreshold {rethreshold}: a run on object storage is re-decided by rerunning "
+                           "`soraprep curate` on the same inputs into it with the new --recipe (no decoding)")
             result = rethreshold_run(rethreshold, recipe=recipe, cut=cut, report=not no_report)
         else:
             if not out:
                 fail_usage("missing --out/-o OUT (the output folder)")
-            check_out_dir(out)
+            if not is_remote(out):
+                check_out_dir(out)
             if not inputs:
                 fail_usage("give at least one video file, folder or manifest")
             if runner not in ("local", "ray"):
@@ -170,8 +184,9 @@ def curate_cmd(
                                "pip install 'soraprep[ray]' (or use --runner local)")
             result = curate(inputs, out, recipe=recipe, workers=workers, cut=cut, progress=not quiet,
                             report=not no_report, runner=runner, ray_address=ray_address, force=force,
-                            max_worker_memory=max_worker_memory, unit_timeout_s=unit_timeout)
-    except (RecipeError, InputError, ManifestError, StageSetupError, OutInUseError) as exc:
+                            max_worker_memory=max_worker_memory, unit_timeout_s=unit_timeout,
+                            storage_options=options)
+    except (RecipeError, InputError, ManifestError, StageSetupError, OutInUseError, StorageError) as exc:
         fail_usage(str(exc))
     _print_curate_summary(result, report_wanted=not no_report)
     raise typer.Exit(result.exit_code)
@@ -200,8 +215,10 @@ def _print_curate_summary(result, report_wanted: bool) -> None:
     elif report_wanted:  # the report failed; the pipeline recorded why in run.json
         import json
 
-        try:
-            why = json.loads((result.out / "run.json").read_text()).get("report_error") or "unknown error"
+        from soraprep.storage import Store
+
+        try:  # OUT may be a store URL
+            why = json.loads(Store(str(result.out)).read_text("run.json")).get("report_error") or "unknown error"
         except (OSError, ValueError):
             why = "unknown error"
         console.print(f"[yellow]warning:[/] report.html not written ({escape(str(why))}); the manifest is "

@@ -27,16 +27,15 @@ from soraprep.curate.inputs import collect_units
 from soraprep.curate.lock import clean_partials, out_lock
 from soraprep.curate.recipe import Recipe, RecipeError, check_filter_columns, load_recipe
 from soraprep.curate.runners.local import (
-    analysis_path,
     attach_indexes,
     pending_units,
     read_unit,
     run_local,
     stale_path,
-    unit_fingerprints,
     unit_path,
 )
-from soraprep.manifest import read_manifest, read_metadata, temp_path, write_manifest
+from soraprep.manifest import read_manifest, read_metadata, write_manifest
+from soraprep.storage import Store, is_remote
 
 MANIFEST = "manifest.parquet"
 
@@ -75,35 +74,34 @@ class StaleOutError(RecipeError):
     """OUT holds videos analysed with other settings and ``force`` was not given (exit code 2)."""
 
 
-def _state_path(out: Path) -> Path:
-    return out / ".soraprep" / "recipe.json"
+STATE_KEY = ".soraprep/recipe.json"
 
 
-def reconcile(units: list[dict[str, Any]], out: Path, rec: Recipe, *, force: bool = False) -> dict[str, int]:
+def reconcile(units: list[dict[str, Any]], out: Path | Store, rec: Recipe, *, force: bool = False) -> dict[str, int]:
     """Make every committed unit of ``units`` one that ``rec`` would have produced, before the run.
 
     A unit committed under other decision settings goes back to pending with its analysis kept (the
     runner re-filters, re-cuts, re-buckets it without decoding); one committed under other analysis
     settings is re-analysed when ``force``, else :class:`StaleOutError` says what to do. Cheap when
     nothing changed: ``OUT/.soraprep/recipe.json`` records the fingerprints every commit was made under.
+    ``out`` may be a store (one listing of the commits, a footer read per commit, copy-then-delete moves).
     """
+    from soraprep.curate.runners import workspace
+
     fps = rec.fingerprints()
-    state = _state_path(out)
+    store = workspace.out_store(out)
     try:
-        if json.loads(state.read_text()) == fps:
+        if json.loads(store.read_text(STATE_KEY)) == fps:
             return {}
     except (OSError, ValueError):
         pass
     redecide, reanalyse, changed = [], [], set()
+    done = workspace.committed_keys(store)
     for u in units:
-        path = unit_path(out, u["_key"])
-        if not path.exists():
+        if u["_key"] not in done:
             continue
-        have = unit_fingerprints(path)
+        have, old_hash = workspace.unit_fingerprints(store, u["_key"])
         if have is None:  # committed by an older soraprep: only its whole-recipe hash is known
-            import pyarrow.parquet as pq
-
-            old_hash = (pq.read_schema(path).metadata or {}).get(b"soraprep.recipe_hash", b"").decode()
             if old_hash != rec.hash:
                 reanalyse.append(u)
                 changed.add("recipe, committed by an older soraprep")
@@ -121,15 +119,15 @@ def reconcile(units: list[dict[str, Any]], out: Path, rec: Recipe, *, force: boo
             f"({', '.join(sorted(changed)) or 'analysis'} changed): rerun with --force to re-analyse them "
             "(their clips are replaced), or curate into a new --out")
     for u in redecide + reanalyse:
-        stale = stale_path(out, u["_key"])
-        stale.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(unit_path(out, u["_key"]), stale)  # pending again; its clip files are reused or removed
+        if store.remote:
+            workspace.move_to_stale(store, u["_key"])  # copy, then delete: safe if killed between
+        else:
+            stale = stale_path(store.local_path(), u["_key"])
+            stale.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(unit_path(store.local_path(), u["_key"]), stale)  # pending; its clips reused or removed
     for u in reanalyse:
-        analysis_path(out, u["_key"]).unlink(missing_ok=True)
-    state.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(state)
-    tmp.write_text(json.dumps(fps, indent=2, sort_keys=True))
-    os.replace(tmp, state)
+        store.delete(workspace.analysis_key(u["_key"]))
+    store.write_text(STATE_KEY, json.dumps(fps, indent=2, sort_keys=True))
     return {k: v for k, v in (("redecided", len(redecide)), ("reanalysed", len(reanalyse))) if v}
 
 
@@ -143,7 +141,11 @@ def _locked(position: int):
 def _locked_fn(position: int, fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        out = Path(kwargs["out"] if "out" in kwargs else args[position])
+        out = kwargs["out"] if "out" in kwargs else args[position]
+        if is_remote(out):  # an object store: nothing to tidy up (no folders)
+            with out_lock(out, kwargs.get("storage_options")):
+                return fn(*args, **kwargs)
+        out = Path(out)
         fresh = [d for d in (out, out / ".soraprep") if not d.exists()]
         try:
             with out_lock(out):
@@ -162,8 +164,13 @@ def _locked_fn(position: int, fn):
 def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | None = None, workers: int = 1,
            cut: str | None = None, progress: bool = False, report: bool = True, runner: str = "local",
            ray_address: str | None = None, force: bool = False, max_worker_memory: int | str | None = "auto",
-           unit_timeout_s: float | None = None) -> CurateResult:
+           unit_timeout_s: float | None = None, storage_options: dict[str, Any] | None = None) -> CurateResult:
     """Curate ``inputs`` (files, folders, manifests) into ``out``; resumes a previous run in ``out``.
+
+    Inputs and ``out`` may be object-store URLs (``s3://bucket/videos/``, ``gs://...``; any fsspec URL),
+    read and written with ``storage_options`` on top of the standard environment (``AWS_ENDPOINT_URL``...):
+    sources are staged to local scratch per video; with a store OUT each video runs against a local
+    scratch OUT and is published to the store, its commit last (see runners/workspace.py).
 
     ``runner="ray"`` runs the same stages on a Ray cluster (``ray_address``; a local one when None).
     A previous run with another recipe is brought up to date (see :func:`reconcile`; ``force``
@@ -178,15 +185,21 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
     if runner not in ("local", "ray"):
         raise ValueError(f"runner must be 'local' or 'ray', got {runner!r}")
     t0 = time.perf_counter()
-    out = Path(out)
+    remote = is_remote(out)
+    store = Store(out, storage_options)
+    if remote and runner == "ray":
+        raise RecipeError(f"-o {out}: the Ray runner does not write to object storage yet; use --runner local "
+                          "(or a shared folder as OUT)")
+    out = store if remote else Path(out)
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if cut is not None:
         rec = rec.with_overrides(cut={"mode": cut})
     limits = Limits(max_memory_bytes=parse_size(max_worker_memory, workers), unit_timeout_s=unit_timeout_s)
-    units = collect_units([str(i) for i in inputs], skip_dirs=(out,))
+    units = collect_units([str(i) for i in inputs], skip_dirs=(store.root,), storage_options=storage_options)
     check_filter_columns(rec, {k for u in units for k in u if not k.startswith("_")})
-    out.mkdir(parents=True, exist_ok=True)
-    clean_partials(out)  # half-written files of a killed run: soraprep's own temp names only (see lock.py)
+    if not remote:
+        out.mkdir(parents=True, exist_ok=True)
+        clean_partials(out)  # half-written files of a killed run: soraprep's own temp names only (see lock.py)
     redone = reconcile(units, out, rec, force=force)
     with _progress(len(units), progress) as bar:
         task = bar.add_task("curate", total=len(units))
@@ -198,18 +211,56 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
             summaries = run_ray(units, recipe=rec, out=out, workers=workers, address=ray_address, limits=limits,
                                 auto_memory=str(max_worker_memory).strip().lower() == "auto")
         else:
-            summaries = run_local(units, recipe=rec, out=out, workers=workers, limits=limits)
+            summaries = run_local(units, recipe=rec, out=out, workers=workers, limits=limits,
+                                  storage_options=storage_options)
         for _summary in summaries:
             bar.advance(task, 1)
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
-    for u in units:
-        unit_rows, unit_t = read_unit(out, u["_key"])
+    if remote:  # fetched concurrently, in chunks
+        from soraprep.curate.runners.workspace import read_units
+
+        committed = ((unit_rows, unit_t) for _key, unit_rows, unit_t in read_units(out, [u["_key"] for u in units]))
+    else:
+        committed = (read_unit(out, u["_key"]) for u in units)
+    for unit_rows, unit_t in committed:
         rows += unit_rows
         for k, v in unit_t.items():
             timings[k] = timings.get(k, 0.0) + v
     rows = apply_global(rows, rec, timings, refilter=True)
+    if remote:
+        return _finish_on_store(store, rows, rec, timings, t0, report, inputs=[str(i) for i in inputs],
+                                redone=redone)
     return _finish(out, rows, rec, timings, t0, report, inputs=[str(i) for i in inputs], redone=redone)
+
+
+#: what ``_finish`` writes into OUT, published to a store OUT in this order
+_FINISHED = ("manifest.jsonl", MANIFEST, "run.json", "report.html")
+
+
+def _finish_on_store(store: Store, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str],
+                     redone: dict[str, int] | None = None) -> CurateResult:
+    """``_finish`` for a store OUT: the manifest, run.json and report are built in a local scratch folder
+    (with the thumbnails the report shows fetched from the store), then each is PUT whole."""
+    import dataclasses
+    import tempfile
+
+    from soraprep.curate.cutting import thumb_path
+    from soraprep.curate.report import MAX_THUMBS
+    from soraprep.curate.runners.workspace import get_many, put_many
+    from soraprep.curate.stage import failed
+
+    with tempfile.TemporaryDirectory(prefix="soraprep-finish-") as tmp:
+        local = Path(tmp)
+        if report:  # the thumbnails the report embeds: the first kept and dropped clips
+            clips = [r for r in rows if not failed(r) and r.get("clip_id")]
+            shown = [r for r in clips if r.get("keep")][:MAX_THUMBS] + [r for r in clips if not r.get("keep")][:MAX_THUMBS]
+            keys = [thumb_path(local, r["clip_id"]).relative_to(local.resolve()).as_posix() for r in shown]
+            get_many(store, [(k, local / k) for k in keys])  # a missing one: the report says "(no thumbnail)"
+        result = _finish(local, rows, rec, timings, t0, report, inputs=inputs, redone=redone)
+        put_many(store, [(local / name, name) for name in _FINISHED if (local / name).is_file()])
+    report_url = store.url("report.html") if result.report else None
+    return dataclasses.replace(result, out=store.root, manifest=store.url(MANIFEST), report=report_url)
 
 
 def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, float], *,

@@ -12,6 +12,11 @@ only in its decisions (filter, cut, bucket) redoes those from it without decodin
 then waits in ``OUT/.soraprep/stale/`` so unchanged clip files are reused and orphaned ones removed
 (see ``pipeline.reconcile``).
 
+OUT may be an object store (``s3://bucket/runs/r1``): each unit then runs against the worker's local
+scratch OUT and is published with its commit last (:mod:`.workspace`, via :func:`run_worker_unit`);
+sources on a store are staged to local scratch once per unit, when a stage first reads them
+(:mod:`.sources`).
+
 Workers are child processes watched by :mod:`.supervisor`: a unit whose worker dies twice, outgrows the
 memory bound or outlasts the time limit is committed as an error row (``worker_died``,
 ``out_of_memory``, ``timeout``) and the run goes on.
@@ -27,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from soraprep.curate.cutting import thumb_path
+from soraprep.curate.runners.sources import StagedSources
 from soraprep.curate.runners.supervisor import Limits, Supervisor, stage_modules, workers_can_build
 from soraprep.curate.stage import error_dict
 from soraprep.manifest import read_table, table_rows, temp_path, write_manifest
+from soraprep.storage import Store, is_remote
 
 _STATE: dict[str, Any] = {}
 
@@ -59,8 +66,12 @@ def unit_fingerprints(path: Path) -> dict[str, str] | None:
     return json.loads(raw) if raw else None
 
 
-def pending_units(units: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
-    """The units not committed yet (what a resumed run still has to do)."""
+def pending_units(units: list[dict[str, Any]], out: Path | Store) -> list[dict[str, Any]]:
+    """The units not committed yet (what a resumed run still has to do); a Store: one listing."""
+    if isinstance(out, Store):
+        from soraprep.curate.runners import workspace
+
+        return workspace.pending_units(out, units)
     return [u for u in units if not unit_path(out, u["_key"]).exists()]
 
 
@@ -68,21 +79,30 @@ class StageSetupError(RuntimeError):
     """A stage could not set up (e.g. a model path that does not load): the run stops, nothing is committed."""
 
 
-def _init_worker(recipe_sections: dict, recipe_source: str, out: str) -> None:
+def _init_worker(recipe_sections: dict, recipe_source: str, out: str, storage_options: dict | None = None,
+                 scratch: str | None = None) -> None:
     """Build the stages and run their ``setup()`` once per worker.
+
+    ``out`` is OUT's path or store URL; for a store the stages write into this worker's scratch OUT
+    (``workspace.worker_scratch(scratch, pid)``) and each unit is published by ``workspace.run_unit_on``.
+    Remote sources are staged under ``scratch`` too (runners/sources.py), read with ``storage_options``.
 
     A failure is remembered rather than raised: a pool initializer that raises is respawned forever, so
     ``run_unit`` reports it instead and the parent stops the run with the message.
     """
     from soraprep.curate.recipe import validate
+    from soraprep.curate.runners.workspace import worker_scratch
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _STATE.clear()
-    _STATE["out"] = Path(out)
+    _STATE.update(out=Path(out), storage_options=dict(storage_options or {}), scratch=scratch)
+    if is_remote(out):
+        work = worker_scratch(scratch, os.getpid())
+        _STATE.update(store=Store(out, storage_options), out=work / "out", scratch=str(work / "sources"))
     name = "recipe"
     try:
         recipe = validate(recipe_sections, recipe_source)
-        stages = recipe.build(out)
+        stages = recipe.build(_STATE["out"])
         for s in stages:
             name = s.name
             s.setup()
@@ -104,6 +124,27 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if not k.startswith("_")}
     _geometry(out)
     return out
+
+
+def _output_exists(out: Path, key: str) -> bool:
+    """Whether OUT holds the file ``key`` (a previous clip): the store's listing for a store OUT."""
+    ws = _STATE.get("workspace")
+    return ws.has(key) if ws is not None else (out / key).is_file()
+
+
+def _reads_footage(stage, decision: set[str]) -> bool:
+    """Stages that open the source video: the analysis stages, and cut (unless it cuts nothing)."""
+    return stage.name not in decision or (stage.name == "cut" and getattr(stage, "mode", "none") != "none")
+
+
+def run_worker_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """What a worker runs for one unit: :func:`run_unit`, published to the store when OUT is one."""
+    store = _STATE.get("store")
+    if store is None:
+        return run_unit(unit, on_stage)
+    from soraprep.curate.runners.workspace import run_unit_on
+
+    return run_unit_on(store, unit, on_stage)
 
 
 def _reusable_analysis(out: Path, key: str) -> list[dict[str, Any]] | None:
@@ -149,7 +190,8 @@ def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None
     reuse_cut = {}
     if reused and previous_fps.get("cut") == fps.get("cut") and previous_fps.get("analysis") == fps["analysis"]:
         reuse_cut = {r["clip_id"]: r for r in previous if r.get("keep") and r.get("cut_mode") not in (None, "none")
-                     and r.get("path") and (out / r["path"]).is_file()}
+                     and r.get("path") and _output_exists(out, r["path"])}
+    sources = StagedSources(_STATE.get("storage_options"), _STATE.get("scratch"))  # remote sources, on need
     for stage in stages:
         if stage.name in _STATE["decision"]:
             if stage.name == "filter":
@@ -173,6 +215,8 @@ def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None
                     r.update({c: old.get(c) for c in _CUT_COLUMNS})
                 else:
                     batch.append(r)
+        if _reads_footage(stage, _STATE["decision"]):
+            sources.localize([r for r in batch if stage.name != "cut" or r.get("keep")], stage.name)
         if stage.name == "cut" and reused and getattr(stage, "mode", "none") != "none":
             attach_indexes([r for r in batch if r.get("keep")])
         try:
@@ -183,7 +227,9 @@ def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None
             for r in batch:
                 if not r.get("error"):
                     r["error"] = error_dict(stage.name, kind, f"{type(exc).__name__}: {exc}")
+        sources.restore(rows if batch is rows else rows + batch)  # rows name the URLs again
         timings[stage.name] = timings.get(stage.name, 0.0) + time.perf_counter() - t0
+    sources.close()
     public = _commit(out, unit, rows, timings, _STATE["recipe_hash"], fps)
     _drop_orphans(out, previous, public)
     stale_path(out, key).unlink(missing_ok=True)
@@ -266,41 +312,57 @@ def commit_error(out: Path, unit: dict[str, Any], stage: str, kind: str, message
     return {"key": unit["_key"], "clips": 1, "errors": 1, "timings": {}}
 
 
-def summary_of(out: Path, key: str) -> dict[str, Any]:
+def summary_of(out: Path | Store, key: str) -> dict[str, Any]:
     """The summary of a unit that is already committed."""
+    if isinstance(out, Store):
+        from soraprep.curate.runners import workspace
+
+        return workspace.summary_of(out, key)
     rows, timings = read_unit(Path(out), key)
     return {"key": key, "clips": len(rows), "errors": sum(1 for r in rows if r.get("error")), "timings": timings}
 
 
-def read_unit(out: Path, key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def read_unit(out: Path | Store, key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    if isinstance(out, Store):
+        from soraprep.curate.runners import workspace
+
+        return workspace.read_unit(out, key)
     table = read_table(unit_path(out, key))
     meta = table.schema.metadata or {}
     return table_rows(table), json.loads(meta.get(b"soraprep.unit_timings", b"{}"))
 
 
-def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
-              limits: Limits | None = None) -> Iterator[dict[str, Any]]:
+def run_local(units: list[dict[str, Any]], *, recipe, out: Path | Store, workers: int = 1,
+              limits: Limits | None = None, storage_options: dict | None = None) -> Iterator[dict[str, Any]]:
     """Run the units not yet committed; yields each unit's summary as it completes (any order).
 
     Units run in supervised worker processes (see :mod:`.supervisor`). With one worker they run in this
     process instead (unsupervised: no memory bound, time limit or death detection) when every limit is
     off (``Limits(max_memory_bytes=None)``, for debugging) or when a stage was defined where no worker can
-    import it (inside a function, in a notebook)."""
+    import it (inside a function, in a notebook). ``out`` may be a Store (a store OUT: each unit runs
+    against a worker's scratch OUT and is published, see :mod:`.workspace`)."""
+    import tempfile
+
+    if isinstance(out, Store) and not out.remote:
+        out = out.local_path()
     todo = pending_units(units, out)
     if not todo:
         return
     limits = limits or Limits()
-    init = (recipe.sections, recipe.source, str(out))
-    unlimited = limits.max_memory_bytes is None and limits.unit_timeout_s is None
-    if workers <= 1 and (unlimited or not workers_can_build(recipe)):
-        _init_worker(*init)
-        for u in todo:
-            yield _checked(run_unit(u))
-        return
-    with Supervisor(init_args=init, out=out, recipe_hash=recipe.hash, workers=min(workers, len(todo)),
-                    limits=limits, modules=stage_modules(recipe), fingerprints=recipe.fingerprints()) as sup:
-        for summary in sup.run(todo):
-            yield _checked(summary)  # raising here stops the workers
+    with tempfile.TemporaryDirectory(prefix="soraprep-scratch-") as scratch:  # staged sources, scratch OUTs
+        root = out.root if isinstance(out, Store) else str(out)
+        init = (recipe.sections, recipe.source, root, dict(storage_options or {}), scratch)
+        unlimited = limits.max_memory_bytes is None and limits.unit_timeout_s is None
+        if workers <= 1 and (unlimited or not workers_can_build(recipe)):
+            _init_worker(*init)
+            for u in todo:
+                yield _checked(run_worker_unit(u))
+            return
+        with Supervisor(init_args=init, out=out, recipe_hash=recipe.hash, workers=min(workers, len(todo)),
+                        limits=limits, modules=stage_modules(recipe), fingerprints=recipe.fingerprints(),
+                        scratch=scratch) as sup:
+            for summary in sup.run(todo):
+                yield _checked(summary)  # raising here stops the workers
 
 
 def _checked(summary: dict[str, Any]) -> dict[str, Any]:

@@ -153,7 +153,7 @@ def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeath
         if unit is None:
             return
         conn.send(("start", None))
-        summary = local.run_unit(unit, on_stage=lambda name: conn.send(("stage", name)))
+        summary = local.run_worker_unit(unit, on_stage=lambda name: conn.send(("stage", name)))
         conn.send(("done", summary))
 
 
@@ -179,17 +179,24 @@ class _Worker:
         except OSError:  # it died already: the supervisor sees its sentinel
             pass
 
-    def kill(self, out: Path | None = None) -> None:
-        """Stop the process; with ``out``, delete the half-written files it left there."""
+    def kill(self, out: Path | None = None, scratch: str | None = None) -> None:
+        """Stop the process; with ``out``, delete the half-written files it left there (a local OUT) and
+        its scratch folder (staged sources, a store OUT's scratch OUT)."""
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(5)
         self.conn.close()
         if out is not None:
-            from soraprep.curate.lock import clean_partials
+            import shutil
 
+            from soraprep.curate.lock import clean_partials
+            from soraprep.curate.runners.workspace import worker_scratch
+
+            if scratch is not None:
+                shutil.rmtree(worker_scratch(scratch, self.proc.pid), ignore_errors=True)
             try:
-                clean_partials(out, pid=self.proc.pid)
+                if isinstance(out, Path):
+                    clean_partials(out, pid=self.proc.pid)
             except OSError:
                 pass
 
@@ -208,11 +215,15 @@ def _death_note(code: int | None) -> str:
 class Supervisor:
     """Runs units in ``workers`` supervised child processes; reusable across :meth:`run` calls."""
 
-    def __init__(self, *, init_args: tuple, out: Path, recipe_hash: str, workers: int = 1,
+    def __init__(self, *, init_args: tuple, out, recipe_hash: str, workers: int = 1,
                  limits: Limits = Limits(), modules: list[str] | None = None,
-                 fingerprints: dict[str, str] | None = None):
+                 fingerprints: dict[str, str] | None = None, scratch: str | None = None):
+        from soraprep.storage import Store
+
         self._ctx = mp.get_context("spawn")
-        self._init, self._out, self._hash = init_args, Path(out), recipe_hash
+        # OUT: a local folder (Path) or a Store (an object store: see runners/workspace.py)
+        self._out = out if isinstance(out, Store) and out.remote else Path(out.root if isinstance(out, Store) else out)
+        self._init, self._hash, self._scratch = init_args, recipe_hash, scratch
         self._n, self.limits, self._modules = max(1, workers), limits, list(modules or [])
         self._fingerprints = fingerprints  # the recipe's stage fingerprints, stamped on units committed here
         self._idle: list[_Worker] = []
@@ -239,16 +250,25 @@ class Supervisor:
 
     def _error(self, unit: dict[str, Any], stage: str, kind: str, message: str) -> dict[str, Any]:
         """Commit ``unit`` as one error row (unless its worker committed it just before it was stopped)."""
-        from soraprep.curate.runners import local
+        from soraprep.curate.runners import workspace
 
-        if local.unit_path(self._out, unit["_key"]).exists():
-            return local.summary_of(self._out, unit["_key"])
-        return local.commit_error(self._out, unit, stage, kind, message, self._hash, self._fingerprints)
+        if self._committed(unit["_key"]):
+            return self._summary(unit["_key"])
+        return workspace.commit_error(workspace.out_store(self._out), unit, stage, kind, message, self._hash,
+                                      self._fingerprints)
+
+    def _committed(self, key: str) -> bool:
+        from soraprep.curate.runners import workspace
+
+        return workspace.is_committed(workspace.out_store(self._out), key)
+
+    def _summary(self, key: str) -> dict[str, Any]:
+        from soraprep.curate.runners import workspace
+
+        return workspace.summary_of(workspace.out_store(self._out), key)
 
     def run(self, units: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Yield one summary per unit as it completes (any order); every unit ends committed."""
-        from soraprep.curate.runners import local
-
         queue = collections.deque(units)
         deaths: dict[str, list[str]] = collections.defaultdict(list)
         busy: list[_Worker] = []
@@ -282,9 +302,9 @@ class Supervisor:
                     unit = w.unit
                     if w.proc.sentinel in ready or not w.proc.is_alive():
                         busy.remove(w)
-                        w.kill(self._out)
-                        if local.unit_path(self._out, unit["_key"]).exists():  # died after committing
-                            yield local.summary_of(self._out, unit["_key"])
+                        w.kill(self._out, self._scratch)
+                        if self._committed(unit["_key"]):  # died after committing
+                            yield self._summary(unit["_key"])
                             continue
                         deaths[unit["_key"]].append(_death_note(w.proc.exitcode))
                         if len(deaths[unit["_key"]]) <= self.limits.retries:
@@ -298,7 +318,7 @@ class Supervisor:
                     rss = rss_bytes(w.proc.pid) if limit is not None else None
                     if rss is not None and rss > limit:
                         busy.remove(w)
-                        w.kill(self._out)
+                        w.kill(self._out, self._scratch)
                         yield self._error(unit, w.stage, "out_of_memory",
                                           f"the worker used {fmt_size(rss)}, over the {fmt_size(limit)} bound "
                                           f"(--max-worker-memory); it was stopped")
@@ -308,7 +328,7 @@ class Supervisor:
                         timeout = max(timeout, SETUP_S)
                     if timeout is not None and now - w.started > timeout:
                         busy.remove(w)
-                        w.kill(self._out)
+                        w.kill(self._out, self._scratch)
                         yield self._error(unit, w.stage, "timeout",
                                           f"the unit ran longer than {timeout:g} s (--unit-timeout); it was stopped")
         finally:
