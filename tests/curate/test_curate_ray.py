@@ -18,7 +18,7 @@ def test_ray_runner_matches_local(media, tmp_path):
     local = curate([str(src)], tmp_path / "local", workers=1, report=False)
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        remote = curate([str(src)], tmp_path / "ray", workers=2, report=False, runner="ray")
+        remote = curate([str(src)], tmp_path / "ray", workers=1, report=False, runner="ray")
     finally:
         ray.shutdown()
     assert remote.rows == local.rows

@@ -133,8 +133,9 @@ def _die_with_parent(parent: int, pdeathsig: bool) -> None:
     threading.Thread(target=watch, name="soraprep-parent-watch", daemon=True).start()
 
 
-def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeathsig: bool) -> None:
-    """Child process: set up the stages once, then run units until told to stop (``None``)."""
+def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeathsig: bool,
+                 task: str = "run_unit") -> None:
+    """Child process: set up the stages once, then run units (``local.<task>``) until told to stop (``None``)."""
     from soraprep.curate.runners import local
 
     _die_with_parent(parent, pdeathsig)
@@ -153,15 +154,15 @@ def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeath
         if unit is None:
             return
         conn.send(("start", None))
-        summary = local.run_unit(unit, on_stage=lambda name: conn.send(("stage", name)))
+        summary = getattr(local, task)(unit, on_stage=lambda name: conn.send(("stage", name)))
         conn.send(("done", summary))
 
 
 class _Worker:
-    def __init__(self, ctx, init_args: tuple, modules: list[str]):
+    def __init__(self, ctx, init_args: tuple, modules: list[str], task: str = "run_unit"):
         self.conn, child = ctx.Pipe(duplex=True)
         main = threading.current_thread() is threading.main_thread()
-        self.proc = ctx.Process(target=_worker_main, args=(child, init_args, modules, os.getpid(), main),
+        self.proc = ctx.Process(target=_worker_main, args=(child, init_args, modules, os.getpid(), main, task),
                                 daemon=True)
         self.proc.start()
         child.close()
@@ -206,16 +207,21 @@ def _death_note(code: int | None) -> str:
 
 
 class Supervisor:
-    """Runs units in ``workers`` supervised child processes; reusable across :meth:`run` calls."""
+    """Runs units in ``workers`` supervised child processes; reusable across :meth:`run` calls.
+
+    ``task``: the function of :mod:`.local` a worker runs per unit (``run_unit``: the whole unit, committed;
+    the Ray runner's analysis actors run ``analyse_unit``). ``on_error(unit, stage, kind, message)``, when
+    given, replaces committing a unit whose worker died or was stopped: its return value is yielded."""
 
     def __init__(self, *, init_args: tuple, out: Path, recipe_hash: str, workers: int = 1,
                  limits: Limits = Limits(), modules: list[str] | None = None,
-                 fingerprints: dict[str, str] | None = None):
+                 fingerprints: dict[str, str] | None = None, task: str = "run_unit", on_error=None):
         self._ctx = mp.get_context("spawn")
         self._init, self._out, self._hash = init_args, Path(out), recipe_hash
         self._n, self.limits, self._modules = max(1, workers), limits, list(modules or [])
         self._fingerprints = fingerprints  # the recipe's stage fingerprints, stamped on units committed here
         self._idle: list[_Worker] = []
+        self._task, self._on_error = task, on_error
 
     def close(self) -> None:
         for w in self._idle:
@@ -235,12 +241,14 @@ class Supervisor:
         self.close()
 
     def _worker(self) -> _Worker:
-        return self._idle.pop() if self._idle else _Worker(self._ctx, self._init, self._modules)
+        return self._idle.pop() if self._idle else _Worker(self._ctx, self._init, self._modules, self._task)
 
     def _error(self, unit: dict[str, Any], stage: str, kind: str, message: str) -> dict[str, Any]:
         """Commit ``unit`` as one error row (unless its worker committed it just before it was stopped)."""
         from soraprep.curate.runners import local
 
+        if self._on_error is not None:
+            return self._on_error(unit, stage, kind, message)
         if local.unit_path(self._out, unit["_key"]).exists():
             return local.summary_of(self._out, unit["_key"])
         return local.commit_error(self._out, unit, stage, kind, message, self._hash, self._fingerprints)

@@ -1,0 +1,222 @@
+"""The Ray runner's actors: plain callable classes that Ray Data's ``map_batches`` runs as actor pools.
+
+A unit travels between the pools as one Ray row, ``{"item": pickled dict}``::
+
+    {"unit": {...}, "rows": [...] | None, "timings": {...}, "reused": bool,
+     "error": [stage, kind, message] | None, "fatal": str | None, "done": bool}
+
+``rows`` are the unit's rows as the analysis stages left them, private ``_samples`` (JPEG bytes) and
+``_thumb`` included. ``error``: the analysis worker died, ran out of memory or time (the decision actor
+commits the unit as that error row). ``fatal``: a stage could not set up (the driver stops the run).
+``done``: the unit was already committed (a retried task); it passes through to its summary.
+
+Two functions are the only places a unit's files meet storage, so a store other than a shared folder
+plugs in there: :func:`staged_source` (a local copy of the unit's source for decoding and cutting) and
+:func:`commit_unit` / :func:`commit_failed` (a unit's clips, thumbnails, analysis and commit, commit last),
+with :func:`committed_keys` the one listing of commits. Stages never import Ray; neither does this module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soraprep.curate.runners import local
+from soraprep.curate.stage import error_dict
+
+Item = dict[str, Any]
+
+
+# ---- the storage seam: staging sources, committing units, listing commits ------------------------------
+
+@contextmanager
+def staged_source(unit: dict[str, Any], rows: list[dict[str, Any]] | None = None
+                  ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]] | None]]:
+    """The unit (and its rows) with a source this process can decode and cut, for the block.
+
+    Sources are local or shared paths today, so they pass through; a remote source would be copied to
+    scratch here (and the rows' ``source`` mapped back before they are committed)."""
+    yield unit, rows
+
+
+def commit_unit(state: dict[str, Any], item: Item) -> dict[str, Any]:
+    """Decide and commit one analysed unit (``filter``, ``cut``, ``bucket``, later stages; its files, then
+    its commit). Idempotent: a unit already committed (a retried task) is only summarised."""
+    unit = item["unit"]
+    out = state["out"]
+    if is_committed(out, unit["_key"]):
+        return local.summary_of(out, unit["_key"])
+    if item.get("error"):
+        stage, kind, message = item["error"]
+        return commit_failed(out, unit, stage, kind, message, state["recipe_hash"], state["fingerprints"])
+    with staged_source(unit, item["rows"]) as (u, rows):
+        return local.decide_unit(state, u, rows, item.get("timings") or {}, reused=bool(item.get("reused")))
+
+
+def commit_failed(out: Path, unit: dict[str, Any], stage: str, kind: str, message: str, recipe_hash: str,
+                  fingerprints: dict[str, str] | None) -> dict[str, Any]:
+    """Commit ``unit`` as one error row (unless it is committed already)."""
+    if is_committed(out, unit["_key"]):
+        return local.summary_of(out, unit["_key"])
+    return local.commit_error(out, unit, stage, kind, message, recipe_hash, fingerprints)
+
+
+def committed_keys(out: Path) -> set[str]:
+    """The keys of every committed unit: one listing of ``OUT/.soraprep/units/``."""
+    try:
+        return {p.name[: -len(".parquet")] for p in local.units_dir(Path(out)).iterdir()
+                if p.name.endswith(".parquet")}
+    except FileNotFoundError:
+        return set()
+
+
+def is_committed(out: Path, key: str) -> bool:
+    return local.unit_path(Path(out), key).exists()
+
+
+# ---- rows between the pools ---------------------------------------------------------------------------
+
+def encode(item: Item) -> bytes:
+    return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode(blob: Any) -> Item:
+    return pickle.loads(bytes(blob))
+
+
+def _batch(items: list[Item]) -> dict[str, np.ndarray]:
+    col = np.empty(len(items), dtype=object)
+    col[:] = [encode(i) for i in items]
+    return {"item": col}
+
+
+def _import(modules: list[str]) -> None:
+    for m in modules:  # stages registered outside soraprep (a plugin, a test) must be registered here too
+        try:
+            importlib.import_module(m)
+        except Exception:  # noqa: BLE001 - the recipe validation reports the missing stage
+            pass
+
+
+class AnalysisActor:
+    """Decode-once analysis of one unit at a time, in one supervised worker process (memory bound, time
+    limit, death detection: :mod:`.supervisor`). A unit whose stored analysis fits the recipe is read from
+    storage instead, and skips the model pools."""
+
+    def __init__(self, recipe_sections: dict, recipe_source: str, out: str, stages: list[str], limits,
+                 modules: list[str], fingerprints: dict[str, str], auto_memory_cpus: float | None = None):
+        import dataclasses
+        import os
+
+        from soraprep.curate.runners.supervisor import Supervisor, auto_memory_bound
+
+        _import(modules)
+        if auto_memory_cpus:  # --max-worker-memory auto: this node's memory over the actors it can hold
+            slots = max(1, int((os.cpu_count() or 1) // auto_memory_cpus))
+            limits = dataclasses.replace(limits, max_memory_bytes=auto_memory_bound(slots))
+        self._out, self._fps = Path(out), fingerprints
+        self._sup = Supervisor(init_args=(recipe_sections, recipe_source, out, stages), out=Path(out),
+                               recipe_hash="", workers=1, limits=limits, modules=modules,
+                               task="analyse_unit", on_error=self._failed)
+
+    @staticmethod
+    def _failed(unit: dict[str, Any], stage: str, kind: str, message: str) -> dict[str, Any]:
+        return {"key": unit["_key"], "error": [stage, kind, message]}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _batch([self._one(decode(b)) for b in batch["item"]])
+
+    def _one(self, item: Item) -> Item:
+        unit = item["unit"]
+        if is_committed(self._out, unit["_key"]):
+            return {**item, "done": True}
+        rows = local.reusable_analysis(self._out, unit["_key"], self._fps)
+        if rows is not None:
+            return {**item, "rows": rows, "reused": True}
+        with staged_source(unit) as (u, _):
+            result = list(self._sup.run([u]))[0]
+        if result.get("fatal"):
+            return {**item, "fatal": result["fatal"]}
+        if result.get("error"):
+            return {**item, "error": result["error"]}
+        if result.get("rows") is None:  # committed meanwhile (by an earlier try of this unit)
+            return {**item, "done": True}
+        return {**item, "rows": result["rows"], "timings": result.get("timings", {})}
+
+
+class ModelActor:
+    """One model stage (set up once per actor) over the clips of a batch of units: flattened, run in
+    chunks of the stage's ``batch_size``, regrouped per unit. A stage that raises makes error rows of
+    its chunk's clips; one that cannot set up stops the run (``fatal``)."""
+
+    def __init__(self, recipe_sections: dict, recipe_source: str, out: str, stage: str, batch_size: int,
+                 modules: list[str]):
+        from soraprep.curate.recipe import validate
+
+        _import(modules)
+        self._fatal, self._size = None, max(1, batch_size)
+        try:
+            recipe = validate(recipe_sections, recipe_source)
+            self._stage = next(s for s in recipe.build(out) if s.name == stage)
+            self._stage.setup()
+        except Exception as exc:  # noqa: BLE001 - the driver stops the run with it
+            self._fatal = f"stage {stage!r} failed to set up: {type(exc).__name__}: {exc}"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        items = [decode(b) for b in batch["item"]]
+        live = [i for i in items if i.get("rows") and not (i.get("reused") or i.get("error")
+                                                            or i.get("fatal") or i.get("done"))]
+        if self._fatal:
+            for i in live:
+                i["fatal"] = self._fatal
+            return _batch(items)
+        flat = [(n, r) for n, i in enumerate(live) for r in i["rows"]]
+        regrouped: list[list[dict[str, Any]]] = [[] for _ in live]
+        name = self._stage.name
+        for start in range(0, len(flat), self._size):
+            chunk = flat[start:start + self._size]
+            rows, spent = [r for _, r in chunk], {}
+            result = local.run_stage(self._stage, rows, spent)
+            if len(result) != len(rows):  # a scorer maps clips to clips: anything else is a stage bug
+                for r in rows:
+                    r.setdefault("error", error_dict(name, "internal_error",
+                                                     f"the stage returned {len(result)} rows for {len(rows)} clips"))
+                result = rows
+            share = spent.get(name, 0.0) / len(rows)
+            for (n, _), r in zip(chunk, result):
+                regrouped[n].append(r)
+                t = live[n].setdefault("timings", {})
+                t[name] = t.get(name, 0.0) + share
+        for i, rows in zip(live, regrouped):
+            i["rows"] = rows
+        return _batch(items)
+
+
+class DecisionActor:
+    """``filter``, ``cut``, ``bucket`` and the later stages (set up once per actor), then the unit commit."""
+
+    def __init__(self, recipe_sections: dict, recipe_source: str, out: str, stages: list[str], modules: list[str]):
+        _import(modules)
+        self._state = local.build_state(recipe_sections, recipe_source, out, stages)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        summaries = []
+        for b in batch["item"]:
+            item = decode(b)
+            fatal = item.get("fatal") or self._state.get("setup_error")
+            if fatal:
+                summaries.append({"key": item["unit"]["_key"], "fatal": fatal})
+            else:
+                summaries.append(commit_unit(self._state, item))
+        return {"key": np.array([s["key"] for s in summaries], dtype=object),
+                "clips": np.array([int(s.get("clips", 0)) for s in summaries], dtype=np.int64),
+                "errors": np.array([int(s.get("errors", 0)) for s in summaries], dtype=np.int64),
+                "timings": np.array([json.dumps(s.get("timings", {})) for s in summaries], dtype=object),
+                "fatal": np.array([s.get("fatal") or "" for s in summaries], dtype=object)}
