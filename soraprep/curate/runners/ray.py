@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,10 @@ def _pool_step(ds, pool: Pool, recipe, out: str, limits, modules: list[str], aut
         cls, kwargs = ModelActor, {**common, "stage": pool.stages[0], "batch_size": pool.batch_size}
     else:
         cls, kwargs = DecisionActor, {**common, "stages": list(pool.stages)}
-    return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_format="numpy",
-                          max_task_retries=TASK_RETRIES, **pool.remote_args())
+    with warnings.catch_warnings():  # max_task_retries has no named parameter of its own in map_batches
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_format="numpy",
+                              max_task_retries=TASK_RETRIES, **pool.remote_args())
 
 
 def _dataset(ray, todo: list[dict[str, Any]], pools: list[Pool], recipe, out: Path, limits, modules, auto_memory):

@@ -1,0 +1,43 @@
+"""A test-only model stage that declares half a GPU and records what Ray gave the actor running it.
+
+Stages never import Ray; this one is test code (the brief allows it) so the test can assert what Ray
+was asked for from inside the actor. It runs in the model-stage position (``phase = "score"``) and reads
+the sampled frames like aesthetic/ocr do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from soraprep.curate.registry import register
+from soraprep.curate.stage import Resources
+
+
+@register("gpu_probe")
+@dataclass
+class GpuProbeStage:
+    name = "gpu_probe"
+    phase = "score"
+    samples_every_s = 1.0
+    columns = ("probe_gpus", "probe_samples")
+    resources = Resources(cpus=0.25, gpus=0.5, memory_gb=0.25)
+    batch_size = 2
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        gpus = 0.0
+        try:
+            import ray
+
+            if ray.is_initialized():
+                gpus = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+        except ImportError:
+            pass
+        for row in batch:
+            if not row.get("error"):
+                row["probe_gpus"] = gpus
+                row["probe_samples"] = len(row.get("_samples") or [])
+        return batch

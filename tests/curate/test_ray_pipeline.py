@@ -1,0 +1,177 @@
+"""The stage-level Ray pipeline on a real multi-node cluster gives the local runner's manifest rows,
+schedules model stages with what they declare, and survives killed workers, a removed node and a
+killed driver (see soraprep/curate/runners/ray.py)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+import yaml
+
+from soraprep.curate.pipeline import curate
+
+ray = pytest.importorskip("ray", reason="the Ray runner is tested where the [ray] extra is installed")
+
+INPUTS = ("cuts.mp4", "kinds.mp4", "tree.avi")
+
+
+@pytest.fixture(scope="module")
+def inputs(media, tmp_path_factory):
+    src = tmp_path_factory.mktemp("ray_in")
+    for name in INPUTS:
+        shutil.copy(media[name], src / name)
+    (src / "broken.mp4").write_bytes(b"nope" * 10)
+    return src
+
+
+@pytest.fixture(scope="module")
+def local_default(inputs, tmp_path_factory):
+    return curate([str(inputs)], tmp_path_factory.mktemp("local") / "out", workers=1, report=False)
+
+
+def _clips(out):
+    return sorted(str(p.relative_to(out)) for p in (out / "clips").rglob("*.*"))
+
+
+def test_default_recipe_same_rows_as_local(ray_cluster, inputs, local_default, tmp_path):
+    out = tmp_path / "ray"
+    result = curate([str(inputs)], out, workers=1, report=False, runner="ray", ray_address=ray_cluster.address)
+    assert result.rows == local_default.rows
+    assert result.errors == 1 and result.kept == local_default.kept > 0
+    assert _clips(out) == _clips(local_default.out)
+    again = curate([str(inputs)], out, workers=1, report=False, runner="ray", ray_address=ray_cluster.address)
+    assert again.rows == local_default.rows  # a rerun finds every unit committed
+
+
+def test_model_stage_pool_same_rows_as_local(ray_cluster, inputs, tmp_path):
+    pytest.importorskip("rapidocr")
+    recipe = tmp_path / "ocr.yaml"
+    recipe.write_text(yaml.safe_dump({"ocr": {"frames": 2}, "cut": {"mode": "none"},
+                                      "resources": {"ocr": {"cpus": 0.5, "batch_size": 3},
+                                                    "analyze": {"cpus": 0.5}, "cut": {"cpus": 0.5}}}))
+    local = curate([str(inputs)], tmp_path / "local", recipe=recipe, workers=1, report=False)
+    remote = curate([str(inputs)], tmp_path / "ray", recipe=recipe, workers=1, report=False, runner="ray",
+                    ray_address=ray_cluster.address)
+    assert remote.rows == local.rows
+    ok = [r for r in remote.rows if not r.get("error")]
+    assert ok and all(r["ocr_boxes"] is not None for r in ok)
+
+
+# ---- failures: a killed actor, a removed node, a killed driver -------------------------------------------
+
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _analysis_actors() -> list[int]:
+    """Pids of the Ray actor processes that run an analysis worker: the parents of a supervised worker
+    (a multiprocessing spawn child) that are Ray workers."""
+    import os
+
+    found = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit() and "multiprocessing.spawn" in _cmdline(int(name)):
+            parent = _ppid(int(name))
+            if parent and _cmdline(parent).startswith("ray::"):
+                found.add(parent)
+    return sorted(found)
+
+
+def _run_in_thread(fn):
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, box
+
+
+def _wait_for(cond, timeout: float = 60.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for the run to get there")
+
+
+def _finish(t, box):
+    t.join(120)
+    assert not t.is_alive(), "the run did not end"
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def test_killed_analysis_actor_same_rows(ray_cluster, inputs, local_default, tmp_path):
+    import os
+    import signal
+
+    t, box = _run_in_thread(lambda: curate([str(inputs)], tmp_path / "ray", workers=1, report=False,
+                                           runner="ray", ray_address=ray_cluster.address))
+    victim = _wait_for(_analysis_actors)[0]
+    assert t.is_alive()
+    os.kill(victim, signal.SIGKILL)  # the actor process itself (its supervised worker dies with it)
+    result = _finish(t, box)
+    assert result.rows == local_default.rows
+    assert victim not in _analysis_actors()
+
+
+def test_removed_node_same_rows(ray_cluster, inputs, local_default, tmp_path):
+    t, box = _run_in_thread(lambda: curate([str(inputs)], tmp_path / "ray", workers=1, report=False,
+                                           runner="ray", ray_address=ray_cluster.address))
+    actor = _wait_for(_analysis_actors)[0]
+    raylets = {n.all_processes["raylet"][0].process.pid: n for n in ray_cluster.worker_nodes}
+    node = raylets.get(_ppid(actor), next(iter(ray_cluster.worker_nodes)))
+    assert t.is_alive()
+    ray_cluster.remove_node(node)  # the node's raylet, object store and workers go
+    try:
+        result = _finish(t, box)
+    finally:
+        ray_cluster.add_node(num_cpus=1)  # back to three nodes for the next test
+    assert result.rows == local_default.rows
+    assert _clips(result.out) == _clips(local_default.out)
+
+
+def test_killed_driver_rerun_resumes(ray_cluster, inputs, local_default, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "ray"
+    units = out / ".soraprep" / "units"
+    cmd = [sys.executable, "-m", "soraprep.cli", "curate", str(inputs), "-o", str(out), "--runner", "ray",
+           "--ray-address", ray_cluster.address, "--workers", "1", "--no-report", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    try:
+        _wait_for(lambda: units.is_dir() and any(units.glob("*.parquet")), timeout=90)
+        committed = len(list(units.glob("*.parquet")))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert committed < len(INPUTS) + 1
+    result = curate([str(inputs)], out, workers=1, report=False, runner="ray", ray_address=ray_cluster.address)
+    assert result.rows == local_default.rows
+    assert _clips(out) == _clips(local_default.out)
