@@ -175,3 +175,33 @@ def test_killed_driver_rerun_resumes(ray_cluster, inputs, local_default, tmp_pat
     result = curate([str(inputs)], out, workers=1, report=False, runner="ray", ray_address=ray_cluster.address)
     assert result.rows == local_default.rows
     assert _clips(out) == _clips(local_default.out)
+
+
+# ---- model stages get their own pool with what they declare ---------------------------------------------
+
+def test_gpu_stage_pool_asks_ray_for_its_gpus(ray_cluster, inputs, tmp_path):
+    import ray_stages  # noqa: F401 - registers gpu_probe (test-only: declares Resources(gpus=0.5))
+
+    from soraprep.curate.recipe import load_recipe
+    from soraprep.curate.runners.ray import pools_for
+
+    recipe = tmp_path / "gpu.yaml"
+    recipe.write_text(yaml.safe_dump({"gpu_probe": {}, "cut": {"mode": "none"},
+                                      "resources": {"gpu_probe": {"gpus": 0.25, "batch_size": 3}}}))
+    declared = [p for p in pools_for(load_recipe(recipe), tmp_path, 1) if p.kind == "model"]
+    assert [(p.name, p.gpus, p.cpus, p.batch_size) for p in declared] == [("gpu_probe", 0.25, 0.25, 3)]
+    assert declared[0].remote_args()["num_gpus"] == 0.25
+    gpu_node = ray_cluster.add_node(num_cpus=1, num_gpus=1)  # a (fake) GPU node: Ray only counts it
+    try:
+        ray_cluster.wait_for_nodes()
+        remote = curate([str(inputs)], tmp_path / "ray", recipe=recipe, workers=1, report=False, runner="ray",
+                        ray_address=ray_cluster.address)
+    finally:
+        ray_cluster.remove_node(gpu_node)
+    local = curate([str(inputs)], tmp_path / "local", recipe=recipe, workers=1, report=False)
+    ok = [r for r in remote.rows if not r.get("error")]
+    assert ok and {r["probe_gpus"] for r in ok} == {0.25}  # what the actor was given: the override
+    assert all(r["probe_samples"] > 0 for r in ok)
+    assert {r["probe_gpus"] for r in local.rows if not r.get("error")} == {0.0}
+    strip = [{k: v for k, v in r.items() if k != "probe_gpus"} for r in remote.rows]
+    assert strip == [{k: v for k, v in r.items() if k != "probe_gpus"} for r in local.rows]
