@@ -41,3 +41,26 @@ class GpuProbeStage:
                 row["probe_gpus"] = gpus
                 row["probe_samples"] = len(row.get("_samples") or [])
         return batch
+
+
+@register("actor_killer")
+@dataclass
+class ActorKillerStage:
+    """A post stage (runs on the decision actor) that kills its own process on a video whose name
+    contains ``poison``: the Ray runner must end the run with that unit as a ``worker_died`` row."""
+
+    name = "actor_killer"
+    columns = ()
+    resources = Resources(cpus=0.25)
+    batch_size = 64
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import os
+        import signal
+
+        if any("poison" in str(r.get("source", "")) for r in batch):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return batch

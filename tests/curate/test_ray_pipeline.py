@@ -205,3 +205,27 @@ def test_gpu_stage_pool_asks_ray_for_its_gpus(ray_cluster, inputs, tmp_path):
     assert {r["probe_gpus"] for r in local.rows if not r.get("error")} == {0.0}
     strip = [{k: v for k, v in r.items() if k != "probe_gpus"} for r in remote.rows]
     assert strip == [{k: v for k, v in r.items() if k != "probe_gpus"} for r in local.rows]
+
+
+def test_unit_that_kills_its_actor_every_time_ends_as_worker_died(ray_cluster, inputs, local_default, tmp_path,
+                                                                  monkeypatch):
+    import ray_stages  # noqa: F401 - registers actor_killer
+
+    from soraprep.curate.runners import ray as ray_runner
+
+    monkeypatch.setattr(ray_runner, "ACTOR_RETRIES", 1)  # two rounds of one try each: a bounded total
+    monkeypatch.setattr(ray_runner, "TASK_RETRIES", 0)
+    src = tmp_path / "in"
+    shutil.copytree(inputs, src)
+    shutil.copy(src / "cuts.mp4", src / "poison.mp4")
+    recipe = tmp_path / "killer.yaml"
+    recipe.write_text(yaml.safe_dump({"actor_killer": {}, "resources": {"actor_killer": {"cpus": 0.5}}}))
+    result = curate([str(src)], tmp_path / "ray", recipe=recipe, workers=1, report=False, runner="ray",
+                    ray_address=ray_cluster.address)
+    dead = [r for r in result.rows if r["clip_id"].startswith("poison")]
+    assert len(dead) == 1 and dead[0]["error"]["kind"] == "worker_died"
+    assert dead[0]["error"]["stage"] == "runner"
+    others = [r for r in result.rows if not r["clip_id"].startswith("poison")]
+    assert len(others) == len(local_default.rows)  # (other clip ids: the inputs are in another folder)
+    assert sum(1 for r in others if r.get("error")) == local_default.errors
+    assert sum(1 for r in others if r.get("keep")) == local_default.kept

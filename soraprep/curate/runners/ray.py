@@ -59,10 +59,16 @@ def _pool_step(ds, pool: Pool, recipe, out: str, limits, modules: list[str], aut
         cls, kwargs = ModelActor, {**common, "stage": pool.stages[0], "batch_size": pool.batch_size}
     else:
         cls, kwargs = DecisionActor, {**common, "stages": list(pool.stages)}
+    import ray.data
+
+    args = pool.remote_args()
+    size = args.pop("concurrency")
+    compute = (ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1]) if isinstance(size, tuple)
+               else ray.data.ActorPoolStrategy(size=size))
     with warnings.catch_warnings():  # max_task_retries has no named parameter of its own in map_batches
         warnings.simplefilter("ignore", DeprecationWarning)
-        return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_format="numpy",
-                              max_task_retries=TASK_RETRIES, **pool.remote_args())
+        return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_format="numpy", compute=compute,
+                              max_task_retries=TASK_RETRIES, **args)
 
 
 def _dataset(ray, todo: list[dict[str, Any]], pools: list[Pool], recipe, out: Path, limits, modules, auto_memory):
