@@ -106,6 +106,7 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
         import ray.data
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError("the Ray runner needs Ray: pip install 'soraprep[ray]'") from exc
+    from soraprep.curate.lock import clean_partials
     from soraprep.curate.runners.local import StageSetupError, _checked, summary_of
     from soraprep.curate.runners.supervisor import Limits, stage_modules
 
@@ -159,5 +160,6 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
                     f"each time)" + (f"; last: {last}" if last else ""), recipe.hash, recipe.fingerprints())
         for key in sorted(wanted - yielded):  # committed, but its summary row was lost with its node
             yield summary_of(out, key)
+        clean_partials(out)  # every unit is committed: what a killed actor left half-written goes
     finally:
         ctx.max_errored_blocks, ctx.enable_progress_bars = saved
