@@ -45,20 +45,6 @@ def test_default_recipe_same_rows_as_local(ray_cluster, inputs, local_default, t
     assert again.rows == local_default.rows  # a rerun finds every unit committed
 
 
-def test_model_stage_pool_same_rows_as_local(ray_cluster, inputs, tmp_path):
-    pytest.importorskip("rapidocr")
-    recipe = tmp_path / "ocr.yaml"
-    recipe.write_text(yaml.safe_dump({"ocr": {"frames": 2}, "cut": {"mode": "none"},
-                                      "resources": {"ocr": {"cpus": 0.5, "batch_size": 3},
-                                                    "analyze": {"cpus": 0.5}, "cut": {"cpus": 0.5}}}))
-    local = curate([str(inputs)], tmp_path / "local", recipe=recipe, workers=1, report=False)
-    remote = curate([str(inputs)], tmp_path / "ray", recipe=recipe, workers=1, report=False, runner="ray",
-                    ray_address=ray_cluster.address)
-    assert remote.rows == local.rows
-    ok = [r for r in remote.rows if not r.get("error")]
-    assert ok and all(r["ocr_boxes"] is not None for r in ok)
-
-
 # ---- failures: a killed actor, a removed node, a killed driver -------------------------------------------
 
 def _ppid(pid: int) -> int | None:
@@ -177,20 +163,26 @@ def test_killed_driver_rerun_resumes(ray_cluster, inputs, local_default, tmp_pat
     assert _clips(out) == _clips(local_default.out)
 
 
-# ---- model stages get their own pool with what they declare ---------------------------------------------
+# ---- model stages get their own pools, with what they declare ----------------------------------------
 
-def test_gpu_stage_pool_asks_ray_for_its_gpus(ray_cluster, inputs, tmp_path):
-    import ray_stages  # noqa: F401 - registers gpu_probe (test-only: declares Resources(gpus=0.5))
+def test_model_stage_pools_same_rows_as_local_and_gpus_asked_for(ray_cluster, inputs, tmp_path):
+    """ocr (a real model, rapidocr's weights) and gpu_probe (test-only: declares Resources(gpus=0.5), records
+    what Ray gave its actor) each get a pool; the recipe's resources: override what gpu_probe declares."""
+    pytest.importorskip("rapidocr")
+    import ray_stages  # noqa: F401 - registers gpu_probe
 
     from soraprep.curate.recipe import load_recipe
     from soraprep.curate.runners.ray import pools_for
 
-    recipe = tmp_path / "gpu.yaml"
-    recipe.write_text(yaml.safe_dump({"gpu_probe": {}, "cut": {"mode": "none"},
-                                      "resources": {"gpu_probe": {"gpus": 0.25, "batch_size": 3}}}))
-    declared = [p for p in pools_for(load_recipe(recipe), tmp_path, 1) if p.kind == "model"]
-    assert [(p.name, p.gpus, p.cpus, p.batch_size) for p in declared] == [("gpu_probe", 0.25, 0.25, 3)]
-    assert declared[0].remote_args()["num_gpus"] == 0.25
+    recipe = tmp_path / "models.yaml"
+    recipe.write_text(yaml.safe_dump({"ocr": {"frames": 2}, "gpu_probe": {}, "cut": {"mode": "none"},
+                                      "resources": {"ocr": {"cpus": 0.5, "batch_size": 3},
+                                                    "gpu_probe": {"gpus": 0.25, "batch_size": 9}}}))
+    pools = {p.name: p for p in pools_for(load_recipe(recipe), tmp_path, 1)}
+    assert list(pools) == ["analysis", "gpu_probe", "ocr", "decision"]  # recipe order (safe_dump sorts)
+    assert (pools["gpu_probe"].gpus, pools["gpu_probe"].cpus, pools["gpu_probe"].batch_size) == (0.25, 0.25, 9)
+    assert pools["gpu_probe"].units_per_batch == 2  # clips of two videos flattened into one call
+    assert pools["gpu_probe"].remote_args()["num_gpus"] == 0.25 and "num_gpus" not in pools["ocr"].remote_args()
     gpu_node = ray_cluster.add_node(num_cpus=1, num_gpus=1)  # a (fake) GPU node: Ray only counts it
     try:
         ray_cluster.wait_for_nodes()
@@ -200,8 +192,8 @@ def test_gpu_stage_pool_asks_ray_for_its_gpus(ray_cluster, inputs, tmp_path):
         ray_cluster.remove_node(gpu_node)
     local = curate([str(inputs)], tmp_path / "local", recipe=recipe, workers=1, report=False)
     ok = [r for r in remote.rows if not r.get("error")]
-    assert ok and {r["probe_gpus"] for r in ok} == {0.25}  # what the actor was given: the override
-    assert all(r["probe_samples"] > 0 for r in ok)
+    assert ok and all(r["ocr_boxes"] is not None and r["probe_samples"] > 0 for r in ok)
+    assert {r["probe_gpus"] for r in ok} == {0.25}  # what the actor was given: the override, not 0.5
     assert {r["probe_gpus"] for r in local.rows if not r.get("error")} == {0.0}
     strip = [{k: v for k, v in r.items() if k != "probe_gpus"} for r in remote.rows]
     assert strip == [{k: v for k, v in r.items() if k != "probe_gpus"} for r in local.rows]
