@@ -43,6 +43,18 @@ def test_default_recipe_same_rows_as_local(ray_cluster, inputs, local_default, t
     assert _clips(out) == _clips(local_default.out)
     again = curate([str(inputs)], out, workers=1, report=False, runner="ray", ray_address=ray_cluster.address)
     assert again.rows == local_default.rows  # a rerun finds every unit committed
+    # other decisions only: both runners re-decide from the stored analysis (no decode), reusing clip files
+    stricter = tmp_path / "stricter.yaml"
+    motion = sorted(r["motion_score"] for r in local_default.rows if r.get("keep"))
+    stricter.write_text(yaml.safe_dump({"filter": {"motion_score": {"min": float(motion[len(motion) // 2])}}}))
+    local_out = tmp_path / "local"
+    shutil.copytree(local_default.out, local_out)
+    local = curate([str(inputs)], local_out, recipe=stricter, workers=1, report=False)
+    remote = curate([str(inputs)], out, recipe=stricter, workers=1, report=False, runner="ray",
+                    ray_address=ray_cluster.address)
+    assert remote.redone == local.redone == {"redecided": 4}  # the broken file too
+    assert remote.rows == local.rows and remote.kept < local_default.kept
+    assert _clips(out) == _clips(local_out)
 
 
 # ---- failures: a killed actor, a removed node, a killed driver -------------------------------------------
