@@ -5,8 +5,9 @@ Three kinds of pool, in pipeline order (see :mod:`.ray`):
 - ``analysis``: the decode-once stages (``probe``, ``analyze``, ``split``, ``score``), one unit at a time
   in one supervised worker process per actor. ``--workers`` actors by default.
 - one pool per **model stage**: the extra stages with ``phase = "score"`` (``aesthetic``, ``text_match``,
-  ``ocr``, ``phash``, later ``nsfw``) that read the sampled frames ``analyze`` kept. One actor by default;
-  it calls the stage on ``batch_size`` clips at a time, flattened across several units.
+  ``ocr``, ``phash``, later ``nsfw``) that read the sampled frames ``analyze`` kept (they declare
+  ``samples_every_s``). One actor by default; it calls the stage on ``batch_size`` clips at a time,
+  flattened across several units. Extra stages before the first of them run in the analysis worker.
 - ``decision``: ``filter``, ``cut``, ``bucket``, any stage after them (e.g. ``caption``), and the unit
   commit. ``max(1, workers // 2)`` actors by default.
 
@@ -64,8 +65,14 @@ class Pool:
 
 
 def model_stage_names(recipe: Recipe) -> list[str]:
-    """The stages that get their own pool: the recipe's extra ``phase = "score"`` stages, in order."""
-    return [n for n in recipe.analysis_stage_names() if n not in PIPELINE]
+    """The stages that get their own pool: the recipe's extra ``phase = "score"`` stages that read the sampled
+    frames (they declare ``samples_every_s``), and any extra stage after the first of them (order is kept).
+    Extra stages before the first one run in the analysis pool's worker, with the decode-once stages."""
+    from soraprep.curate.registry import STAGES
+
+    extras = [n for n in recipe.analysis_stage_names() if n not in PIPELINE]
+    first = next((i for i, n in enumerate(extras) if getattr(STAGES[n], "samples_every_s", 0)), len(extras))
+    return extras[first:]
 
 
 def _declared(stage) -> tuple[Resources, int]:
