@@ -125,6 +125,7 @@ class AnalysisActor:
         self._sup = Supervisor(init_args=(recipe_sections, recipe_source, out, stages), out=Path(out),
                                recipe_hash="", workers=1, limits=limits, modules=modules,
                                task="analyse_unit", on_error=self._failed)
+        self._sup.warm()  # its worker sets up while Ray starts the other actors
 
     @staticmethod
     def _failed(unit: dict[str, Any], stage: str, kind: str, message: str) -> dict[str, Any]:

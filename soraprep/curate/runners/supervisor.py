@@ -240,6 +240,11 @@ class Supervisor:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def warm(self) -> None:
+        """Start the workers now: they import and set up their stages while the caller goes on."""
+        while len(self._idle) < self._n:
+            self._idle.append(_Worker(self._ctx, self._init, self._modules, self._task))
+
     def _worker(self) -> _Worker:
         return self._idle.pop() if self._idle else _Worker(self._ctx, self._init, self._modules, self._task)
 
