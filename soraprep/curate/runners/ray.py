@@ -63,8 +63,12 @@ def _pool_step(ds, pool: Pool, recipe, out: str, limits, modules: list[str], aut
 
     args = pool.remote_args()
     size = args.pop("concurrency")
-    compute = (ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1]) if isinstance(size, tuple)
-               else ray.data.ActorPoolStrategy(size=size))
+    # an analysis actor takes its next video when it is free (videos take seconds to minutes: a queue per
+    # actor would leave one actor with the last videos while the others idle); model and decision actors
+    # keep Ray's default queue, so data moves while they compute
+    queue = {"max_tasks_in_flight_per_actor": 1} if pool.kind == "analysis" else {}
+    compute = (ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1], **queue) if isinstance(size, tuple)
+               else ray.data.ActorPoolStrategy(size=size, **queue))
     with warnings.catch_warnings():  # max_task_retries has no named parameter of its own in map_batches
         warnings.simplefilter("ignore", DeprecationWarning)
         return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_format="numpy", compute=compute,
