@@ -12,6 +12,10 @@ only in its decisions (filter, cut, bucket) redoes those from it without decodin
 then waits in ``OUT/.soraprep/stale/`` so unchanged clip files are reused and orphaned ones removed
 (see ``pipeline.reconcile``).
 
+``run_unit`` is two halves the Ray runner also runs apart, on different actors: :func:`analyse_unit` (the
+stages before ``filter``: the one decode pass and the scores) and :func:`decide_unit` (store the analysis,
+``filter``, ``cut``, ``bucket``, later stages, commit).
+
 Workers are child processes watched by :mod:`.supervisor`: a unit whose worker dies twice, outgrows the
 memory bound or outlasts the time limit is committed as an error row (``worker_died``,
 ``out_of_memory``, ``timeout``) and the run goes on.
