@@ -64,3 +64,30 @@ class ActorKillerStage:
         if any("poison" in str(r.get("source", "")) for r in batch):
             os.kill(os.getpid(), signal.SIGKILL)
         return batch
+
+
+@register("flaky_scorer")
+@dataclass
+class FlakyScorerStage:
+    """A model-position stage for the actor tests: writes the size of the batch it was called with, raises on
+    a batch holding a clip whose id contains ``bad``, and fails to set up when ``fail_setup``."""
+
+    fail_setup: bool = False
+    name = "flaky_scorer"
+    phase = "score"
+    samples_every_s = 1.0
+    columns = ("called_with",)
+    resources = Resources(cpus=0.5)
+    batch_size = 3
+
+    def setup(self) -> None:
+        if self.fail_setup:
+            raise RuntimeError("weights not found")
+
+    def __call__(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if any("bad" in str(r.get("clip_id")) for r in batch):
+            raise RuntimeError("CUDA error: device-side assert")
+        for row in batch:
+            if not row.get("error"):
+                row["called_with"] = len(batch)
+        return batch
