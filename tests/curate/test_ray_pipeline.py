@@ -73,18 +73,37 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _analysis_actors() -> list[int]:
-    """Pids of the Ray actor processes that run an analysis worker: the parents of a supervised worker
-    (a multiprocessing spawn child) that are Ray workers."""
+def _raylets(cluster) -> dict[int, object]:
+    nodes = [cluster.head_node, *cluster.worker_nodes]
+    return {n.all_processes["raylet"][0].process.pid: n for n in nodes}
+
+
+def _analysis_actors(cluster) -> list[int]:
+    """Pids of this cluster's Ray actor processes that run an analysis worker: the parents of a supervised
+    worker (a multiprocessing spawn child) that are Ray workers started by one of the cluster's raylets."""
     import os
 
+    raylets = _raylets(cluster)
     found = set()
     for name in os.listdir("/proc"):
         if name.isdigit() and "multiprocessing.spawn" in _cmdline(int(name)):
             parent = _ppid(int(name))
-            if parent and _cmdline(parent).startswith("ray::"):
+            if parent and _cmdline(parent).startswith("ray::") and _ppid(parent) in raylets:
                 found.add(parent)
     return sorted(found)
+
+
+def _busiest_worker_node(cluster):
+    """The worker node (not the driver's head node) running the most of this run's pool actors, if any."""
+    import os
+
+    raylets = {pid: n for pid, n in _raylets(cluster).items() if n is not cluster.head_node}
+    count = dict.fromkeys(raylets, 0)
+    for name in os.listdir("/proc"):
+        if name.isdigit() and "MapBatches(" in _cmdline(int(name)) and _ppid(int(name)) in raylets:
+            count[_ppid(int(name))] += 1
+    busiest = max(count, key=count.get)
+    return raylets[busiest] if count[busiest] else None
 
 
 def _run_in_thread(fn):
@@ -127,20 +146,19 @@ def test_killed_analysis_actor_same_rows(ray_cluster, inputs, local_default, tmp
 
     t, box = _run_in_thread(lambda: curate([str(inputs)], tmp_path / "ray", workers=1, report=False,
                                            runner="ray", ray_address=ray_cluster.address))
-    victim = _wait_for(_analysis_actors)[0]
+    victim = _wait_for(lambda: _analysis_actors(ray_cluster))[0]
     assert t.is_alive()
     os.kill(victim, signal.SIGKILL)  # the actor process itself (its supervised worker dies with it)
     result = _finish(t, box)
     assert result.rows == local_default.rows
-    assert victim not in _analysis_actors()
+    assert victim not in _analysis_actors(ray_cluster)
 
 
 def test_removed_node_same_rows(ray_cluster, inputs, local_default, tmp_path):
     t, box = _run_in_thread(lambda: curate([str(inputs)], tmp_path / "ray", workers=1, report=False,
                                            runner="ray", ray_address=ray_cluster.address))
-    actor = _wait_for(_analysis_actors)[0]
-    raylets = {n.all_processes["raylet"][0].process.pid: n for n in ray_cluster.worker_nodes}
-    node = raylets.get(_ppid(actor), next(iter(ray_cluster.worker_nodes)))
+    _wait_for(lambda: _analysis_actors(ray_cluster))
+    node = _wait_for(lambda: _busiest_worker_node(ray_cluster))
     assert t.is_alive()
     ray_cluster.remove_node(node)  # the node's raylet, object store and workers go
     try:
