@@ -48,6 +48,9 @@ TASK_RETRIES = 1
 
 
 def _pool_step(ds, pool: Pool, recipe, out: str, limits, modules: list[str], auto_memory: bool):
+    """``ds`` mapped by ``pool``'s actors (a ``map_batches`` actor pool asking for the pool's resources)."""
+    import ray.data
+
     from soraprep.curate.runners.ray_actors import AnalysisActor, DecisionActor, ModelActor
 
     common = {"recipe_sections": recipe.sections, "recipe_source": recipe.source, "out": out, "modules": modules}
@@ -59,8 +62,6 @@ def _pool_step(ds, pool: Pool, recipe, out: str, limits, modules: list[str], aut
         cls, kwargs = ModelActor, {**common, "stage": pool.stages[0], "batch_size": pool.batch_size}
     else:
         cls, kwargs = DecisionActor, {**common, "stages": list(pool.stages)}
-    import ray.data
-
     args = pool.remote_args()
     size = args.pop("concurrency")
     # an analysis actor takes its next video when it is free (videos take seconds to minutes: a queue per
@@ -90,8 +91,7 @@ def _init_ray(ray, address: str | None, pools: list[Pool], workers: int) -> None
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     else:  # a local Ray sized to hold every pool at its smallest (logical CPUs: the OS shares the cores)
         cpus = max(workers, math.ceil(needs(pools)["CPU"] - 1e-9))
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
 
 
 def pools_for(recipe, out: Path, workers: int) -> list[Pool]:
