@@ -135,7 +135,7 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
     limits, modules = limits or Limits(), stage_modules(recipe)
     wanted = {u["_key"] for u in todo}
     yielded: set[str] = set()
-    last = ""
+    last, failed_rounds = "", 0
     try:
         for _round in range(1 + ACTOR_RETRIES):
             done = ray_actors.committed_keys(out)
@@ -153,8 +153,13 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
                 raise
             except Exception as exc:  # noqa: BLE001 - Ray lost something: the missing units run again
                 last = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+                failed_rounds += 1
                 log.warning("Ray run round %d ended early (%s); re-running the units not committed", _round + 1, last)
         done = ray_actors.committed_keys(out)
+        if failed_rounds == 1 + ACTOR_RETRIES and not wanted & done:
+            # every round failed before committing anything: the pipeline itself is broken (an actor that
+            # cannot start, a cluster that went away), not a few unlucky units; stop, so a rerun resumes
+            raise RuntimeError(f"the Ray pipeline failed {failed_rounds} times without committing a video: {last}")
         for u in todo:
             if u["_key"] not in done:
                 yielded.add(u["_key"])
