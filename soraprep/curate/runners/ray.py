@@ -19,7 +19,8 @@ stored analysis fits the recipe (a decision-only rerun) skips the analysis and m
 Failures: Ray restarts a dead actor and retries its task (``TASK_RETRIES`` times); a block still lost
 (its node removed, retries spent) is skipped, and after the dataset ends the driver lists the commits
 and runs the missing units again, at most ``ACTOR_RETRIES`` more rounds, after which such a unit is
-committed as a ``worker_died`` error row. Commits are per unit and idempotent (a unit already committed
+committed as a ``worker_died`` error row (when every round fails before a single commit, the pipeline
+itself is broken and the run stops with the error instead). Commits are per unit and idempotent (a unit already committed
 is never redone), and the manifest is assembled from the commits, so nothing is lost or duplicated; a
 killed driver's rerun resumes from the commits like the local runner's. OUT must be storage every node
 can write (NFS, a shared disk). Stages never import Ray; only this module does.
