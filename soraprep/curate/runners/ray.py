@@ -164,10 +164,10 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
         for u in todo:
             if u["_key"] not in done:
                 yielded.add(u["_key"])
-                yield ray_actors.commit_failed(
-                    out, u, "runner", "worker_died",
-                    f"the unit was lost on the Ray cluster in {1 + ACTOR_RETRIES} rounds (its actor or node died "
-                    f"each time)" + (f"; last: {last}" if last else ""), recipe.hash, recipe.fingerprints())
+                message = (f"the unit was lost on the Ray cluster in {1 + ACTOR_RETRIES} rounds (its actor or node "
+                           f"died each time)" + (f"; last: {last}" if last else ""))
+                state = {"out": out, "recipe_hash": recipe.hash, "fingerprints": recipe.fingerprints()}
+                yield ray_actors.commit_unit(state, {"unit": u, "error": ["runner", "worker_died", message]})
         for key in sorted(wanted - yielded):  # committed, but its summary row was lost with its node
             yield summary_of(out, key)
         clean_partials(out)  # every unit is committed: what a killed actor left half-written goes

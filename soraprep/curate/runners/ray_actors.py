@@ -12,7 +12,7 @@ commits the unit as that error row). ``fatal``: a stage could not set up (the dr
 
 Two functions are the only places a unit's files meet storage, so a store other than a shared folder
 plugs in there: :func:`staged_source` (a local copy of the unit's source for decoding and cutting) and
-:func:`commit_unit` / :func:`commit_failed` (a unit's clips, thumbnails, analysis and commit, commit last),
+:func:`commit_unit` (a unit's clips, thumbnails, analysis and commit, commit last; or its error row),
 with :func:`committed_keys` the one listing of commits. Stages never import Ray; neither does this module.
 """
 
@@ -47,25 +47,21 @@ def staged_source(unit: dict[str, Any], rows: list[dict[str, Any]] | None = None
 
 
 def commit_unit(state: dict[str, Any], item: Item) -> dict[str, Any]:
-    """Decide and commit one analysed unit (``filter``, ``cut``, ``bucket``, later stages; its files, then
-    its commit). Idempotent: a unit already committed (a retried task) is only summarised."""
+    """The one way the Ray runner commits a unit: decide and commit an analysed one (``filter``, ``cut``,
+    ``bucket``, later stages; its files, then its commit), or commit an ``error`` item as one error row.
+    Idempotent: a unit already committed (a retried task) is only summarised.
+
+    ``state``: :func:`local.build_state` of the decision stages (only ``out``, ``recipe_hash`` and
+    ``fingerprints`` are needed for an error item)."""
     unit = item["unit"]
     out = state["out"]
     if is_committed(out, unit["_key"]):
         return local.summary_of(out, unit["_key"])
     if item.get("error"):
         stage, kind, message = item["error"]
-        return commit_failed(out, unit, stage, kind, message, state["recipe_hash"], state["fingerprints"])
+        return local.commit_error(out, unit, stage, kind, message, state["recipe_hash"], state["fingerprints"])
     with staged_source(unit, item["rows"]) as (u, rows):
         return local.decide_unit(state, u, rows, item.get("timings") or {}, reused=bool(item.get("reused")))
-
-
-def commit_failed(out: Path, unit: dict[str, Any], stage: str, kind: str, message: str, recipe_hash: str,
-                  fingerprints: dict[str, str] | None) -> dict[str, Any]:
-    """Commit ``unit`` as one error row (unless it is committed already)."""
-    if is_committed(out, unit["_key"]):
-        return local.summary_of(out, unit["_key"])
-    return local.commit_error(out, unit, stage, kind, message, recipe_hash, fingerprints)
 
 
 def committed_keys(out: Path) -> set[str]:
