@@ -117,7 +117,10 @@ def curate_cmd(
     recipe: str = typer.Option(None, "--recipe", "-r",
                                help="Built-in recipe (default, opensora-like), or a YAML file whose keys "
                                     "override the default's (null removes a filter rule)."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one video each)."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1,
+                                help="Worker processes (one video each). With --runner ray: analysis actors "
+                                     "(decoding, one video each; decision actors: half as many) unless the "
+                                     "recipe's resources: section sets concurrency."),
     cut: str = typer.Option(None, "--cut", help="none | copy | keyframe | exact (default from the recipe: copy)."),
     rethreshold: str = typer.Option(None, "--rethreshold", metavar="OUT",
                                     help="Re-apply filters of --recipe to a finished run in OUT; no decoding."),

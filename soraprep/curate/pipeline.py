@@ -187,9 +187,6 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
     t0 = time.perf_counter()
     remote = is_remote(out)
     store = Store(out, storage_options)
-    if remote and runner == "ray":
-        raise RecipeError(f"-o {out}: the Ray runner does not write to object storage yet; use --runner local "
-                          "(or a shared folder as OUT)")
     out = store if remote else Path(out)
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if cut is not None:
@@ -209,7 +206,8 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
             from soraprep.curate.runners.ray import run_ray
 
             summaries = run_ray(units, recipe=rec, out=out, workers=workers, address=ray_address, limits=limits,
-                                auto_memory=str(max_worker_memory).strip().lower() == "auto")
+                                auto_memory=str(max_worker_memory).strip().lower() == "auto",
+                                storage_options=storage_options)
         else:
             summaries = run_local(units, recipe=rec, out=out, workers=workers, limits=limits,
                                   storage_options=storage_options)

@@ -133,8 +133,9 @@ def _die_with_parent(parent: int, pdeathsig: bool) -> None:
     threading.Thread(target=watch, name="soraprep-parent-watch", daemon=True).start()
 
 
-def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeathsig: bool) -> None:
-    """Child process: set up the stages once, then run units until told to stop (``None``)."""
+def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeathsig: bool,
+                 task: str = "run_worker_unit") -> None:
+    """Child process: set up the stages once, then run units (``local.<task>``) until told to stop (``None``)."""
     from soraprep.curate.runners import local
 
     _die_with_parent(parent, pdeathsig)
@@ -153,15 +154,15 @@ def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeath
         if unit is None:
             return
         conn.send(("start", None))
-        summary = local.run_worker_unit(unit, on_stage=lambda name: conn.send(("stage", name)))
+        summary = getattr(local, task)(unit, on_stage=lambda name: conn.send(("stage", name)))
         conn.send(("done", summary))
 
 
 class _Worker:
-    def __init__(self, ctx, init_args: tuple, modules: list[str]):
+    def __init__(self, ctx, init_args: tuple, modules: list[str], task: str = "run_worker_unit"):
         self.conn, child = ctx.Pipe(duplex=True)
         main = threading.current_thread() is threading.main_thread()
-        self.proc = ctx.Process(target=_worker_main, args=(child, init_args, modules, os.getpid(), main),
+        self.proc = ctx.Process(target=_worker_main, args=(child, init_args, modules, os.getpid(), main, task),
                                 daemon=True)
         self.proc.start()
         child.close()
@@ -213,17 +214,24 @@ def _death_note(code: int | None) -> str:
 
 
 class Supervisor:
-    """Runs units in ``workers`` supervised child processes; reusable across :meth:`run` calls."""
+    """Runs units in ``workers`` supervised child processes; reusable across :meth:`run` calls.
+
+    ``task``: the function of :mod:`.local` a worker runs per unit (``run_worker_unit``: the whole unit,
+    committed or published; the Ray runner's analysis actors run ``analyse_unit``). ``on_error(unit, stage,
+    kind, message)``, when given, replaces committing a unit whose worker died or was stopped: its return
+    value is yielded."""
 
     def __init__(self, *, init_args: tuple, out, recipe_hash: str, workers: int = 1,
                  limits: Limits = Limits(), modules: list[str] | None = None,
-                 fingerprints: dict[str, str] | None = None, scratch: str | None = None):
+                 fingerprints: dict[str, str] | None = None, scratch: str | None = None,
+                 task: str = "run_worker_unit", on_error=None):
         from soraprep.storage import Store
 
         self._ctx = mp.get_context("spawn")
         # OUT: a local folder (Path) or a Store (an object store: see runners/workspace.py)
         self._out = out if isinstance(out, Store) and out.remote else Path(out.root if isinstance(out, Store) else out)
         self._init, self._hash, self._scratch = init_args, recipe_hash, scratch
+        self._task, self._on_error = task, on_error
         self._n, self.limits, self._modules = max(1, workers), limits, list(modules or [])
         self._fingerprints = fingerprints  # the recipe's stage fingerprints, stamped on units committed here
         self._idle: list[_Worker] = []
@@ -245,13 +253,20 @@ class Supervisor:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def warm(self) -> None:
+        """Start the workers now: they import and set up their stages while the caller goes on."""
+        while len(self._idle) < self._n:
+            self._idle.append(_Worker(self._ctx, self._init, self._modules, self._task))
+
     def _worker(self) -> _Worker:
-        return self._idle.pop() if self._idle else _Worker(self._ctx, self._init, self._modules)
+        return self._idle.pop() if self._idle else _Worker(self._ctx, self._init, self._modules, self._task)
 
     def _error(self, unit: dict[str, Any], stage: str, kind: str, message: str) -> dict[str, Any]:
         """Commit ``unit`` as one error row (unless its worker committed it just before it was stopped)."""
         from soraprep.curate.runners import workspace
 
+        if self._on_error is not None:
+            return self._on_error(unit, stage, kind, message)
         if self._committed(unit["_key"]):
             return self._summary(unit["_key"])
         return workspace.commit_error(workspace.out_store(self._out), unit, stage, kind, message, self._hash,
