@@ -299,21 +299,35 @@ def write_rows_dataset(store: Store, table: pa.Table, *, rows_per_part: int = 50
 @dataclass(frozen=True)
 class ManifestSource:
     """Where a manifest lives: ``kind`` ``parquet`` / ``jsonl`` (``key`` is the file) or ``dataset``
-    (``key`` is the dataset folder, ``""`` for the store root), inside ``store``."""
+    (``key`` is the dataset folder), inside ``store`` — the folder its rows' relative paths are relative to
+    (a file's folder; OUT for a dataset)."""
 
     kind: str
     store: Store
     key: str
-    name: str  # as the user gave it (messages)
+    name: str = ""  # as the user gave it (messages)
 
     @property
     def url(self) -> str:
         return self.store.url(self.key)
 
+    @property
+    def base(self) -> str:
+        """The folder (path or URL) relative ``path`` cells are relative to."""
+        return self.store.url("")
+
     def index(self) -> dict[str, Any]:
+        """The dataset's ``_index.json``; for a folder of part files without one (written by another tool),
+        its ``*.parquet`` files in name order (names starting with ``_`` or ``.`` skipped)."""
         if self.kind != "dataset":
             raise ValueError("only a dataset has an index")
-        return _read_index(self.store, self._k(INDEX), self.name)
+        if not self.store.exists(self._k(INDEX)):
+            files = sorted(k.rsplit("/", 1)[-1] for k in self.store.list(self.key) if k.endswith(".parquet")
+                           and k.count("/") == self._k("x").count("/"))
+            files = [f for f in files if not f.startswith(("_", "."))]
+            if files:
+                return {"parts": [{"file": f} for f in files]}
+        return _read_index(self.store, self._k(INDEX), self.name or self.url)
 
     def _k(self, name: str) -> str:
         return _join(self.key, name)
@@ -343,9 +357,11 @@ class ManifestSource:
             from soraprep.manifest import rows_to_table
 
             schema = rows_to_table([]).schema
-        meta = {META_VERSION: str(index.get("schema_version", SCHEMA_VERSION)).encode()}
+        meta = dict(schema.metadata or {})
+        if "schema_version" in index:
+            meta[META_VERSION] = str(index["schema_version"]).encode()
         meta.update({k.encode(): str(v).encode() for k, v in (index.get("metadata") or {}).items()})
-        return schema.with_metadata(meta)
+        return _checked(schema.with_metadata(meta), self.name or self.url)
 
     def metadata(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in (self.schema().metadata or {}).items()}
@@ -431,23 +447,38 @@ def locate(path: str | os.PathLike, storage_options: dict[str, Any] | None = Non
     if not p.exists():
         raise ManifestError(f"manifest not found: {path}")
     if p.is_file():
-        store = Store(p.parent, storage_options)
         if p.name == INDEX:
-            return ManifestSource("dataset", store, "", text)
+            return _dataset(Store(p.parent, storage_options), text)
+        store = Store(p.parent, storage_options)
         return ManifestSource("jsonl" if p.suffix == ".jsonl" else "parquet", store, p.name, text)
     if not p.is_dir():
         raise ManifestError(f"{path} is not a file: give a manifest (.parquet or .jsonl)")
     store = Store(p, storage_options)
     if (p / INDEX).is_file():
-        return ManifestSource("dataset", store, "", text)
+        return _dataset(store, text)
     if (p / SINGLE_PARQUET).is_file():
         return ManifestSource("parquet", store, SINGLE_PARQUET, str(p / SINGLE_PARQUET))
-    if (p / DATASET / INDEX).is_file():
+    if (p / DATASET / INDEX).is_file() or any((p / DATASET).glob("*.parquet")):
         return ManifestSource("dataset", store, DATASET, str(p / DATASET))
     if (p / SINGLE_JSONL).is_file():
         return ManifestSource("jsonl", store, SINGLE_JSONL, str(p / SINGLE_JSONL))
     raise ManifestError(f"{path} is not a file: give a manifest (.parquet or .jsonl), a manifest/ dataset "
                         "folder or a curate output folder")
+
+
+def _dataset(folder: Store, name: str) -> ManifestSource:
+    """The dataset in ``folder``, rooted at the folder above it (where its clips' relative paths start)."""
+    root = folder.url().rstrip("/")
+    if folder.remote:
+        parent, _, key = root.rpartition("/")
+        if "://" not in parent or parent.endswith(":/"):  # a dataset at a bucket's root: paths relative to it
+            return ManifestSource("dataset", folder, "", name)
+    else:
+        p = Path(root).resolve()
+        parent, key = str(p.parent), p.name
+        if p.parent == p:
+            return ManifestSource("dataset", folder, "", name)
+    return ManifestSource("dataset", Store(parent, folder.storage_options), key, name)
 
 
 def _locate_remote(url: str, storage_options: dict[str, Any] | None) -> ManifestSource:
@@ -457,15 +488,16 @@ def _locate_remote(url: str, storage_options: dict[str, Any] | None) -> Manifest
         if not store.isfile(name):
             raise ManifestError(f"manifest not found: {url}")
         if name == INDEX:
-            return ManifestSource("dataset", store, "", url)
+            return _dataset(store, url)
         return ManifestSource("jsonl" if name.endswith(".jsonl") else "parquet", store, name, url)
     store = Store(url, storage_options)
     listing = store.list("")  # one listing call
     if INDEX in listing:
-        return ManifestSource("dataset", store, "", url)
+        return _dataset(store, url)
     if SINGLE_PARQUET in listing:
         return ManifestSource("parquet", store, SINGLE_PARQUET, f"{url}/{SINGLE_PARQUET}")
-    if f"{DATASET}/{INDEX}" in listing:
+    if f"{DATASET}/{INDEX}" in listing or any(k.startswith(f"{DATASET}/") and k.endswith(".parquet")
+                                               and k.count("/") == 1 for k in listing):
         return ManifestSource("dataset", store, DATASET, f"{url}/{DATASET}")
     if SINGLE_JSONL in listing:
         return ManifestSource("jsonl", store, SINGLE_JSONL, f"{url}/{SINGLE_JSONL}")

@@ -41,6 +41,8 @@ from soraprep.caption.profiles import MODES, profile_for
 from soraprep.caption.prompts import LANGS, prompt_hash, prompt_set
 from soraprep.caption.summarize import caption_clip
 from soraprep.manifest import resolve_path
+from soraprep.storage.manifests import resolve
+from soraprep.storage.store import LOCAL_SCHEMES, is_remote, local_copy, url_scheme
 
 STAGE = "caption"
 CAPTION_COLUMNS = ("caption", "caption_model", "caption_backend", "caption_prompt_hash", "caption_frames",
@@ -73,6 +75,7 @@ class CaptionSettings:
     clip_timeout_s: float | None = 300.0     # per clip request, all retries and back-offs; None: no limit
     score_text: bool = False                 # append "aesthetic score: ..., motion score: ..., fps: ..."
     cache_path: str | None = None            # SQLite file; None keeps the cache in memory
+    storage_options: dict[str, Any] = field(default_factory=dict)  # clips on a store (s3://...): fsspec options
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -255,11 +258,24 @@ class Captioning:
             return self._error_cols("internal_error", f"{type(exc).__name__}: {exc}", frames=0), "error", {}
 
     def _caption_one_inner(self, row, manifest_path):
-        s = self.settings
-        assert self.vlm is not None and self.cache is not None
         if not row.get("path"):
             return self._error_cols("missing_path", "row has no path", frames=0), "error", {}
-        path = resolve_path(manifest_path, row["path"])
+        if is_remote(str(manifest_path)):   # a manifest on a store: relative paths are relative to its folder
+            path = resolve(str(manifest_path).rstrip("/").rsplit("/", 1)[0], row["path"])
+        else:
+            path = resolve_path(manifest_path, row["path"])
+        if url_scheme(path) not in (None, "http", "https", *LOCAL_SCHEMES):
+            # a clip on an object store: staged to local scratch for the duration of the clip (frame reads seek)
+            try:
+                with local_copy(path, self.settings.storage_options) as local:
+                    return self._caption_path(row, str(local))
+            except FileNotFoundError:
+                return self._error_cols("missing_file", f"no such file: {path}", frames=0), "error", {}
+        return self._caption_path(row, path)
+
+    def _caption_path(self, row, path: str):
+        s = self.settings
+        assert self.vlm is not None and self.cache is not None
         if "://" not in path and not os.path.exists(path):
             return self._error_cols("missing_file", f"no such file: {path}", frames=0), "error", {}
         from soraprep.video.io import VideoError

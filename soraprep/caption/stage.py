@@ -29,7 +29,7 @@ from soraprep.caption.run import default_cache_path
 from soraprep.curate.registry import register
 from soraprep.curate.stage import Resources
 
-_SETTINGS = [f.name for f in dataclasses.fields(CaptionSettings)]
+_SETTINGS = [f.name for f in dataclasses.fields(CaptionSettings) if f.name != "storage_options"]  # curate stages see local clips
 
 
 @register("caption")

@@ -70,8 +70,25 @@ def manifest_metadata(rec, rethreshold_of: str | None = None) -> dict[str, str]:
     return meta
 
 
-def _source(store: Store, key: str):
-    return str(store.local_path(key)) if not store.remote else store.open(key, "rb")
+def _unit_files(store: Store, keys, chunk: int = 256):
+    """``(key, source)`` of each unit commit, in order: a local path, or the object's bytes fetched ``chunk``
+    at a time concurrently (one GET each) from an object store."""
+    if not store.remote:
+        for key in keys:
+            yield key, str(store.local_path(unit_key(key)))
+        return
+    import io
+
+    keys = list(keys)
+    for i in range(0, len(keys), chunk):
+        part = keys[i:i + chunk]
+        paths = [store._full(unit_key(k)) for k in part]
+        blobs = store.fs.cat(paths)
+        for key, path in zip(part, paths):
+            data = blobs.get(path)
+            if data is None:  # the filesystem may name it with or without its scheme
+                data = next(v for u, v in blobs.items() if u.endswith(path) or path.endswith(u))
+            yield key, io.BytesIO(data)
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -122,8 +139,8 @@ def scan_units(task: ScanTask) -> dict[str, Any]:
     """Row counts, summed stage timings and the unified (null-typed) schema of ``task.keys``' unit
     commits, plus the projection of ``task.reads`` (Arrow IPC bytes) when asked."""
     rows, timings, schemas, projected = [], {}, {}, []
-    for key in task.keys:
-        pf = pq.ParquetFile(_source(task.store, unit_key(key)))
+    for _key, src in _unit_files(task.store, task.keys):
+        pf = pq.ParquetFile(src)
         schema = pf.schema_arrow
         rows.append(pf.metadata.num_rows)
         for k, v in json.loads((schema.metadata or {}).get(b"soraprep.unit_timings", b"{}")).items():
@@ -173,8 +190,8 @@ def write_part(task: PartTask) -> dict[str, Any]:
     global_s, offset = 0.0, 0
     key = f"{task.prefix}/{part_name(task.part_no)}"
     with ParquetSink(task.store, key, schema) as sink:
-        for unit in task.keys:
-            raw = pq.ParquetFile(_source(task.store, unit_key(unit))).read(use_threads=False)  # small files: ~8x faster
+        for _key, src in _unit_files(task.store, task.keys):
+            raw = pq.ParquetFile(src).read(use_threads=False)  # small files: ~8x faster than with threads
             if stages:
                 t = time.perf_counter()
                 rows = raw.to_pylist()
@@ -236,6 +253,8 @@ def assemble(store: Store, keys: list[str], recipe, map_fn: Callable[[Callable, 
 
     if metadata is None:
         metadata = manifest_metadata(recipe)
+    if store.remote:
+        store.fs.invalidate_cache()  # listings cached before the units were committed
     names = recipe.global_stage_names()
     stages = [(n, dict(recipe.stage_kwargs(n)), STAGES[n].__module__) for n in names]
     reads = tuple(dict.fromkeys(c for n in names for c in STAGES[n].reads))

@@ -27,15 +27,14 @@ from soraprep.curate.inputs import collect_units
 from soraprep.curate.lock import clean_partials, out_lock
 from soraprep.curate.recipe import Recipe, RecipeError, check_filter_columns, load_recipe
 from soraprep.curate.runners.local import (
-    analysis_path,
     attach_indexes,
     pending_units,
     run_local,
     stale_path,
-    unit_fingerprints,
     unit_path,
 )
-from soraprep.manifest import read_manifest, read_metadata, temp_path
+from soraprep.manifest import read_manifest, read_metadata
+from soraprep.storage import Store, is_remote
 
 MANIFEST = "manifest.parquet"
 
@@ -53,21 +52,23 @@ class CurateResult:
     timings: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     redone: dict[str, int] = field(default_factory=dict)  # {"redecided": n, "reanalysed": m} videos
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)  # a store OUT's options
     _rows: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def rows(self) -> list[dict[str, Any]]:
         """Every row of the manifest (read on first access; stream big runs with ``iter_manifest(result.manifest)``)."""
         if self._rows is None:
-            self._rows = read_manifest(self.manifest)
+            self._rows = read_manifest(self.manifest, self.storage_options)
         return self._rows
 
     @property
     def summary(self):
         """The run's counts (:class:`soraprep.curate.report.RunSummary`), streamed from the manifest."""
-        from soraprep.curate.report import summarize
+        from soraprep.curate.report_stats import collect
+        from soraprep.manifest_dataset import locate
 
-        return summarize(self.manifest)
+        return collect(locate(self.manifest, self.storage_options), histograms=False).summary()
 
     @property
     def errors(self) -> int:
@@ -93,35 +94,34 @@ class StaleOutError(RecipeError):
     """OUT holds videos analysed with other settings and ``force`` was not given (exit code 2)."""
 
 
-def _state_path(out: Path) -> Path:
-    return out / ".soraprep" / "recipe.json"
+STATE_KEY = ".soraprep/recipe.json"
 
 
-def reconcile(units: list[dict[str, Any]], out: Path, rec: Recipe, *, force: bool = False) -> dict[str, int]:
+def reconcile(units: list[dict[str, Any]], out: Path | Store, rec: Recipe, *, force: bool = False) -> dict[str, int]:
     """Make every committed unit of ``units`` one that ``rec`` would have produced, before the run.
 
     A unit committed under other decision settings goes back to pending with its analysis kept (the
     runner re-filters, re-cuts, re-buckets it without decoding); one committed under other analysis
     settings is re-analysed when ``force``, else :class:`StaleOutError` says what to do. Cheap when
     nothing changed: ``OUT/.soraprep/recipe.json`` records the fingerprints every commit was made under.
+    ``out`` may be a store (one listing of the commits, a footer read per commit, copy-then-delete moves).
     """
+    from soraprep.curate.runners import workspace
+
     fps = rec.fingerprints()
-    state = _state_path(out)
+    store = workspace.out_store(out)
     try:
-        if json.loads(state.read_text()) == fps:
+        if json.loads(store.read_text(STATE_KEY)) == fps:
             return {}
     except (OSError, ValueError):
         pass
     redecide, reanalyse, changed = [], [], set()
+    done = workspace.committed_keys(store)
     for u in units:
-        path = unit_path(out, u["_key"])
-        if not path.exists():
+        if u["_key"] not in done:
             continue
-        have = unit_fingerprints(path)
+        have, old_hash = workspace.unit_fingerprints(store, u["_key"])
         if have is None:  # committed by an older soraprep: only its whole-recipe hash is known
-            import pyarrow.parquet as pq
-
-            old_hash = (pq.read_schema(path).metadata or {}).get(b"soraprep.recipe_hash", b"").decode()
             if old_hash != rec.hash:
                 reanalyse.append(u)
                 changed.add("recipe, committed by an older soraprep")
@@ -139,15 +139,15 @@ def reconcile(units: list[dict[str, Any]], out: Path, rec: Recipe, *, force: boo
             f"({', '.join(sorted(changed)) or 'analysis'} changed): rerun with --force to re-analyse them "
             "(their clips are replaced), or curate into a new --out")
     for u in redecide + reanalyse:
-        stale = stale_path(out, u["_key"])
-        stale.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(unit_path(out, u["_key"]), stale)  # pending again; its clip files are reused or removed
+        if store.remote:
+            workspace.move_to_stale(store, u["_key"])  # copy, then delete: safe if killed between
+        else:
+            stale = stale_path(store.local_path(), u["_key"])
+            stale.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(unit_path(store.local_path(), u["_key"]), stale)  # pending; its clips reused or removed
     for u in reanalyse:
-        analysis_path(out, u["_key"]).unlink(missing_ok=True)
-    state.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(state)
-    tmp.write_text(json.dumps(fps, indent=2, sort_keys=True))
-    os.replace(tmp, state)
+        store.delete(workspace.analysis_key(u["_key"]))
+    store.write_text(STATE_KEY, json.dumps(fps, indent=2, sort_keys=True))
     return {k: v for k, v in (("redecided", len(redecide)), ("reanalysed", len(reanalyse))) if v}
 
 
@@ -161,7 +161,11 @@ def _locked(position: int):
 def _locked_fn(position: int, fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        out = Path(kwargs["out"] if "out" in kwargs else args[position])
+        out = kwargs["out"] if "out" in kwargs else args[position]
+        if is_remote(out):  # an object store: nothing to tidy up (no folders)
+            with out_lock(out, kwargs.get("storage_options")):
+                return fn(*args, **kwargs)
+        out = Path(out)
         fresh = [d for d in (out, out / ".soraprep") if not d.exists()]
         try:
             with out_lock(out):
@@ -180,8 +184,14 @@ def _locked_fn(position: int, fn):
 def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | None = None, workers: int = 1,
            cut: str | None = None, progress: bool = False, report: bool = True, runner: str = "local",
            ray_address: str | None = None, force: bool = False, max_worker_memory: int | str | None = "auto",
-           unit_timeout_s: float | None = None, single_file: bool = True) -> CurateResult:
+           unit_timeout_s: float | None = None, storage_options: dict[str, Any] | None = None,
+           single_file: bool = True) -> CurateResult:
     """Curate ``inputs`` (files, folders, manifests) into ``out``; resumes a previous run in ``out``.
+
+    Inputs and ``out`` may be object-store URLs (``s3://bucket/videos/``, ``gs://...``; any fsspec URL),
+    read and written with ``storage_options`` on top of the standard environment (``AWS_ENDPOINT_URL``...):
+    sources are staged to local scratch per video; with a store OUT each video runs against a local
+    scratch OUT and is published to the store, its commit last (see runners/workspace.py).
 
     ``runner="ray"`` runs the same stages on a Ray cluster (``ray_address``; a local one when None).
     A previous run with another recipe is brought up to date (see :func:`reconcile`; ``force``
@@ -198,15 +208,18 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
     if runner not in ("local", "ray"):
         raise ValueError(f"runner must be 'local' or 'ray', got {runner!r}")
     t0 = time.perf_counter()
-    out = Path(out)
+    remote = is_remote(out)
+    store = Store(out, storage_options)
+    out = store if remote else Path(out)
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if cut is not None:
         rec = rec.with_overrides(cut={"mode": cut})
     limits = Limits(max_memory_bytes=parse_size(max_worker_memory, workers), unit_timeout_s=unit_timeout_s)
-    units = collect_units([str(i) for i in inputs], skip_dirs=(out,))
+    units = collect_units([str(i) for i in inputs], skip_dirs=(store.root,), storage_options=storage_options)
     check_filter_columns(rec, {k for u in units for k in u if not k.startswith("_")})
-    out.mkdir(parents=True, exist_ok=True)
-    clean_partials(out)  # half-written files of a killed run: soraprep's own temp names only (see lock.py)
+    if not remote:
+        out.mkdir(parents=True, exist_ok=True)
+        clean_partials(out)  # half-written files of a killed run: soraprep's own temp names only (see lock.py)
     redone = reconcile(units, out, rec, force=force)
     with _progress(len(units), progress) as bar:
         task = bar.add_task("curate", total=len(units))
@@ -216,9 +229,11 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
             from soraprep.curate.runners.ray import run_ray
 
             summaries = run_ray(units, recipe=rec, out=out, workers=workers, address=ray_address, limits=limits,
-                                auto_memory=str(max_worker_memory).strip().lower() == "auto")
+                                auto_memory=str(max_worker_memory).strip().lower() == "auto",
+                                storage_options=storage_options)
         else:
-            summaries = run_local(units, recipe=rec, out=out, workers=workers, limits=limits)
+            summaries = run_local(units, recipe=rec, out=out, workers=workers, limits=limits,
+                                  storage_options=storage_options)
         for _summary in summaries:
             bar.advance(task, 1)
     return _finish(out, None, rec, {}, t0, report, inputs=[str(i) for i in inputs], redone=redone,
@@ -276,19 +291,19 @@ def _part_map(workers: int, units: int):
     return pool()
 
 
-def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str],
+def _finish(out: Path | Store, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str],
             redone: dict[str, int] | None = None, rethreshold_of: str | None = None, *,
             keys: list[str] | None = None, single_file: bool = True, workers: int = 1) -> CurateResult:
-    """Write the manifest (dataset + index, single-file copies), run.json and the report.
+    """Write the manifest (dataset + index, single-file copies), run.json and the report into OUT (a folder
+    or a :class:`Store`: every file is written whole, the index after the parts).
 
     ``keys``: assemble from those unit commits (curate: no row is held here); ``rows``: a manifest held in
     memory (``--rethreshold``)."""
     from soraprep.curate.assemble import DATASET, assemble, finish_single_files, manifest_metadata
     from soraprep.manifest import rows_to_table
     from soraprep.manifest_dataset import ManifestSource, write_rows_dataset
-    from soraprep.storage.store import Store
 
-    store = Store(out)
+    store = out if isinstance(out, Store) else Store(out)
     meta = manifest_metadata(rec, rethreshold_of)
     if keys is not None:
         with _part_map(workers, len(keys)) as map_fn:
@@ -299,8 +314,9 @@ def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: lis
     else:
         index = write_rows_dataset(store, rows_to_table(rows, meta))
         del rows
-        finish_single_files(store, ManifestSource("dataset", store, DATASET, str(out / DATASET)), single_file)
-    manifest = out / (MANIFEST if single_file else DATASET)
+        finish_single_files(store, ManifestSource("dataset", store, DATASET, store.url(DATASET)), single_file)
+    name = MANIFEST if single_file else DATASET
+    manifest = store.url(name) if store.remote else Path(out) / name
     wall = time.perf_counter() - t0
     run = {"inputs": inputs, "recipe": rec.source, "recipe_hash": rec.hash, "fingerprints": rec.fingerprints(),
            "redone": redone or {}, "stage_time_s": timings, "wall_time_s": wall, "rows": index["totals"]["rows"]}
@@ -312,12 +328,13 @@ def _finish(out: Path, rows, rec: Recipe, timings, t0, report: bool, inputs: lis
         from soraprep.curate.report import write_report
 
         try:  # the manifest is written: a report bug must not turn a finished run into a crash
-            report_path = write_report(out)
+            report_path = write_report(store if store.remote else out)
         except Exception as exc:  # noqa: BLE001 - recorded in run.json; the CLI prints it as a warning
             run["report_error"] = f"{type(exc).__name__}: {exc}"
             store.write_text("run.json", json.dumps(run, indent=2))
     totals = {k: index["totals"][k] for k in ("rows", "kept", "errors")}
-    return CurateResult(out, manifest, report_path, totals, timings, wall, redone=redone or {})
+    return CurateResult(store.root if store.remote else out, manifest, report_path, totals, timings, wall,
+                        redone=redone or {}, storage_options=store.storage_options or None)
 
 
 def _cut_settings(section: dict[str, Any] | None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import json
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,18 +51,24 @@ class RecipeError(ValueError):
 class Recipe:
     sections: dict[str, dict[str, Any]]
     source: str = "default"
+    #: the ``resources:`` section: stage -> {cpus, gpus, memory_gb, concurrency, batch_size} for cluster
+    #: runners. Where work runs, not what it computes: kept out of ``sections``, ``hash`` and fingerprints.
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.sections, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump({"version": 1, **self.sections}, sort_keys=False)
+        extra = {"resources": self.resources} if self.resources else {}
+        return yaml.safe_dump({"version": 1, **self.sections, **extra}, sort_keys=False)
 
     def with_overrides(self, **section_updates: dict[str, Any]) -> Recipe:
         sections = copy.deepcopy(self.sections)
         for name, upd in section_updates.items():
             sections.setdefault(name, {}).update(upd)
+        if self.resources:
+            sections[RESOURCES] = copy.deepcopy(self.resources)
         return validate(sections, self.source)
 
     def stage_kwargs(self, name: str) -> dict[str, Any]:
@@ -277,6 +283,7 @@ def _type_ok(value: Any, hint: Any) -> bool:
 
 def validate(sections: dict[str, Any], source: str = "recipe") -> Recipe:
     sections = copy.deepcopy(sections)
+    resources = sections.pop(RESOURCES, None)
     for name, body in sections.items():
         bad = [k for k in [name, *(body if isinstance(body, dict) else ())] if not isinstance(k, str)]
         if bad:
@@ -307,7 +314,61 @@ def validate(sections: dict[str, Any], source: str = "recipe") -> Recipe:
             cls(**kw)
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{source}: {exc}") from exc
+    if resources is not None:
+        recipe = Recipe(sections, source, _check_resources(recipe, resources, source))
     return recipe
+
+
+#: the top-level section of per-stage resource overrides (not a stage)
+RESOURCES = "resources"
+RESOURCE_KEYS = ("cpus", "gpus", "memory_gb", "concurrency", "batch_size")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_resources(recipe: Recipe, body: Any, source: str) -> dict[str, dict[str, Any]]:
+    """The ``resources:`` section, checked: stage -> overrides of its declared ``Resources``/``batch_size``."""
+    example = "e.g. `resources: {analyze: {cpus: 1, concurrency: 8}, ocr: {gpus: 0.5, batch_size: 32}}`"
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise RecipeError(f"{source}: resources must map stage names to settings, {example}; got {body!r}")
+    stages = recipe.stage_names()
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in body.items():
+        if name in recipe.global_stage_names():
+            raise RecipeError(f"{source}: resources.{name}: {name!r} runs once on the driver over all rows; "
+                              f"remove it from resources (it takes none)")
+        if name not in stages:
+            raise RecipeError(f"{source}: resources.{name}: no stage {name!r} in this recipe{_suggest(str(name), stages)}; "
+                              f"stages: {', '.join(stages)}")
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            raise RecipeError(f"{source}: resources.{name} must be a mapping of {', '.join(RESOURCE_KEYS)}, {example}; "
+                              f"got {spec!r}")
+        for key, value in spec.items():
+            where = f"{source}: resources.{name}.{key}"
+            if key not in RESOURCE_KEYS:
+                raise RecipeError(f"{source}: unknown key resources.{name}.{key}{_suggest(str(key), RESOURCE_KEYS)}; "
+                                  f"valid keys: {', '.join(RESOURCE_KEYS)}")
+            if key in ("cpus", "gpus") and not (_number(value) and value >= 0):
+                raise RecipeError(f"{where} must be a number >= 0 (fractions share a device, e.g. 0.25), got {value!r}")
+            if key == "memory_gb" and not (_number(value) and value > 0):
+                raise RecipeError(f"{where} must be a number of GiB > 0, got {value!r}")
+            if key == "batch_size" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise RecipeError(f"{where} must be a whole number of clips >= 1, got {value!r}")
+            if key == "concurrency":
+                pair = isinstance(value, (list, tuple)) and len(value) == 2
+                ints = [v for v in (value if pair else [value]) if isinstance(v, int) and not isinstance(v, bool)]
+                if len(ints) != (2 if pair else 1) or min(ints) < 1 or (pair and ints[0] > ints[1]):
+                    raise RecipeError(f"{where} must be a number of actors >= 1 or [min, max] with 1 <= min <= max "
+                                      f"(an autoscaling pool), got {value!r}")
+                spec = {**spec, key: list(value) if pair else value}
+        out[name] = dict(spec)
+    return out
 
 
 #: columns the pipeline itself writes besides manifest.COLUMNS and the scorers' columns

@@ -165,13 +165,19 @@ def _thumb_reader(store):
     return read
 
 
-def build_report(out: str | Path, storage_options: dict[str, Any] | None = None) -> str:
-    """The report of the run in ``out`` (a folder or store URL), from its manifest streamed in batches."""
-    from soraprep.manifest_dataset import locate
+def _store(out, storage_options: dict[str, Any] | None):
     from soraprep.storage.store import Store
 
-    store = Store(out, storage_options)
-    source = locate(out, storage_options)
+    return out if isinstance(out, Store) else Store(out, storage_options)
+
+
+def build_report(out, storage_options: dict[str, Any] | None = None) -> str:
+    """The report of the run in ``out`` (a folder, a store URL or a ``Store``), from its manifest streamed
+    in batches."""
+    from soraprep.manifest_dataset import locate
+
+    store = _store(out, storage_options)
+    source = locate(store.url(), store.storage_options)
     meta = source.metadata()
     try:
         run = json.loads(store.read_text("run.json")) if store.exists("run.json") else {}
@@ -231,11 +237,10 @@ def build_report(out: str | Path, storage_options: dict[str, Any] | None = None)
             f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>")
 
 
-def write_report(out: str | Path, storage_options: dict[str, Any] | None = None) -> Path | str:
-    """Write ``OUT/report.html`` (atomically; OUT may be a store URL). Returns its path (URL when remote)."""
-    from soraprep.storage.store import Store
-
-    store = Store(out, storage_options)
-    text = build_report(out, storage_options)
+def write_report(out, storage_options: dict[str, Any] | None = None) -> Path | str:
+    """Write ``OUT/report.html`` (atomically; OUT may be a store URL or a ``Store``). Returns its path
+    (URL when remote)."""
+    store = _store(out, storage_options)
+    text = build_report(store)
     url = store.write_bytes("report.html", text.encode("utf-8", "backslashreplace"))  # names that are not UTF-8
-    return url if store.remote else Path(out) / "report.html"
+    return url if store.remote else Path(store.root) / "report.html"

@@ -318,22 +318,81 @@ def _write_done(path: Path, record: dict[str, Any]) -> None:
 
 def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency: int = 4,
              rate_limits: dict[str, float] | None = None, cut: str = "exact",
-             fetcher: HttpFetcher | None = None, fetch_options: dict[str, Any] | None = None) -> DownloadReport:
+             fetcher: HttpFetcher | None = None, fetch_options: dict[str, Any] | None = None,
+             storage_options: dict[str, Any] | None = None, scratch: str | os.PathLike | None = None) -> DownloadReport:
     """Fetch every source of ``manifest`` into ``out``, cut each span, write ``out/manifest.parquet``.
 
     ``fetch_options`` are :class:`HttpFetcher` keyword arguments (``stall_window_s``, ``min_speed_bps``,
     ``deadline_s``, ``retries``, ...) for the fetcher built here when none is given.
+
+    ``out`` (and ``manifest``) may be store URLs (``s3://bucket/panda``): sources are fetched and cut in a
+    local working folder (``scratch``, kept for a resumable rerun; default a temporary folder, emptied as
+    each source is done), each source's files (``videos/...``, ``clips/...``) are uploaded to ``out`` as soon
+    as its rows are cut (skipped when the store already holds them at the same size), and the manifest is
+    written to ``out`` last. Rows name the same relative paths as a local run; ``source_url`` keeps the URL.
     """
     if cut not in CUT_MODES:
         raise MetadataError(f"--cut {cut!r} is not one of {', '.join(CUT_MODES)}")
     if concurrency < 1:
         raise MetadataError(f"--concurrency must be at least 1, got {concurrency}")
-    manifest = Path(manifest)
+    from soraprep.storage import is_remote
+
+    remote_manifest = is_remote(str(manifest))
     try:
-        rows = read_manifest(manifest)
-    except ValueError as exc:  # ManifestError
+        if remote_manifest:
+            from soraprep.storage.manifests import read_rows
+
+            rows = read_rows(manifest, storage_options)
+        else:
+            manifest = Path(manifest)
+            rows = read_manifest(manifest)
+    except ValueError as exc:  # ManifestError, StorageError
         raise MetadataError(str(exc)) from None
-    out = Path(out)
+    manifest_dir = Path.cwd() if remote_manifest else manifest.resolve().parent
+    if is_remote(str(out)):
+        import tempfile
+
+        from soraprep.storage import Store
+
+        store = Store(out, storage_options)
+        if scratch is not None:
+            return _download(rows, manifest, manifest_dir, Path(scratch), concurrency, rate_limits, cut, fetcher,
+                             fetch_options, _Uploader(store, Path(scratch), keep=True))
+        with tempfile.TemporaryDirectory(prefix="soraprep-download-") as tmp:
+            return _download(rows, manifest, manifest_dir, Path(tmp), concurrency, rate_limits, cut, fetcher,
+                             fetch_options, _Uploader(store, Path(tmp), keep=False))
+    return _download(rows, manifest, manifest_dir, Path(out), concurrency, rate_limits, cut, fetcher, fetch_options,
+                     None)
+
+
+class _Uploader:
+    """Copies the files a finished source's rows name from the working folder to the store OUT."""
+
+    def __init__(self, store, work: Path, keep: bool) -> None:
+        self.store, self.work, self.keep = store, work, keep
+        self.on_store = {**store.list("videos"), **store.list("clips")}   # one listing each
+
+    def __call__(self, rows: list[dict[str, Any]]) -> None:
+        work = self.work.resolve()
+        for rel in sorted({r.get(c) for r in rows for c in ("path", "source") if isinstance(r.get(c), str)}):
+            local = work / rel
+            if os.path.isabs(rel) or "://" in rel or not local.is_file():
+                continue  # a local source used in place, or nothing was written
+            if self.on_store.get(rel) != local.stat().st_size:
+                self.store.put_file(local, rel)
+                self.on_store[rel] = local.stat().st_size
+        if not self.keep:  # a temporary working folder holds one source's files at a time per worker
+            for rel in {r.get(c) for r in rows for c in ("path", "source") if isinstance(r.get(c), str)}:
+                if not os.path.isabs(rel) and "://" not in rel:
+                    (work / rel).unlink(missing_ok=True)
+
+    @property
+    def output(self) -> str:
+        return self.store.url(MANIFEST_NAME)
+
+
+def _download(rows, manifest, manifest_dir: Path, out: Path, concurrency, rate_limits, cut, fetcher, fetch_options,
+              upload: _Uploader | None) -> DownloadReport:
     out.mkdir(parents=True, exist_ok=True)
     fetcher = fetcher or HttpFetcher(limiter=RateLimiter(rate_limits), **(fetch_options or {}))
     report, lock = DownloadReport(rows=len(rows)), threading.Lock()
@@ -350,13 +409,16 @@ def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency
         else:
             by_source[str(row["source"])].append((i, row))
     report.sources = len(by_source)
-    jobs = [(src, items, _Job(src, [r for _, r in items], out=out, manifest_dir=manifest.resolve().parent,
+    jobs = [(src, items, _Job(src, [r for _, r in items], out=out, manifest_dir=manifest_dir,
                               cut=cut, fetcher=fetcher, report=report, lock=lock))
             for src, items in by_source.items()]
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         futures = [(items, pool.submit(job.run)) for _, items, job in jobs]
         for items, fut in futures:
-            for (i, _), done_row in zip(items, fut.result(), strict=True):
+            done_rows = fut.result()
+            if upload is not None:
+                upload(done_rows)
+            for (i, _), done_row in zip(items, done_rows, strict=True):
                 results[i] = done_row
     final = [results[i] for i in range(len(rows))]
     for r in final:
@@ -365,7 +427,11 @@ def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency
                 report.errors[r["error"]["kind"]] += 1
             else:
                 report.upstream_errors += 1
-    dest = write_manifest(out / MANIFEST_NAME, final,
-                          metadata={"soraprep.download": json.dumps({"manifest": str(manifest), "cut": cut})})
-    report.output = str(dest)
+    meta = {"soraprep.download": json.dumps({"manifest": str(manifest), "cut": cut})}
+    if upload is None:
+        report.output = str(write_manifest(out / MANIFEST_NAME, final, metadata=meta))
+    else:
+        from soraprep.storage.manifests import write_rows
+
+        report.output = write_rows(upload.output, final, metadata=meta, storage_options=upload.store.storage_options)
     return report

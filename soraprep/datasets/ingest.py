@@ -196,15 +196,31 @@ def _write_streaming(out: Path, rows: Iterator[dict[str, Any]], metadata: dict[s
 
 
 def ingest(*, dataset: str, path: str | os.PathLike, out: str | os.PathLike, split: str | None = None,
-           limit: int | None = None, fps: Any = None) -> IngestReport:
-    """Parse ``path`` and write the manifest ``out`` (Parquet), streaming. Returns the report."""
-    out = Path(out)
-    if out.suffix.lower() != ".parquet":
+           limit: int | None = None, fps: Any = None, storage_options: dict[str, Any] | None = None) -> IngestReport:
+    """Parse ``path`` and write the manifest ``out`` (Parquet), streaming. Returns the report.
+
+    ``out`` may be a store URL (``s3://bucket/manifests/panda.parquet``): the manifest is streamed to local
+    scratch and uploaded whole when complete (one PUT: readers never see a partial manifest)."""
+    from soraprep.storage import is_remote
+
+    remote = is_remote(str(out))
+    name = str(out).rstrip("/").rsplit("/", 1)[-1] if remote else Path(out).name
+    if Path(name).suffix.lower() != ".parquet":
         raise MetadataError(f"-o {out} must be a .parquet path")
     report = IngestReport(dataset=dataset, metadata=str(path))
     params = {"dataset": dataset, "metadata": str(path), "split": split, "limit": limit,
               "fps": None if fps is None else str(fps)}
-    _write_streaming(out, _iter_rows(dataset, path, split, limit, fps, report),
-                     {"soraprep.ingest": json.dumps(params)})
-    report.output = str(out)
+    rows = _iter_rows(dataset, path, split, limit, fps, report)
+    if not remote:
+        _write_streaming(Path(out), rows, {"soraprep.ingest": json.dumps(params)})
+        report.output = str(out)
+        return report
+    import tempfile
+
+    from soraprep.storage.manifests import put_file
+
+    with tempfile.TemporaryDirectory(prefix="soraprep-ingest-") as tmp:
+        local = Path(tmp) / name
+        _write_streaming(local, rows, {"soraprep.ingest": json.dumps(params)})
+        report.output = put_file(local, str(out), storage_options)
     return report

@@ -28,6 +28,10 @@ from soraprep.estimate.vae import vae_encode_cost
 T5_XXL_ENCODER_PARAMS = 4_762_310_656
 #: Image presets default to the SD VAE of their papers: 8x spatial, 4 latent channels.
 SD_VAE_COMPRESSION = (1, 8, 8)
+#: Frames per CPU-core-second of the whole default curation (decode-once analysis + the default cut) at
+#: 720p H.264: ~208 (25 fps / 0.120 CPU-s per video-second) measured by benchmarks/scale_model.py (BENCHMARKS.md,
+#: "Cluster scale model"; ~89 at 1080p). Bare decoding alone is ~2-3x faster; per stage: estimate/cluster.py.
+CURATION_FPS_PER_CORE = 200.0
 #: Default captioning VLM size (a 7B video VLM such as LLaVA-NeXT-Video-7B or Qwen2-VL-7B).
 DEFAULT_CAPTION_PARAMS = 7e9
 
@@ -309,7 +313,7 @@ def estimate(
     caption_throughput: float | None = None,
     source_hours: float | None = None,
     fps: float = 24.0,
-    decode_fps: float = 600.0,
+    decode_fps: float = CURATION_FPS_PER_CORE,
     cpu_price_per_hour: float = 0.0446,
 ) -> Estimate:
     """Estimate FLOPs, memory, GPU-hours and cost of training one model (and preparing its data).
@@ -474,7 +478,7 @@ def _data_prep(cfg, shapes: list[Shape], *, clips: int, gpu: hardware.GPU, peak:
         "cpu_core_hours": core_hours, "cost": core_hours * cpu_price_per_hour,
         "decode_fps_per_core": decode_fps, "cpu_price_per_core_hour": cpu_price_per_hour,
         "source": ("kept clip duration only (a lower bound; pass --source-hours)" if derived
-                   else "given source hours") + ", one decode pass",
+                   else "given source hours") + ", one decode pass + the default cut",
     }
     gpu_keys = ("vae_encode", "text_encode", "captioning")
     out["gpu_hours"] = sum(out[k]["gpu_hours"] for k in gpu_keys)

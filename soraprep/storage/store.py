@@ -156,6 +156,17 @@ class Store:
         key = _check_key(key)
         return f"{self._path.rstrip('/')}/{key}" if key else self._path
 
+    def _fresh(self, key: str | None = None) -> str:
+        """:meth:`_full` of ``key``, with the filesystem's cached listings dropped first: other processes
+        (workers, a killed run) write the store, so an answer from fsspec's listings cache can be stale
+        (a commit that exists reported missing). ``None``: drop every cached listing."""
+        if key is None:
+            self.fs.invalidate_cache()
+            return self._full("")
+        full = self._full(key)
+        self.fs.invalidate_cache(full)
+        return full
+
     def url(self, key: str = "") -> str:
         """The URL (remote) or path (local) of ``key``, as users and manifests name it."""
         return join(self.root, _check_key(key))
@@ -174,17 +185,17 @@ class Store:
     def exists(self, key: str) -> bool:
         if not self.remote:
             return self.local_path(key).exists()
-        return self.fs.exists(self._full(key))
+        return self.fs.exists(self._fresh(key))
 
     def isfile(self, key: str) -> bool:
         if not self.remote:
             return self.local_path(key).is_file()
-        return self.fs.isfile(self._full(key))
+        return self.fs.isfile(self._fresh(key))
 
     def size(self, key: str) -> int:
         if not self.remote:
             return self.local_path(key).stat().st_size
-        return int(self.fs.size(self._full(key)))
+        return int(self.fs.size(self._fresh(key)))
 
     def list(self, prefix: str = "") -> dict[str, int]:
         """Every file under ``prefix`` (recursively): ``{key relative to the root: size}``, sorted.
@@ -205,6 +216,7 @@ class Store:
                     except OSError:  # vanished meanwhile
                         continue
             return dict(sorted(found.items()))
+        self._fresh(None)
         full = self._full(prefix)
         try:
             infos = self.fs.find(full, detail=True)
@@ -222,7 +234,7 @@ class Store:
     def read_bytes(self, key: str) -> bytes:
         if not self.remote:
             return self.local_path(key).read_bytes()
-        return self.fs.cat_file(self._full(key))
+        return self.fs.cat_file(self._fresh(key))
 
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode("utf-8")
@@ -233,7 +245,7 @@ class Store:
             raise ValueError("Store.open is for reading: write with write_bytes / put_file (atomic)")
         if not self.remote:
             return open(self.local_path(key), mode)  # noqa: SIM115 - the caller closes it
-        return self.fs.open(self._full(key), mode)
+        return self.fs.open(self._fresh(key), mode)
 
     def get_file(self, key: str, local: str | os.PathLike) -> Path:
         """Copy ``key`` to the local file ``local`` atomically (a temp name, then rename)."""
@@ -244,7 +256,7 @@ class Store:
         tmp = temp_path(local)
         try:
             if self.remote:
-                self.fs.get_file(self._full(key), str(tmp))
+                self.fs.get_file(self._fresh(key), str(tmp))
             else:
                 shutil.copyfile(self.local_path(key), tmp)
             os.replace(tmp, local)

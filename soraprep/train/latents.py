@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 from soraprep.manifest import read_manifest, resolve_path
+from soraprep.storage.manifests import iter_rows, locate, resolve
+from soraprep.storage.store import LOCAL_SCHEMES, Store, is_remote, join, local_copy, url_scheme
 from soraprep.train.autoencoder import Autoencoder, load_autoencoder
 
 INDEX = "index.json"
@@ -68,21 +70,33 @@ def _target(row: dict[str, Any], frames: int | None, size: tuple[int, int] | Non
 
 def _span(row: dict[str, Any], manifest: str) -> tuple[str, int, int | None]:
     """(file, first frame, end frame) of the clip: a cut clip file holds only the clip."""
-    path = resolve_path(manifest, row.get("path") or row["source"])
+    if is_remote(manifest):  # a manifest on a store: relative paths are relative to its folder
+        path = resolve(manifest.rstrip("/").rsplit("/", 1)[0], row.get("path") or row["source"])
+    else:
+        path = resolve_path(manifest, row.get("path") or row["source"])
     if row.get("cut_mode") in ("copy", "keyframe", "exact") or row.get("start_frame") is None:
         return path, 0, row.get("num_frames")
     return path, int(row["start_frame"]), row.get("end_frame")
 
 
-def load_clip(row: dict[str, Any], manifest: str, shape: tuple[int, int, int]) -> np.ndarray:
+def load_clip(row: dict[str, Any], manifest: str, shape: tuple[int, int, int],
+              storage_options: dict[str, Any] | None = None) -> np.ndarray:
     """(F, H, W, 3) uint8: ``F`` consecutive frames from the middle of the clip, resized to cover (H, W) and
-    centre-cropped. Raises ``VideoError`` / ``ValueError`` for clips that cannot give them."""
+    centre-cropped. Raises ``VideoError`` / ``ValueError`` for clips that cannot give them. A clip on an
+    object store is staged to local scratch while it is decoded."""
+    path, start, end = _span(row, manifest)
+    if url_scheme(path) not in (None, "http", "https", *LOCAL_SCHEMES):
+        with local_copy(path, storage_options) as local:
+            return _load_local(row, str(local), start, end, shape)
+    return _load_local(row, path, start, end, shape)
+
+
+def _load_local(row: dict[str, Any], path: str, start: int, end: int | None, shape: tuple[int, int, int]) -> np.ndarray:
     import cv2
 
     from soraprep.video.io import decode
 
     f, th, tw = shape
-    path, start, end = _span(row, manifest)
     n = (int(end) - start) if end is not None else None
     if n is not None:
         if n < f:
@@ -138,16 +152,43 @@ def encode(manifest: str | Path, out: str | Path, *, vae: str | Autoencoder, tex
            frames: int | None = None, size: tuple[int, int] | None = None, shard_size: int = 64,
            batch_size: int = 4, label_column: str | None = None, dtype: str = "float32",
            device: str = "auto", text_max_length: int | None = None,
-           progress: Callable[[int, int], None] | None = None) -> EncodeResult:
-    """Encode every kept row of ``manifest`` into ``out`` (see the module docstring); resumes ``out``."""
-    manifest = str(manifest)
+           progress: Callable[[int, int], None] | None = None,
+           storage_options: dict[str, Any] | None = None) -> EncodeResult:
+    """Encode every kept row of ``manifest`` into ``out`` (see the module docstring); resumes ``out``.
+
+    ``manifest`` and ``out`` may be store URLs (``storage_options``: fsspec options): clips are staged to
+    local scratch one at a time for decoding; each shard is written locally, then uploaded (``.pt`` first,
+    its ``.json`` after it, so a listed ``.json`` always has its shard), ``index.json`` last."""
+    if is_remote(str(out)):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="soraprep-encode-") as work:
+            return _encode(str(manifest), Store(out, storage_options), Path(work), vae=vae, text_encoder=text_encoder,
+                           frames=frames, size=size, shard_size=shard_size, batch_size=batch_size,
+                           label_column=label_column, dtype=dtype, device=device, text_max_length=text_max_length,
+                           progress=progress, storage_options=storage_options)
+    return _encode(str(manifest), Store(out), Path(out), vae=vae, text_encoder=text_encoder, frames=frames, size=size,
+                   shard_size=shard_size, batch_size=batch_size, label_column=label_column, dtype=dtype,
+                   device=device, text_max_length=text_max_length, progress=progress, storage_options=storage_options)
+
+
+def _read_rows(manifest: str, storage_options: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str]:
+    """The manifest's rows and the name relative paths resolve against (one place to swap the reader)."""
+    if not is_remote(manifest):
+        return read_manifest(manifest), manifest
+    ref = locate(manifest, storage_options)
+    return list(iter_rows(ref)), join(ref.base, "manifest")
+
+
+def _encode(manifest: str, store: Store, out: Path, *, vae, text_encoder, frames, size, shard_size, batch_size,
+            label_column, dtype, device, text_max_length, progress, storage_options) -> EncodeResult:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if frames is not None and frames < 1:
         raise ValueError(f"--frames must be >= 1, got {frames}")
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"--size takes HxW with positive numbers, got {size}")
-    rows = read_manifest(manifest)
+    rows, paths_from = _read_rows(manifest, storage_options)
     if label_column and rows and not any(label_column in r for r in rows):
         raise ValueError(f"--label-column {label_column!r} is not a column of {manifest}")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -166,9 +207,8 @@ def encode(manifest: str | Path, out: str | Path, *, vae: str | Autoencoder, tex
         if problem:
             where = "--frames/--size" if frames or size else "the manifest's buckets"
             raise ValueError(f"{problem} (from {where}): pass --frames F --size HxW that fit it")
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = EncodeResult(out, {})
+    result = EncodeResult(out if not store.remote else store.url(""), {})
     total = sum(len(r) for _, _, r in plan)
     done = 0
     metas = []
@@ -176,9 +216,9 @@ def encode(manifest: str | Path, out: str | Path, *, vae: str | Autoencoder, tex
                 "text_len": None if enc is None else enc.max_length, "label_column": label_column, "dtype": dtype}
     for name, shape, shard_rows in plan:
         ids = [_clip_id(r) for r in shard_rows]
-        meta_path, shard_path = out / f"{name}.json", out / f"{name}.pt"
-        if meta_path.is_file() and shard_path.is_file():
-            meta = json.loads(meta_path.read_text())
+        meta_path = out / f"{name}.json"
+        if store.isfile(f"{name}.json") and store.isfile(f"{name}.pt"):
+            meta = json.loads(store.read_text(f"{name}.json"))
             if meta.get("planned") == ids and meta.get("settings") == settings:  # same rows, same encoders
                 metas.append(meta)
                 result.reused += meta["count"]
@@ -186,20 +226,27 @@ def encode(manifest: str | Path, out: str | Path, *, vae: str | Autoencoder, tex
                 if progress:
                     progress(done, total)
                 continue
-        meta = _encode_shard(name, shape, shard_rows, ids, manifest, ae, enc, batch_size, label_column,
-                             DTYPES[dtype], dev, out, progress=lambda k, d=done: progress and progress(d + k, total))
+        meta = _encode_shard(name, shape, shard_rows, ids, paths_from, ae, enc, batch_size, label_column,
+                             DTYPES[dtype], dev, out, progress=lambda k, d=done: progress and progress(d + k, total),
+                             storage_options=storage_options)
         meta["settings"] = settings
         _atomic_save(meta, meta_path, as_json=True)
+        if store.remote:  # the shard first, then the .json that marks it committed
+            for f in (f"{name}.pt", f"{name}.json"):
+                store.put_file(out / f, f)
+                (out / f).unlink()
         done += len(ids)
         metas.append(meta)
         result.encoded += meta["count"]
     result.index = _write_index(out, metas, skipped, manifest, ae, enc, frames, size, label_column)
+    if store.remote:
+        store.put_file(out / INDEX, INDEX)
     result.errors = result.index["errors"]
     return result
 
 
 def _encode_shard(name, shape, rows, ids, manifest, ae: Autoencoder, enc, batch_size, label_column, dtype, dev,
-                  out: Path, progress) -> dict[str, Any]:
+                  out: Path, progress, storage_options=None) -> dict[str, Any]:
     lat, texts, masks, labels, kept, errors = [], [], [], [], [], []
     uncaptioned = 0
     stats = {"sum": 0.0, "sumsq": 0.0, "n": 0}
@@ -209,7 +256,7 @@ def _encode_shard(name, shape, rows, ids, manifest, ae: Autoencoder, enc, batch_
         t0 = time.perf_counter()
         for r in rows[b:b + batch_size]:
             try:
-                clips.append(load_clip(r, manifest, shape))
+                clips.append(load_clip(r, manifest, shape, storage_options))
                 batch.append(r)
             except Exception as exc:  # noqa: BLE001 - rows fail soft: recorded, the run goes on
                 errors.append({"clip_id": _clip_id(r), "stage": "encode", "kind": getattr(exc, "kind", type(exc).__name__),
@@ -281,7 +328,7 @@ def _write_index(out: Path, metas, skipped, manifest, ae: Autoencoder, enc, fram
     labels_max = [m["labels_max"] for m in metas if m["labels_max"] is not None]
     index = {
         "version": 1,
-        "manifest": str(Path(manifest).resolve()),
+        "manifest": manifest if is_remote(manifest) else str(Path(manifest).resolve()),
         "autoencoder": {"kind": ae.kind, "spec": ae.spec, "latent_channels": ae.latent_channels,
                         "compression": list(ae.compression)},
         "text_encoder": None if enc is None else {"spec": str(getattr(enc.model, "name_or_path", "")),

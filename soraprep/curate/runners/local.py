@@ -12,6 +12,15 @@ only in its decisions (filter, cut, bucket) redoes those from it without decodin
 then waits in ``OUT/.soraprep/stale/`` so unchanged clip files are reused and orphaned ones removed
 (see ``pipeline.reconcile``).
 
+OUT may be an object store (``s3://bucket/runs/r1``): each unit then runs against the worker's local
+scratch OUT and is published with its commit last (:mod:`.workspace`, via :func:`run_worker_unit`);
+sources on a store are staged to local scratch once per unit, when a stage first reads them
+(:mod:`.sources`).
+
+``run_unit`` is two halves the Ray runner also runs apart, on different actors: :func:`analyse_unit` (the
+stages before ``filter``: the one decode pass and the scores) and :func:`decide_unit` (store the analysis,
+``filter``, ``cut``, ``bucket``, later stages, commit).
+
 Workers are child processes watched by :mod:`.supervisor`: a unit whose worker dies twice, outgrows the
 memory bound or outlasts the time limit is committed as an error row (``worker_died``,
 ``out_of_memory``, ``timeout``) and the run goes on.
@@ -27,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from soraprep.curate.cutting import thumb_path
+from soraprep.curate.runners.sources import StagedSources
 from soraprep.curate.runners.supervisor import Limits, Supervisor, stage_modules, workers_can_build
 from soraprep.curate.stage import error_dict
 from soraprep.manifest import read_table, table_rows, temp_path, write_manifest
+from soraprep.storage import Store, is_remote
 
 _STATE: dict[str, Any] = {}
 
@@ -59,8 +70,12 @@ def unit_fingerprints(path: Path) -> dict[str, str] | None:
     return json.loads(raw) if raw else None
 
 
-def pending_units(units: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
-    """The units not committed yet (what a resumed run still has to do)."""
+def pending_units(units: list[dict[str, Any]], out: Path | Store) -> list[dict[str, Any]]:
+    """The units not committed yet (what a resumed run still has to do); a Store: one listing."""
+    if isinstance(out, Store):
+        from soraprep.curate.runners import workspace
+
+        return workspace.pending_units(out, units)
     return [u for u in units if not unit_path(out, u["_key"]).exists()]
 
 
@@ -68,29 +83,50 @@ class StageSetupError(RuntimeError):
     """A stage could not set up (e.g. a model path that does not load): the run stops, nothing is committed."""
 
 
-def _init_worker(recipe_sections: dict, recipe_source: str, out: str) -> None:
-    """Build the stages and run their ``setup()`` once per worker.
+def _init_worker(recipe_sections: dict, recipe_source: str, out: str, storage_options: dict | None = None,
+                 scratch: str | None = None, only: list[str] | None = None) -> None:
+    """Build the stages and run their ``setup()`` once per worker (``only``: just these stages, e.g. the
+    analysis stages of a Ray analysis actor's worker).
+
+    ``out`` is OUT's path or store URL; for a store the stages write into this worker's scratch OUT
+    (``workspace.worker_scratch(scratch, pid)``) and each unit is published by ``workspace.run_unit_on``.
+    Remote sources are staged under ``scratch`` too (runners/sources.py), read with ``storage_options``.
 
     A failure is remembered rather than raised: a pool initializer that raises is respawned forever, so
     ``run_unit`` reports it instead and the parent stops the run with the message.
     """
-    from soraprep.curate.recipe import validate
+    from soraprep.curate.runners.workspace import worker_scratch
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _STATE.clear()
-    _STATE["out"] = Path(out)
+    local_out, extra = out, {"storage_options": dict(storage_options or {}), "scratch": scratch}
+    if is_remote(out):
+        work = worker_scratch(scratch, os.getpid())
+        local_out = str(work / "out")
+        extra.update(store=Store(out, storage_options), scratch=str(work / "sources"))
+    _STATE.update(build_state(recipe_sections, recipe_source, local_out, only))
+    _STATE.update(extra)
+
+
+def build_state(recipe_sections: dict, recipe_source: str, out: str, only: list[str] | None = None) -> dict[str, Any]:
+    """What ``run_unit`` and its halves need: the stages (set up), OUT, the recipe's hash and fingerprints.
+    A stage that fails to set up gives ``{"setup_error": message}`` instead."""
+    from soraprep.curate.recipe import validate
+
+    state: dict[str, Any] = {"out": Path(out)}
     name = "recipe"
     try:
         recipe = validate(recipe_sections, recipe_source)
-        stages = recipe.build(out)
+        stages = [s for s in recipe.build(out) if only is None or s.name in only]
         for s in stages:
             name = s.name
             s.setup()
     except Exception as exc:  # reported by run_unit, raised in the parent as StageSetupError
-        _STATE["setup_error"] = f"stage {name!r} failed to set up: {type(exc).__name__}: {exc}"
-        return
-    _STATE.update(stages=stages, recipe_hash=recipe.hash, fingerprints=recipe.fingerprints(),
-                  decision=set(recipe.decision_stage_names()))
+        state["setup_error"] = f"stage {name!r} failed to set up: {type(exc).__name__}: {exc}"
+        return state
+    state.update(stages=stages, recipe_hash=recipe.hash, fingerprints=recipe.fingerprints(),
+                 decision=set(recipe.decision_stage_names()))
+    return state
 
 
 def _geometry(row: dict[str, Any]) -> None:
@@ -106,11 +142,32 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _reusable_analysis(out: Path, key: str) -> list[dict[str, Any]] | None:
+def _output_exists(state: dict[str, Any], out: Path, key: str) -> bool:
+    """Whether OUT holds the file ``key`` (a previous clip): the store's listing for a store OUT."""
+    ws = state.get("workspace")
+    return ws.has(key) if ws is not None else (out / key).is_file()
+
+
+def _reads_footage(stage, decision: set[str]) -> bool:
+    """Stages that open the source video: the analysis stages, and cut (unless it cuts nothing)."""
+    return stage.name not in decision or (stage.name == "cut" and getattr(stage, "mode", "none") != "none")
+
+
+def run_worker_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """What a worker runs for one unit: :func:`run_unit`, published to the store when OUT is one."""
+    store = _STATE.get("store")
+    if store is None:
+        return run_unit(unit, on_stage)
+    from soraprep.curate.runners.workspace import run_unit_on
+
+    return run_unit_on(store, unit, on_stage)
+
+
+def reusable_analysis(out: Path, key: str, fingerprints: dict[str, str]) -> list[dict[str, Any]] | None:
     """The unit's stored analysis rows when they were made with this recipe's analysis settings."""
     path = analysis_path(out, key)
     try:
-        if (unit_fingerprints(path) or {}).get("analysis") != _STATE["fingerprints"]["analysis"]:
+        if (unit_fingerprints(path) or {}).get("analysis") != fingerprints["analysis"]:
             return None
         return table_rows(read_table(path))  # file names as the OS sees them (fsbytes: decoded)
     except (OSError, ValueError):  # absent or unreadable: analyse again
@@ -129,41 +186,100 @@ _CUT_COLUMNS = ("path", "cut_mode", "start_frame", "end_frame", "num_frames", "s
                 "width", "height", "aspect_ratio", "resolution")
 
 
+def run_stage(stage, batch: list[dict[str, Any]], timings: dict[str, float]) -> list[dict[str, Any]]:
+    """Run one stage on ``batch``; an exception becomes error rows (a stage bug must not take the run down).
+    Returns the stage's rows (``batch`` itself when it raised); its time is added to ``timings``."""
+    t0 = time.perf_counter()
+    try:
+        batch = stage(batch)
+    except Exception as exc:  # the unit's rows record it
+        kind = "out_of_memory" if isinstance(exc, MemoryError) else "internal_error"
+        for r in batch:
+            if not r.get("error"):
+                r["error"] = error_dict(stage.name, kind, f"{type(exc).__name__}: {exc}")
+    timings[stage.name] = timings.get(stage.name, 0.0) + time.perf_counter() - t0
+    return batch
+
+
 def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every stage on one unit and commit its rows. Returns a small summary for the progress bar.
 
     When the unit's analysis is stored under this recipe's analysis fingerprint, only the decision
     stages run (no decoding); a kept clip whose previous file was cut with the same settings is reused.
     ``on_stage(name)`` is told each stage as it starts (the supervisor names it on a worker_died row).
+    The two halves, :func:`analyse_unit` and :func:`decide_unit`, are what the Ray runner runs apart.
     """
     if "setup_error" in _STATE:
         return {"key": unit["_key"], "fatal": _STATE["setup_error"]}
-    stages, out, fps = _STATE["stages"], _STATE["out"], _STATE["fingerprints"]
+    sources = StagedSources(_STATE.get("storage_options"), _STATE.get("scratch"))  # remote sources, once
+    try:
+        rows = reusable_analysis(_STATE["out"], unit["_key"], _STATE["fingerprints"])
+        if rows is not None:
+            return decide_unit(_STATE, unit, rows, {}, reused=True, on_stage=on_stage, sources=sources)
+        done = analyse_unit(unit, on_stage, sources=sources)
+        return decide_unit(_STATE, unit, done["rows"], done["timings"], reused=False, on_stage=on_stage,
+                           sources=sources)
+    finally:
+        sources.close()
+
+
+def analyse_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None,
+                 state: dict[str, Any] | None = None, sources: StagedSources | None = None) -> dict[str, Any]:
+    """The analysis half: this worker's stages before ``filter`` (the one decode pass, the scores) on one
+    unit. Returns ``{"key", "rows", "timings"}`` (rows keep their private ``_samples``/``_thumb``), or
+    ``{"key", "fatal"}`` when a stage failed to set up. Writes nothing. A remote source is staged in
+    ``sources`` (its own, removed on return, when None); the rows name the URL again on return."""
+    state = _STATE if state is None else state
+    if "setup_error" in state:
+        return {"key": unit["_key"], "fatal": state["setup_error"]}
+    rows, timings = [dict(unit)], {}
+    own = sources is None
+    sources = StagedSources(state.get("storage_options"), state.get("scratch")) if own else sources
+    try:
+        for stage in state["stages"]:
+            if stage.name in state["decision"]:
+                break
+            if on_stage is not None:
+                on_stage(stage.name)
+            sources.localize(rows, stage.name)
+            rows = run_stage(stage, rows, timings)
+            sources.restore(rows)  # rows name the URLs again
+    finally:
+        if own:
+            sources.close()
+    return {"key": unit["_key"], "rows": rows, "timings": timings}
+
+
+def decide_unit(state: dict[str, Any], unit: dict[str, Any], rows: list[dict[str, Any]],
+                timings: dict[str, float], *, reused: bool, on_stage: Callable[[str], None] | None = None,
+                sources: StagedSources | None = None) -> dict[str, Any]:
+    """The decision half: store the analysis (unless ``reused`` from storage), run ``filter``, ``cut``,
+    ``bucket`` and the stages after them on the analysed ``rows``, and commit the unit. Returns its summary.
+
+    A kept clip whose previous file (a commit set aside by ``reconcile``) was cut with the same settings
+    from the same analysis is reused, not cut again. A remote source is staged in ``sources`` when the
+    cut needs it (its own, removed on return, when None). With ``state["workspace"]`` (a store OUT) a
+    previous clip counts when the store holds it."""
+    out, fps = state["out"], state["fingerprints"]
     key = unit["_key"]
-    timings: dict[str, float] = {}
+    timings = dict(timings)
+    own = None  # a StagedSources made here (closed here)
     previous, previous_fps = _previous_rows(out, key)
-    rows = _reusable_analysis(out, key)
-    reused = rows is not None
-    if not reused:
-        rows = [dict(unit)]
     reuse_cut = {}
     if reused and previous_fps.get("cut") == fps.get("cut") and previous_fps.get("analysis") == fps["analysis"]:
         reuse_cut = {r["clip_id"]: r for r in previous if r.get("keep") and r.get("cut_mode") not in (None, "none")
-                     and r.get("path") and (out / r["path"]).is_file()}
-    for stage in stages:
-        if stage.name in _STATE["decision"]:
-            if stage.name == "filter":
-                if not reused:  # the analysis as stored: what a rerun with other decisions starts from
-                    _write_thumbs(out, rows)
-                    meta = {"soraprep.fingerprints": json.dumps(fps)}
-                    write_manifest(analysis_path(out, key), [_public(r) for r in rows], metadata=meta)
-                for r in rows:
-                    _geometry(r)
-        elif reused:
+                     and r.get("path") and _output_exists(state, out, r["path"])}
+    if not reused:  # the analysis as stored: what a rerun with other decisions starts from
+        _write_thumbs(out, rows)
+        meta = {"soraprep.fingerprints": json.dumps(fps)}
+        write_manifest(analysis_path(out, key), [_public(r) for r in rows], metadata=meta)
+    for r in rows:
+        _geometry(r)
+    for stage in state["stages"]:
+        if stage.name not in state["decision"]:
             continue
         if on_stage is not None:
             on_stage(stage.name)
-        t0 = time.perf_counter()
         batch = rows
         if stage.name == "cut" and reuse_cut:
             batch = []
@@ -173,18 +289,19 @@ def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None
                     r.update({c: old.get(c) for c in _CUT_COLUMNS})
                 else:
                     batch.append(r)
+        if _reads_footage(stage, state["decision"]):
+            if sources is None:
+                own = sources = StagedSources(state.get("storage_options"), state.get("scratch"))
+            sources.localize([r for r in batch if stage.name != "cut" or r.get("keep")], stage.name)
         if stage.name == "cut" and reused and getattr(stage, "mode", "none") != "none":
             attach_indexes([r for r in batch if r.get("keep")])
-        try:
-            result = stage(batch)
-            rows = result if batch is rows else rows
-        except Exception as exc:  # a stage bug must not take the run down: the unit's rows record it
-            kind = "out_of_memory" if isinstance(exc, MemoryError) else "internal_error"
-            for r in batch:
-                if not r.get("error"):
-                    r["error"] = error_dict(stage.name, kind, f"{type(exc).__name__}: {exc}")
-        timings[stage.name] = timings.get(stage.name, 0.0) + time.perf_counter() - t0
-    public = _commit(out, unit, rows, timings, _STATE["recipe_hash"], fps)
+        result = run_stage(stage, batch, timings)
+        rows = result if batch is rows else rows
+        if sources is not None:
+            sources.restore(rows if batch is rows else rows + batch)  # rows name the URLs again
+    if own is not None:
+        own.close()
+    public = _commit(out, unit, rows, timings, state["recipe_hash"], fps)
     _drop_orphans(out, previous, public)
     stale_path(out, key).unlink(missing_ok=True)
     return {"key": key, "clips": len(public), "errors": sum(1 for r in public if r.get("error")),
@@ -266,41 +383,57 @@ def commit_error(out: Path, unit: dict[str, Any], stage: str, kind: str, message
     return {"key": unit["_key"], "clips": 1, "errors": 1, "timings": {}}
 
 
-def summary_of(out: Path, key: str) -> dict[str, Any]:
+def summary_of(out: Path | Store, key: str) -> dict[str, Any]:
     """The summary of a unit that is already committed."""
+    if isinstance(out, Store):
+        from soraprep.curate.runners import workspace
+
+        return workspace.summary_of(out, key)
     rows, timings = read_unit(Path(out), key)
     return {"key": key, "clips": len(rows), "errors": sum(1 for r in rows if r.get("error")), "timings": timings}
 
 
-def read_unit(out: Path, key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def read_unit(out: Path | Store, key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    if isinstance(out, Store):
+        from soraprep.curate.runners import workspace
+
+        return workspace.read_unit(out, key)
     table = read_table(unit_path(out, key))
     meta = table.schema.metadata or {}
     return table_rows(table), json.loads(meta.get(b"soraprep.unit_timings", b"{}"))
 
 
-def run_local(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
-              limits: Limits | None = None) -> Iterator[dict[str, Any]]:
+def run_local(units: list[dict[str, Any]], *, recipe, out: Path | Store, workers: int = 1,
+              limits: Limits | None = None, storage_options: dict | None = None) -> Iterator[dict[str, Any]]:
     """Run the units not yet committed; yields each unit's summary as it completes (any order).
 
     Units run in supervised worker processes (see :mod:`.supervisor`). With one worker they run in this
     process instead (unsupervised: no memory bound, time limit or death detection) when every limit is
     off (``Limits(max_memory_bytes=None)``, for debugging) or when a stage was defined where no worker can
-    import it (inside a function, in a notebook)."""
+    import it (inside a function, in a notebook). ``out`` may be a Store (a store OUT: each unit runs
+    against a worker's scratch OUT and is published, see :mod:`.workspace`)."""
+    import tempfile
+
+    if isinstance(out, Store) and not out.remote:
+        out = out.local_path()
     todo = pending_units(units, out)
     if not todo:
         return
     limits = limits or Limits()
-    init = (recipe.sections, recipe.source, str(out))
-    unlimited = limits.max_memory_bytes is None and limits.unit_timeout_s is None
-    if workers <= 1 and (unlimited or not workers_can_build(recipe)):
-        _init_worker(*init)
-        for u in todo:
-            yield _checked(run_unit(u))
-        return
-    with Supervisor(init_args=init, out=out, recipe_hash=recipe.hash, workers=min(workers, len(todo)),
-                    limits=limits, modules=stage_modules(recipe), fingerprints=recipe.fingerprints()) as sup:
-        for summary in sup.run(todo):
-            yield _checked(summary)  # raising here stops the workers
+    with tempfile.TemporaryDirectory(prefix="soraprep-scratch-") as scratch:  # staged sources, scratch OUTs
+        root = out.root if isinstance(out, Store) else str(out)
+        init = (recipe.sections, recipe.source, root, dict(storage_options or {}), scratch)
+        unlimited = limits.max_memory_bytes is None and limits.unit_timeout_s is None
+        if workers <= 1 and (unlimited or not workers_can_build(recipe)):
+            _init_worker(*init)
+            for u in todo:
+                yield _checked(run_worker_unit(u))
+            return
+        with Supervisor(init_args=init, out=out, recipe_hash=recipe.hash, workers=min(workers, len(todo)),
+                        limits=limits, modules=stage_modules(recipe), fingerprints=recipe.fingerprints(),
+                        scratch=scratch) as sup:
+            for summary in sup.run(todo):
+                yield _checked(summary)  # raising here stops the workers
 
 
 def _checked(summary: dict[str, Any]) -> dict[str, Any]:

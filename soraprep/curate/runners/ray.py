@@ -1,142 +1,188 @@
-"""Ray Data runner: the same stages and the same per-unit commits as the local runner, on a Ray cluster.
+"""Ray Data runner: the same stages and the same per-unit commits as the local runner, as a stage-level
+streaming pipeline on a Ray cluster.
 
-Each work unit (one video or span) runs through every stage inside a Ray actor (a callable class: the
-stages are built and ``setup()`` once per actor, never per video). The actor runs its units in one
-supervised child process (:mod:`.supervisor`), exactly as the local runner does: a unit that kills that
-process twice, outgrows the memory bound or outlasts the time limit becomes an error row
-(``worker_died``, ``out_of_memory``, ``timeout``) and the actor lives on. An actor that dies itself
-(killed from outside) is restarted by Ray and its unit retried, at most ``ACTOR_RETRIES`` times, so the
-run always ends.
-A unit is committed to
-``OUT/.soraprep/units/`` exactly like the local runner does — so resume, the manifest and the report are
-identical whichever runner produced them. OUT must be on storage every node can write (NFS, a shared
-disk). Stages never import Ray; only this adapter does.
+    soraprep curate /shared/videos -o /shared/out --runner ray --workers 64 --ray-address auto
 
-    soraprep curate s3-mounted/videos -o /shared/out --runner ray --workers 64 --ray-address auto
+The units not yet committed flow through Ray Data actor pools (see :mod:`.ray_plan` for the pools and
+their resources, :mod:`.ray_actors` for the actors)::
+
+    units -> analysis (CPU, --workers actors: probe, analyze, split, score; one supervised worker
+             process per actor: memory bound, time limit, worker death -> error rows, as the local runner)
+          -> one pool per model stage (aesthetic, text_match, ocr, phash ...: num_gpus/num_cpus/memory,
+             batch_size and concurrency from the stage, overridden by the recipe's ``resources:``)
+          -> decision (CPU: filter, cut, bucket, later stages e.g. caption, then the unit commit)
+
+Ray Data's streaming executor bounds what is in flight between the pools (backpressure), so a slow
+video never starves the model pools of other videos' clips and memory stays bounded. A unit whose
+stored analysis fits the recipe (a decision-only rerun) skips the analysis and model pools.
+
+Failures: Ray restarts a dead actor and retries its task (``TASK_RETRIES`` times); a block still lost
+(its node removed, retries spent) is skipped, and after the dataset ends the driver lists the commits
+and runs the missing units again, at most ``ACTOR_RETRIES`` more rounds, after which such a unit is
+committed as a ``worker_died`` error row (when every round fails before a single commit, the pipeline
+itself is broken and the run stops with the error instead). Commits are per unit and idempotent (a unit already committed
+is never redone), and the manifest is assembled from the commits, so nothing is lost or duplicated; a
+killed driver's rerun resumes from the commits like the local runner's. OUT is storage every node can
+write: a shared folder (NFS, a shared disk) or an object store (``-o s3://bucket/runs/r1``: actors work in
+local scratch and publish each unit, commit last, see :mod:`.workspace`); sources may be store URLs too
+(staged to the actor's scratch). Stages never import Ray; only this module does.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import logging
+import math
+import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from soraprep.curate.runners import ray_actors
+from soraprep.curate.runners.ray_plan import Pool, check_fits, needs, plan
 
-#: Ray restarts a dead actor and retries its task, by default forever. The actor counts the tries of each
-#: unit in ``OUT/.soraprep/ray-tries/<key>``: past ``1 + ACTOR_RETRIES`` it commits the unit as a
-#: ``worker_died`` row instead of running it again, so a unit that kills its actor every time cannot loop.
+log = logging.getLogger(__name__)
+
+#: extra rounds the driver runs for units lost on the cluster (their commit is missing after the dataset)
 ACTOR_RETRIES = 2
+#: Ray's own retries of a task whose actor died (per round)
+TASK_RETRIES = 1
 
 
-def _tries_dir(out: Path) -> Path:
-    return Path(out) / ".soraprep" / "ray-tries"
+def _pool_step(ds, pool: Pool, recipe, out: str, limits, modules: list[str], auto_memory: bool,
+               storage_options: dict | None = None):
+    """``ds`` mapped by ``pool``'s actors (a ``map_batches`` actor pool asking for the pool's resources)."""
+    import ray.data
+
+    from soraprep.curate.runners.ray_actors import AnalysisActor, DecisionActor, ModelActor
+
+    common = {"recipe_sections": recipe.sections, "recipe_source": recipe.source, "out": out, "modules": modules}
+    if pool.kind == "analysis":
+        cls, kwargs = AnalysisActor, {**common, "stages": list(pool.stages), "limits": limits,
+                                      "fingerprints": recipe.fingerprints(),
+                                      "auto_memory_cpus": max(pool.cpus, 0.1) if auto_memory else None,
+                                      "storage_options": storage_options}
+    elif pool.kind == "model":
+        cls, kwargs = ModelActor, {**common, "stage": pool.stages[0], "batch_size": pool.batch_size}
+    else:
+        cls, kwargs = DecisionActor, {**common, "stages": list(pool.stages), "storage_options": storage_options}
+    args = pool.remote_args()
+    size = args.pop("concurrency")
+    # an analysis actor takes its next video when it is free (videos take seconds to minutes: a queue per
+    # actor would leave one actor with the last videos while the others idle); model and decision actors
+    # keep Ray's default queue, so data moves while they compute
+    queue = {"max_tasks_in_flight_per_actor": 1} if pool.kind == "analysis" else {}
+    compute = (ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1], **queue) if isinstance(size, tuple)
+               else ray.data.ActorPoolStrategy(size=size, **queue))
+    with warnings.catch_warnings():  # max_task_retries has no named parameter of its own in map_batches
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_format="numpy", compute=compute,
+                              max_task_retries=TASK_RETRIES, **args)
 
 
-def _count_try(out: Path, key: str) -> int:
-    """This unit's tries so far, this one included (kept on OUT, which every node shares)."""
-    import os
-
-    from soraprep.manifest import temp_path
-
-    path = _tries_dir(out) / key
-    try:
-        n = int(path.read_text()) + 1
-    except (OSError, ValueError):
-        n = 1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    tmp.write_text(str(n))
-    os.replace(tmp, path)
-    return n
+def _dataset(ray, todo: list[dict[str, Any]], pools: list[Pool], recipe, out: str, limits, modules, auto_memory,
+             storage_options):
+    items = [{"item": ray_actors.encode({"unit": u, "rows": None, "timings": {}, "reused": False})} for u in todo]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    for pool in pools:
+        ds = _pool_step(ds, pool, recipe, out, limits, modules, auto_memory, storage_options)
+    return ds
 
 
-class _UnitActor:
-    """A Ray Data callable class: one supervised worker process per actor (stages set up once), whole units."""
-
-    def __init__(self, recipe_sections: dict, recipe_source: str, out: str, recipe_hash: str, limits,
-                 modules: list[str], auto_memory_cpus: float | None = None,
-                 fingerprints: dict[str, str] | None = None):
-        import dataclasses
-        import os
-
-        from soraprep.curate.runners.supervisor import Supervisor, auto_memory_bound
-
-        if auto_memory_cpus:  # --max-worker-memory auto: this node's memory over the actors it can hold
-            slots = max(1, int((os.cpu_count() or 1) // auto_memory_cpus))
-            limits = dataclasses.replace(limits, max_memory_bytes=auto_memory_bound(slots))
-
-        self._out, self._hash, self._fingerprints = Path(out), recipe_hash, fingerprints
-        self._sup = Supervisor(init_args=(recipe_sections, recipe_source, out), out=Path(out),
-                               recipe_hash=recipe_hash, workers=1, limits=limits, modules=modules,
-                               fingerprints=fingerprints)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from soraprep.curate.runners import local
-
-        summaries = []
-        for text in batch["unit"]:
-            unit = _decode_unit(text)
-            tries = _count_try(self._out, unit["_key"])
-            if local.unit_path(self._out, unit["_key"]).exists():  # committed just before an actor died
-                summaries.append(local.summary_of(self._out, unit["_key"]))
-            elif tries > 1 + ACTOR_RETRIES:
-                summaries.append(local.commit_error(
-                    self._out, unit, "runner", "worker_died",
-                    f"the Ray actor running this unit died {tries - 1} times (it was restarted each time)",
-                    self._hash, self._fingerprints))
-            else:
-                summaries += self._sup.run([unit])
-        return {"key": np.array([s["key"] for s in summaries]),
-                "clips": np.array([s.get("clips", 0) for s in summaries]),
-                "errors": np.array([s.get("errors", 0) for s in summaries]),
-                "timings": np.array([json.dumps(s.get("timings", {})) for s in summaries]),
-                "fatal": np.array([s.get("fatal", "") for s in summaries])}
+def _init_ray(ray, address: str | None, pools: list[Pool], workers: int) -> None:
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    else:  # a local Ray sized to hold every pool at its smallest (logical CPUs: the OS shares the cores)
+        cpus = max(workers, math.ceil(needs(pools)["CPU"] - 1e-9))
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
 
 
-def _encode_unit(unit: dict[str, Any]) -> str:
-    return json.dumps(unit, default=str)
+def pools_for(recipe, out: Path, workers: int) -> list[Pool]:
+    """The actor pools this recipe runs as (see :mod:`.ray_plan`)."""
+    return plan(recipe, recipe.build(out), workers)
 
 
-def _decode_unit(text: str) -> dict[str, Any]:
-    unit = json.loads(str(text))
-    if unit.get("_span_s") is not None:
-        unit["_span_s"] = tuple(unit["_span_s"])
-    return unit
+def run_ray(units: list[dict[str, Any]], *, recipe, out, workers: int = 1, address: str | None = None,
+            limits=None, auto_memory: bool = False, storage_options: dict | None = None) -> Iterator[dict[str, Any]]:
+    """Run the units not yet committed on Ray; yields each unit's summary once, as it completes.
 
-
-def run_ray(units: list[dict[str, Any]], *, recipe, out: Path, workers: int = 1,
-            address: str | None = None, limits=None, auto_memory: bool = False) -> Iterator[dict[str, Any]]:
-    """Run the units not yet committed on Ray; yields each unit's summary as it completes.
-
-    ``auto_memory``: each actor sets its memory bound from its own node (see ``auto_memory_bound``)."""
+    ``workers``: analysis actors (unless the recipe's ``resources:`` says otherwise); ``auto_memory``: each
+    analysis actor sets its worker's memory bound from its own node (see ``auto_memory_bound``). ``out``: a
+    local path, a store URL or a Store (``storage_options`` reach every actor)."""
     try:
         import ray
         import ray.data
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError("the Ray runner needs Ray: pip install 'soraprep[ray]'") from exc
-    from soraprep.curate.runners.local import _checked, pending_units
+    from soraprep.curate.lock import clean_partials
+    from soraprep.curate.runners import workspace
+    from soraprep.curate.runners.local import StageSetupError, _checked
     from soraprep.curate.runners.supervisor import Limits, stage_modules
+    from soraprep.storage import Store
 
-    todo = pending_units(units, out)
+    if isinstance(out, Store):
+        storage_options, out = out.storage_options, out.root
+    store = Store(out if Store(out).remote else Path(out).resolve(), storage_options)
+    out = store.root  # what every actor opens: a store URL or an absolute local path
+    done = ray_actors.committed_keys(store)
+    todo = [u for u in units if u["_key"] not in done]
     if not todo:
         return
-    if not ray.is_initialized():
-        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
-                 log_to_driver=False, ignore_reinit_error=True)
-    cpus = max(s.resources.cpus for s in recipe.build(out))
-    shutil.rmtree(_tries_dir(out), ignore_errors=True)  # counts of an earlier, interrupted run
-    ds = ray.data.from_items([{"unit": _encode_unit(u)} for u in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(_UnitActor, batch_size=1, concurrency=max(1, min(workers, len(todo))), num_cpus=cpus,
-                        fn_constructor_kwargs={"recipe_sections": recipe.sections,
-                                               "recipe_source": recipe.source, "out": str(Path(out).resolve()),
-                                               "recipe_hash": recipe.hash, "limits": limits or Limits(),
-                                               "modules": stage_modules(recipe),
-                                               "fingerprints": recipe.fingerprints(),
-                                               "auto_memory_cpus": max(cpus, 0.1) if auto_memory else None})
-    for row in ds.iter_rows():
-        yield _checked({"key": row["key"], "clips": int(row["clips"]), "errors": int(row["errors"]),
-                        "timings": json.loads(row["timings"]), "fatal": str(row["fatal"])})
-    shutil.rmtree(_tries_dir(out), ignore_errors=True)
+    pools = pools_for(recipe, Path(out) if not store.remote else Path("."), workers)
+    _init_ray(ray, address, pools, workers)
+    have = ray.cluster_resources()
+    if address:  # an autoscaling cluster may grow: say so, and run
+        try:
+            check_fits(pools, have, recipe.source)
+        except ValueError as exc:
+            print(f"warning: {exc}", file=sys.stderr)
+    else:
+        check_fits(pools, have, recipe.source)
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.max_errored_blocks, ctx.enable_progress_bars)
+    ctx.max_errored_blocks, ctx.enable_progress_bars = -1, False  # a lost block: its units run again
+    limits, modules = limits or Limits(), stage_modules(recipe)
+    wanted = {u["_key"] for u in todo}
+    yielded: set[str] = set()
+    last, failed_rounds = "", 0
+    try:
+        for _round in range(1 + ACTOR_RETRIES):
+            done = ray_actors.committed_keys(store)
+            todo = [u for u in todo if u["_key"] not in done]
+            if not todo:
+                break
+            try:
+                for row in _dataset(ray, todo, pools, recipe, out, limits, modules, auto_memory,
+                                    storage_options).iter_rows():
+                    summary = _checked({"key": row["key"], "clips": int(row["clips"]), "errors": int(row["errors"]),
+                                        "timings": json.loads(row["timings"]), "fatal": str(row["fatal"])})
+                    if summary["key"] not in yielded:
+                        yielded.add(summary["key"])
+                        yield summary
+            except StageSetupError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Ray lost something: the missing units run again
+                last = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+                failed_rounds += 1
+                log.warning("Ray run round %d ended early (%s); re-running the units not committed", _round + 1, last)
+        done = ray_actors.committed_keys(store)
+        if failed_rounds == 1 + ACTOR_RETRIES and not wanted & done:
+            # every round failed before committing anything: the pipeline itself is broken (an actor that
+            # cannot start, a cluster that went away), not a few unlucky units; stop, so a rerun resumes
+            raise RuntimeError(f"the Ray pipeline failed {failed_rounds} times without committing a video: {last}")
+        for u in todo:
+            if u["_key"] not in done:
+                yielded.add(u["_key"])
+                message = (f"the unit was lost on the Ray cluster in {1 + ACTOR_RETRIES} rounds (its actor or node "
+                           f"died each time)" + (f"; last: {last}" if last else ""))
+                state = {"store": store, "recipe_hash": recipe.hash, "fingerprints": recipe.fingerprints()}
+                yield ray_actors.commit_unit(state, {"unit": u, "error": ["runner", "worker_died", message]})
+        for key in sorted(wanted - yielded):  # committed, but its summary row was lost with its node
+            yield workspace.summary_of(store, key)
+        if not store.remote:  # every unit is committed: what a killed actor left half-written goes
+            clean_partials(Path(out))
+    finally:
+        ctx.max_errored_blocks, ctx.enable_progress_bars = saved

@@ -133,8 +133,9 @@ def _die_with_parent(parent: int, pdeathsig: bool) -> None:
     threading.Thread(target=watch, name="soraprep-parent-watch", daemon=True).start()
 
 
-def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeathsig: bool) -> None:
-    """Child process: set up the stages once, then run units until told to stop (``None``)."""
+def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeathsig: bool,
+                 task: str = "run_worker_unit") -> None:
+    """Child process: set up the stages once, then run units (``local.<task>``) until told to stop (``None``)."""
     from soraprep.curate.runners import local
 
     _die_with_parent(parent, pdeathsig)
@@ -153,15 +154,15 @@ def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeath
         if unit is None:
             return
         conn.send(("start", None))
-        summary = local.run_unit(unit, on_stage=lambda name: conn.send(("stage", name)))
+        summary = getattr(local, task)(unit, on_stage=lambda name: conn.send(("stage", name)))
         conn.send(("done", summary))
 
 
 class _Worker:
-    def __init__(self, ctx, init_args: tuple, modules: list[str]):
+    def __init__(self, ctx, init_args: tuple, modules: list[str], task: str = "run_worker_unit"):
         self.conn, child = ctx.Pipe(duplex=True)
         main = threading.current_thread() is threading.main_thread()
-        self.proc = ctx.Process(target=_worker_main, args=(child, init_args, modules, os.getpid(), main),
+        self.proc = ctx.Process(target=_worker_main, args=(child, init_args, modules, os.getpid(), main, task),
                                 daemon=True)
         self.proc.start()
         child.close()
@@ -179,17 +180,24 @@ class _Worker:
         except OSError:  # it died already: the supervisor sees its sentinel
             pass
 
-    def kill(self, out: Path | None = None) -> None:
-        """Stop the process; with ``out``, delete the half-written files it left there."""
+    def kill(self, out: Path | None = None, scratch: str | None = None) -> None:
+        """Stop the process; with ``out``, delete the half-written files it left there (a local OUT) and
+        its scratch folder (staged sources, a store OUT's scratch OUT)."""
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(5)
         self.conn.close()
         if out is not None:
-            from soraprep.curate.lock import clean_partials
+            import shutil
 
+            from soraprep.curate.lock import clean_partials
+            from soraprep.curate.runners.workspace import worker_scratch
+
+            if scratch is not None:
+                shutil.rmtree(worker_scratch(scratch, self.proc.pid), ignore_errors=True)
             try:
-                clean_partials(out, pid=self.proc.pid)
+                if isinstance(out, Path):
+                    clean_partials(out, pid=self.proc.pid)
             except OSError:
                 pass
 
@@ -206,13 +214,24 @@ def _death_note(code: int | None) -> str:
 
 
 class Supervisor:
-    """Runs units in ``workers`` supervised child processes; reusable across :meth:`run` calls."""
+    """Runs units in ``workers`` supervised child processes; reusable across :meth:`run` calls.
 
-    def __init__(self, *, init_args: tuple, out: Path, recipe_hash: str, workers: int = 1,
+    ``task``: the function of :mod:`.local` a worker runs per unit (``run_worker_unit``: the whole unit,
+    committed or published; the Ray runner's analysis actors run ``analyse_unit``). ``on_error(unit, stage,
+    kind, message)``, when given, replaces committing a unit whose worker died or was stopped: its return
+    value is yielded."""
+
+    def __init__(self, *, init_args: tuple, out, recipe_hash: str, workers: int = 1,
                  limits: Limits = Limits(), modules: list[str] | None = None,
-                 fingerprints: dict[str, str] | None = None):
+                 fingerprints: dict[str, str] | None = None, scratch: str | None = None,
+                 task: str = "run_worker_unit", on_error=None):
+        from soraprep.storage import Store
+
         self._ctx = mp.get_context("spawn")
-        self._init, self._out, self._hash = init_args, Path(out), recipe_hash
+        # OUT: a local folder (Path) or a Store (an object store: see runners/workspace.py)
+        self._out = out if isinstance(out, Store) and out.remote else Path(out.root if isinstance(out, Store) else out)
+        self._init, self._hash, self._scratch = init_args, recipe_hash, scratch
+        self._task, self._on_error = task, on_error
         self._n, self.limits, self._modules = max(1, workers), limits, list(modules or [])
         self._fingerprints = fingerprints  # the recipe's stage fingerprints, stamped on units committed here
         self._idle: list[_Worker] = []
@@ -234,21 +253,37 @@ class Supervisor:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def warm(self) -> None:
+        """Start the workers now: they import and set up their stages while the caller goes on."""
+        while len(self._idle) < self._n:
+            self._idle.append(_Worker(self._ctx, self._init, self._modules, self._task))
+
     def _worker(self) -> _Worker:
-        return self._idle.pop() if self._idle else _Worker(self._ctx, self._init, self._modules)
+        return self._idle.pop() if self._idle else _Worker(self._ctx, self._init, self._modules, self._task)
 
     def _error(self, unit: dict[str, Any], stage: str, kind: str, message: str) -> dict[str, Any]:
         """Commit ``unit`` as one error row (unless its worker committed it just before it was stopped)."""
-        from soraprep.curate.runners import local
+        from soraprep.curate.runners import workspace
 
-        if local.unit_path(self._out, unit["_key"]).exists():
-            return local.summary_of(self._out, unit["_key"])
-        return local.commit_error(self._out, unit, stage, kind, message, self._hash, self._fingerprints)
+        if self._on_error is not None:
+            return self._on_error(unit, stage, kind, message)
+        if self._committed(unit["_key"]):
+            return self._summary(unit["_key"])
+        return workspace.commit_error(workspace.out_store(self._out), unit, stage, kind, message, self._hash,
+                                      self._fingerprints)
+
+    def _committed(self, key: str) -> bool:
+        from soraprep.curate.runners import workspace
+
+        return workspace.is_committed(workspace.out_store(self._out), key)
+
+    def _summary(self, key: str) -> dict[str, Any]:
+        from soraprep.curate.runners import workspace
+
+        return workspace.summary_of(workspace.out_store(self._out), key)
 
     def run(self, units: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Yield one summary per unit as it completes (any order); every unit ends committed."""
-        from soraprep.curate.runners import local
-
         queue = collections.deque(units)
         deaths: dict[str, list[str]] = collections.defaultdict(list)
         busy: list[_Worker] = []
@@ -282,9 +317,9 @@ class Supervisor:
                     unit = w.unit
                     if w.proc.sentinel in ready or not w.proc.is_alive():
                         busy.remove(w)
-                        w.kill(self._out)
-                        if local.unit_path(self._out, unit["_key"]).exists():  # died after committing
-                            yield local.summary_of(self._out, unit["_key"])
+                        w.kill(self._out, self._scratch)
+                        if self._committed(unit["_key"]):  # died after committing
+                            yield self._summary(unit["_key"])
                             continue
                         deaths[unit["_key"]].append(_death_note(w.proc.exitcode))
                         if len(deaths[unit["_key"]]) <= self.limits.retries:
@@ -298,7 +333,7 @@ class Supervisor:
                     rss = rss_bytes(w.proc.pid) if limit is not None else None
                     if rss is not None and rss > limit:
                         busy.remove(w)
-                        w.kill(self._out)
+                        w.kill(self._out, self._scratch)
                         yield self._error(unit, w.stage, "out_of_memory",
                                           f"the worker used {fmt_size(rss)}, over the {fmt_size(limit)} bound "
                                           f"(--max-worker-memory); it was stopped")
@@ -308,7 +343,7 @@ class Supervisor:
                         timeout = max(timeout, SETUP_S)
                     if timeout is not None and now - w.started > timeout:
                         busy.remove(w)
-                        w.kill(self._out)
+                        w.kill(self._out, self._scratch)
                         yield self._error(unit, w.stage, "timeout",
                                           f"the unit ran longer than {timeout:g} s (--unit-timeout); it was stopped")
         finally:
