@@ -321,13 +321,15 @@ class ManifestSource:
         its ``*.parquet`` files in name order (names starting with ``_`` or ``.`` skipped)."""
         if self.kind != "dataset":
             raise ValueError("only a dataset has an index")
-        if not self.store.exists(self._k(INDEX)):
+        try:
+            return _read_index(self.store, self._k(INDEX), self.name or self.url)
+        except ManifestError:
             files = sorted(k.rsplit("/", 1)[-1] for k in self.store.list(self.key) if k.endswith(".parquet")
                            and k.count("/") == self._k("x").count("/"))
             files = [f for f in files if not f.startswith(("_", "."))]
-            if files:
-                return {"parts": [{"file": f} for f in files]}
-        return _read_index(self.store, self._k(INDEX), self.name or self.url)
+            if not files:
+                raise
+            return {"parts": [{"file": f} for f in files]}  # no (usable) index: the folder's part files
 
     def _k(self, name: str) -> str:
         return _join(self.key, name)
