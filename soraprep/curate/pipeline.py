@@ -237,7 +237,7 @@ def curate(inputs: list[str], out: str | Path, *, recipe: str | Path | Recipe | 
         for _summary in summaries:
             bar.advance(task, 1)
     return _finish(out, None, rec, {}, t0, report, inputs=[str(i) for i in inputs], redone=redone,
-                   keys=[u["_key"] for u in units], single_file=single_file, workers=workers)
+                   keys=[u["_key"] for u in units], single_file=single_file, workers=workers, runner=runner)
 
 
 def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, float], *,
@@ -272,13 +272,21 @@ def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, flo
     return rows
 
 
-def _part_map(workers: int, units: int):
-    """The ``map`` for the assembly's tasks: this process for small runs, else a process pool."""
+def _part_map(workers: int, units: int, runner: str = "local"):
+    """The ``map`` for the assembly's tasks: this process for small runs, else Ray tasks (``--runner ray``)
+    or a process pool."""
     import contextlib
 
     from soraprep.curate.assemble import SCAN_CHUNK
 
-    if workers <= 1 or units <= SCAN_CHUNK:
+    if units <= SCAN_CHUNK:
+        return contextlib.nullcontext(map)
+    if runner == "ray":
+        from soraprep.curate.runners.ray import ray_running, task_map
+
+        if ray_running():
+            return contextlib.nullcontext(task_map)
+    if workers <= 1:
         return contextlib.nullcontext(map)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -293,7 +301,8 @@ def _part_map(workers: int, units: int):
 
 def _finish(out: Path | Store, rows, rec: Recipe, timings, t0, report: bool, inputs: list[str],
             redone: dict[str, int] | None = None, rethreshold_of: str | None = None, *,
-            keys: list[str] | None = None, single_file: bool = True, workers: int = 1) -> CurateResult:
+            keys: list[str] | None = None, single_file: bool = True, workers: int = 1,
+            runner: str = "local") -> CurateResult:
     """Write the manifest (dataset + index, single-file copies), run.json and the report into OUT (a folder
     or a :class:`Store`: every file is written whole, the index after the parts).
 
@@ -306,7 +315,7 @@ def _finish(out: Path | Store, rows, rec: Recipe, timings, t0, report: bool, inp
     store = out if isinstance(out, Store) else Store(out)
     meta = manifest_metadata(rec, rethreshold_of)
     if keys is not None:
-        with _part_map(workers, len(keys)) as map_fn:
+        with _part_map(workers, len(keys), runner) as map_fn:
             asm = assemble(store, keys, rec, map_fn, metadata=meta, single_file=single_file)
         index = asm.index
         for k, v in asm.timings.items():

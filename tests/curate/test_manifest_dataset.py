@@ -260,3 +260,18 @@ def test_caption_reads_a_dataset_and_writes_it_back_in_place(tmp_path):
     assert [r["clip_id"] for r in captioned] == ["c0", "c1"] and all(r["caption"] for r in captioned)
     moved = read_manifest(tmp_path / "other" / "m.parquet")
     assert [r["path"] for r in moved] == ["../out/clips/c0.mp4", "../out/clips/c1.mp4"]
+
+
+def test_ray_tasks_write_the_same_dataset(tmp_path, ray_cluster):
+    """``--runner ray`` assembles with Ray tasks on the cluster's nodes (runners/ray.task_map): same parts."""
+    from soraprep.curate.runners.ray import ray_running, task_map
+
+    assert ray_running()
+    rec = _recipe(True)
+    a, b = tmp_path / "a", tmp_path / "b"
+    keys = _make_units(a, units=30, clips=4)
+    _make_units(b, units=30, clips=4)
+    assemble(Store(a), keys, rec, rows_per_part=40, scan_chunk=8)
+    index = assemble(Store(b), keys, rec, task_map, rows_per_part=40, scan_chunk=8).index
+    assert index["totals"]["parts"] > 2
+    assert read_manifest(a / "manifest") == read_manifest(b / "manifest") == read_manifest(b / "manifest.parquet")

@@ -100,6 +100,25 @@ def _init_ray(ray, address: str | None, pools: list[Pool], workers: int) -> None
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
 
 
+def ray_running() -> bool:
+    """Whether this process is connected to Ray (``run_ray`` leaves it connected)."""
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
+
+
+def task_map(fn, tasks):
+    """``map`` as Ray tasks, results in task order: the manifest assembly's footer scans and part writes
+    (curate/assemble.py) run on the cluster's workers instead of the driver. A task lost with its node is
+    retried (part writes are whole-object and idempotent)."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=3)(fn)
+    return ray.get([remote.remote(t) for t in tasks])
+
+
 def pools_for(recipe, out: Path, workers: int) -> list[Pool]:
     """The actor pools this recipe runs as (see :mod:`.ray_plan`)."""
     return plan(recipe, recipe.build(out), workers)
