@@ -523,11 +523,21 @@ def iter_manifest(path: str | os.PathLike | ManifestSource, columns: list[str] |
         yield from table_rows(pa.Table.from_batches([batch]))
 
 
-@functools.lru_cache(maxsize=256)
 def manifest_base(manifest_path: str) -> str:
     """The folder relative ``path`` cells of ``manifest_path``'s rows are relative to: a file's folder; for a
     dataset (its folder, its ``_index.json`` or a part file) and a run folder, the run folder (OUT)."""
     text = str(manifest_path).rstrip("/") or "/"
+    if not is_remote(text) and os.path.exists(text):
+        return _local_base(text)  # cached: export resolves one path per row
+    return _base(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _local_base(text: str) -> str:
+    return _base(text)
+
+
+def _base(text: str) -> str:
     if is_remote(text):
         parent, _, name = text.rpartition("/")
         if name == INDEX or _PART.match(name):
@@ -539,7 +549,8 @@ def manifest_base(manifest_path: str) -> str:
     if p.name == INDEX or (_PART.match(p.name) and (p.parent / INDEX).is_file()):
         return str(p.parent.parent)
     if p.is_dir():
-        return str(p.parent) if (p / INDEX).is_file() else str(p)
+        dataset = (p / INDEX).is_file() or (p.name == DATASET and any(p.glob("*.parquet")))
+        return str(p.parent) if dataset else str(p)
     return str(p.parent)
 
 
