@@ -274,19 +274,24 @@ def probe_cmd(
 
 
 @app.command("report")
-def report_cmd(out: str = typer.Argument(..., help="A curation output folder.")) -> None:
-    """Rebuild OUT/report.html from OUT's manifest (manifest.parquet or the manifest/ dataset; OUT may be a
-    store URL).  Example: soraprep report out"""
+def report_cmd(
+    out: str = typer.Argument(..., help="A curation output folder or store URL."),
+    storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
+                                        help="fsspec options for a store URL, e.g. '{\"endpoint_url\": ...}'."),
+) -> None:
+    """Rebuild OUT/report.html from OUT's manifest (manifest.parquet or the manifest/ dataset, streamed; OUT may
+    be a store URL).  Example: soraprep report out"""
     from soraprep.curate.report import write_report
     from soraprep.manifest import ManifestError
     from soraprep.manifest_dataset import locate
 
+    options = _storage_options(storage_options)
     try:
-        locate(out)
+        locate(out, options)
     except ManifestError:
         fail_usage(f"{out}/manifest.parquet not found: run `soraprep curate ... -o {out}` first")
     try:
-        path = write_report(out)
+        path = write_report(out, options or None)
     except ManifestError as exc:
         fail_usage(str(exc))
     console.print(f"report: {escape(str(path))}", highlight=False)

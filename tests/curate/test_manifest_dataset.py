@@ -200,6 +200,9 @@ def test_dataset_on_an_object_store(tmp_path, s3_bucket):
     assert [r["clip_id"] for r in iter_manifest(f"{run}/manifest", batch_rows=4)] == [r["clip_id"] for r in want]
     assert resolve_path(f"{run}/manifest", "clips/a.mp4") == f"{run}/clips/a.mp4"
     assert summarize(run).rows == len(want)
+    res = CliRunner().invoke(app, ["report", run])
+    assert res.exit_code == 0, res.output
+    assert f"<tr><td>rows in the manifest</td><td>{len(want)}</td></tr>" in store.read_text("report.html")
 
 
 def test_curate_no_single_file_then_report_export_rethreshold(tmp_path):
