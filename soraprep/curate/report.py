@@ -158,7 +158,7 @@ def _thumb_reader(store):
                 p = thumb_path(store.local_path(), clip_id)
                 return p.read_bytes() if p.exists() else None
             rel = thumb_path(Path("/out"), clip_id).relative_to(Path("/out").resolve()).as_posix()
-            return store.read_bytes(rel) if store.exists(rel) else None
+            return store.read_bytes(rel)  # one GET; a missing thumbnail raises FileNotFoundError
         except (OSError, ValueError):
             return None
 
