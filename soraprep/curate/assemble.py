@@ -34,9 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from soraprep.manifest import COLUMNS
-from soraprep.manifest_dataset import (
+from soraprep.manifest_dataset import ManifestSource
+from soraprep.manifest_parts import (
     DATASET,
-    ManifestSource,
     ParquetSink,
     conform,
     manifest_schema,
@@ -312,7 +312,7 @@ def assemble(store: Store, keys: list[str], recipe, map_fn: Callable[[Callable, 
 def finish_single_files(store: Store, source: ManifestSource, single_file: bool) -> None:
     """Stream the single-file copies from the dataset, or remove stale ones (``--no-single-file``) so no
     reader takes an old copy for the run's manifest."""
-    from soraprep.manifest_dataset import SINGLE_JSONL, SINGLE_PARQUET
+    from soraprep.manifest_parts import SINGLE_JSONL, SINGLE_PARQUET
 
     if single_file:
         write_single_files(store, source)
