@@ -161,6 +161,7 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out, workers: int = 1, addre
     else:
         check_fits(pools, have, recipe.source)
     ctx = ray.data.DataContext.get_current()
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress bar and summary say what matters
     saved = (ctx.max_errored_blocks, ctx.enable_progress_bars)
     ctx.max_errored_blocks, ctx.enable_progress_bars = -1, False  # a lost block: its units run again
     limits, modules = limits or Limits(), stage_modules(recipe)
