@@ -80,6 +80,16 @@ def test_from_and_to_s3_same_rows_as_local(ray_cluster, inputs, local_default, s
         Store(f"{s3_bucket}/local-s3", opts).list("clips"))
 
 
+def test_units_in_windows_same_rows(ray_cluster, inputs, local_default, tmp_path, monkeypatch):
+    """A run of more units than one Ray dataset takes (``WINDOW``) goes window by window: same rows."""
+    from soraprep.curate.runners import ray as ray_runner
+
+    monkeypatch.setattr(ray_runner, "WINDOW", 3)  # 4 units: two datasets
+    result = curate([str(inputs)], tmp_path / "out", workers=1, report=False, runner="ray",
+                    ray_address=ray_cluster.address)
+    assert result.rows == local_default.rows
+
+
 # ---- failures: a killed actor, a removed node, a killed driver -------------------------------------------
 
 def _ppid(pid: int) -> int | None:

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 ACTOR_RETRIES = 2
 #: Ray's own retries of a task whose actor died (per round)
 TASK_RETRIES = 1
+#: units per Ray dataset: the driver hands Ray one block per unit, so a run of millions of videos goes in
+#: windows (each a dataset of its own; the pools' actors start again per window, a few seconds)
+WINDOW = 20_000
 
 
 def _pool_step(ds, pool: Pool, recipe, out: str, limits, modules: list[str], auto_memory: bool,
@@ -174,20 +177,25 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out, workers: int = 1, addre
             todo = [u for u in todo if u["_key"] not in done]
             if not todo:
                 break
-            try:
-                for row in _dataset(ray, todo, pools, recipe, out, limits, modules, auto_memory,
-                                    storage_options).iter_rows():
-                    summary = _checked({"key": row["key"], "clips": int(row["clips"]), "errors": int(row["errors"]),
-                                        "timings": json.loads(row["timings"]), "fatal": str(row["fatal"])})
-                    if summary["key"] not in yielded:
-                        yielded.add(summary["key"])
-                        yield summary
-            except StageSetupError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Ray lost something: the missing units run again
-                last = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
-                failed_rounds += 1
-                log.warning("Ray run round %d ended early (%s); re-running the units not committed", _round + 1, last)
+            failed = False
+            for start in range(0, len(todo), WINDOW):  # a bounded number of Ray blocks (one per unit) at a time
+                try:
+                    for row in _dataset(ray, todo[start:start + WINDOW], pools, recipe, out, limits, modules,
+                                        auto_memory, storage_options).iter_rows():
+                        summary = _checked({"key": row["key"], "clips": int(row["clips"]),
+                                            "errors": int(row["errors"]), "timings": json.loads(row["timings"]),
+                                            "fatal": str(row["fatal"])})
+                        if summary["key"] not in yielded:
+                            yielded.add(summary["key"])
+                            yield summary
+                except StageSetupError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - Ray lost something: the missing units run again
+                    last = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+                    failed = True
+                    log.warning("Ray run round %d ended early (%s); the units not committed run again",
+                                _round + 1, last)
+            failed_rounds += failed
         done = ray_actors.committed_keys(store)
         if failed_rounds == 1 + ACTOR_RETRIES and not wanted & done:
             # every round failed before committing anything: the pipeline itself is broken (an actor that
