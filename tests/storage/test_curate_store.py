@@ -258,3 +258,21 @@ def test_an_unreachable_store_out_is_one_line_exit_2(inputs, tmp_path):
                                    "--storage-options", json.dumps({"endpoint_url": "http://127.0.0.1:9", "retries": 1,
                                                "config_kwargs": {"retries": {"max_attempts": 1}}})])
     assert res.exit_code == 2 and "cannot create the lock object" in res.output, res.output
+
+
+def test_scratch_left_by_killed_processes_is_swept_live_ones_kept(tmp_path):
+    """A run or Ray actor killed with -9 cannot remove its scratch folder; the next one on the machine does,
+    and never touches the folder of a process that still runs."""
+    from soraprep.curate.runners.workspace import scratch_prefix, sweep_scratch
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = [tmp_path / f"soraprep-scratch-{dead.pid}-abc", tmp_path / f"soraprep-ray-decision-{dead.pid}-x",
+            tmp_path / f"soraprep-worker-{dead.pid}"]
+    kept = [tmp_path / (scratch_prefix("scratch") + "mine"), tmp_path / f"soraprep-export-{dead.pid}-y",
+            tmp_path / "other"]
+    for d in gone + kept:
+        (d / "sources").mkdir(parents=True)
+        (d / "sources" / "v.mp4").write_bytes(b"x")
+    assert sorted(sweep_scratch(tmp_path)) == sorted(gone)
+    assert all(d.exists() for d in kept) and not any(d.exists() for d in gone)

@@ -414,13 +414,16 @@ def run_local(units: list[dict[str, Any]], *, recipe, out: Path | Store, workers
     against a worker's scratch OUT and is published, see :mod:`.workspace`)."""
     import tempfile
 
+    from soraprep.curate.runners.workspace import scratch_prefix, sweep_scratch
+
     if isinstance(out, Store) and not out.remote:
         out = out.local_path()
     todo = pending_units(units, out)
     if not todo:
         return
     limits = limits or Limits()
-    with tempfile.TemporaryDirectory(prefix="soraprep-scratch-") as scratch:  # staged sources, scratch OUTs
+    sweep_scratch()  # what a run killed with -9 left behind
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("scratch")) as scratch:  # staged sources, scratch OUTs
         root = out.root if isinstance(out, Store) else str(out)
         init = (recipe.sections, recipe.source, root, dict(storage_options or {}), scratch)
         unlimited = limits.max_memory_bytes is None and limits.unit_timeout_s is None

@@ -42,7 +42,8 @@ Item = dict[str, Any]
 
 def scratch_dir(tag: str) -> str:
     """A fresh local folder for this actor's staged sources and scratch OUT (on the actor's node)."""
-    return tempfile.mkdtemp(prefix=f"soraprep-ray-{tag}-")
+    workspace.sweep_scratch()  # what killed actors of this node left behind
+    return tempfile.mkdtemp(prefix=workspace.scratch_prefix(f"ray-{tag}"))
 
 
 def stored_analysis(out: Store, key: str, fingerprints: dict[str, str]) -> list[dict[str, Any]] | None:

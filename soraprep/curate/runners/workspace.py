@@ -46,6 +46,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -80,6 +81,44 @@ def worker_scratch(root: str | Path | None, pid: int) -> Path:
     """The scratch folder of worker ``pid`` under a run's scratch ``root`` (its supervisor removes it if
     the worker is killed)."""
     return Path(root or tempfile.gettempdir()) / f"soraprep-worker-{pid}"
+
+
+#: scratch folders soraprep processes make in the temp dir, named with the pid that owns them
+_OWNED = re.compile(r"^soraprep-(?:scratch|worker|ray-[a-z]+)-(\d+)(?:-|$)")
+
+
+def scratch_prefix(kind: str) -> str:
+    """The name prefix of a scratch folder this process makes (``kind``: ``scratch``, ``ray-analysis`` ...)."""
+    return f"soraprep-{kind}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def sweep_scratch(root: str | Path | None = None) -> list[Path]:
+    """Remove the scratch folders (staged sources, scratch OUTs) that soraprep processes left in ``root``
+    (default: the temp dir) when they were killed before they could clean up (``kill -9`` of a run, a Ray
+    actor killed with its node's raylet). Only folders whose owning pid no longer runs in this pid namespace
+    (a temp dir shared by containers with separate pid namespaces must not hold soraprep scratch)."""
+    removed = []
+    base = Path(root or tempfile.gettempdir())
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _OWNED.match(p.name)
+        if m and p.is_dir() and not p.is_symlink() and not _alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 # -- the parent's view of a store OUT -----------------------------------------------------------------
