@@ -46,9 +46,11 @@ class GpuProbeStage:
 @register("actor_killer")
 @dataclass
 class ActorKillerStage:
-    """A post stage (runs on the decision actor) that kills its own process on a video whose name
-    contains ``poison``: the Ray runner must end the run with that unit as a ``worker_died`` row."""
+    """A post stage (runs in the decision actor's supervised worker) that kills its own process on a video
+    whose name contains ``poison`` (and, with ``kill_parent``, the actor too): the Ray runner must end the run
+    with that unit as a ``worker_died`` row."""
 
+    kill_parent: bool = True
     name = "actor_killer"
     columns = ()
     resources = Resources(cpus=0.25)
@@ -62,6 +64,8 @@ class ActorKillerStage:
         import signal
 
         if any("poison" in str(r.get("source", "")) for r in batch):
+            if self.kill_parent:  # the decision actor itself (this stage runs in its supervised worker)
+                os.kill(os.getppid(), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
         return batch
 

@@ -284,3 +284,25 @@ def test_unit_that_kills_its_actor_every_time_ends_as_worker_died(ray_cluster, i
     assert len(others) == len(local_default.rows)  # (other clip ids: the inputs are in another folder)
     assert sum(1 for r in others if r.get("error")) == local_default.errors
     assert sum(1 for r in others if r.get("keep")) == local_default.kept
+
+
+def test_a_decision_worker_that_dies_makes_one_worker_died_row_naming_its_stage(ray_cluster, inputs, local_default,
+                                                                                tmp_path):
+    """Decision stages run in the decision actor's supervised worker: a stage that kills that process (a
+    crashing encoder) is retried once, then the video is one ``worker_died`` row naming the stage, and the
+    actor lives on for the other videos (no Ray retry round is spent)."""
+    import ray_stages  # noqa: F401 - registers actor_killer
+
+    src = tmp_path / "in"
+    shutil.copytree(inputs, src)
+    shutil.copy(src / "cuts.mp4", src / "poison.mp4")
+    recipe = tmp_path / "killer.yaml"
+    recipe.write_text(yaml.safe_dump({"actor_killer": {"kill_parent": False},
+                                      "resources": {"actor_killer": {"cpus": 0.5}}}))
+    result = curate([str(src)], tmp_path / "ray", recipe=recipe, workers=1, report=False, runner="ray",
+                    ray_address=ray_cluster.address)
+    dead = [r for r in result.rows if r["clip_id"].startswith("poison")]
+    assert len(dead) == 1 and dead[0]["error"]["kind"] == "worker_died"
+    assert dead[0]["error"]["stage"] == "actor_killer"
+    others = [r for r in result.rows if not r["clip_id"].startswith("poison")]
+    assert sum(1 for r in others if r.get("keep")) == local_default.kept

@@ -163,6 +163,30 @@ def run_worker_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None
     return run_unit_on(store, unit, on_stage)
 
 
+def decide_worker_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """What a Ray decision actor's supervised worker runs for one analysed unit: :func:`decide_unit` on
+    ``unit["_analysed"]`` (``rows``, ``timings``, ``reused``), published to the store when OUT is one."""
+    if "setup_error" in _STATE:
+        return {"key": unit["_key"], "fatal": _STATE["setup_error"]}
+    unit = dict(unit)
+    item = unit.pop("_analysed")
+    store = _STATE.get("store")
+    if store is None:
+        return decide_unit(_STATE, unit, item["rows"], item.get("timings") or {}, reused=bool(item.get("reused")),
+                           on_stage=on_stage)
+    from soraprep.curate.runners.workspace import UnitWorkspace
+
+    with UnitWorkspace(store, unit["_key"], _STATE["out"]) as ws:
+        _STATE["workspace"] = ws
+        try:
+            summary = decide_unit(_STATE, unit, item["rows"], item.get("timings") or {},
+                                  reused=bool(item.get("reused")), on_stage=on_stage)
+        finally:
+            _STATE.pop("workspace", None)
+        ws.publish()
+    return summary
+
+
 def reusable_analysis(out: Path, key: str, fingerprints: dict[str, str]) -> list[dict[str, Any]] | None:
     """The unit's stored analysis rows when they were made with this recipe's analysis settings."""
     path = analysis_path(out, key)

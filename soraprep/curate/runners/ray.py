@@ -69,7 +69,10 @@ def _pool_step(ds, pool: Pool, recipe, out: str, limits, modules: list[str], aut
     elif pool.kind == "model":
         cls, kwargs = ModelActor, {**common, "stage": pool.stages[0], "batch_size": pool.batch_size}
     else:
-        cls, kwargs = DecisionActor, {**common, "stages": list(pool.stages), "storage_options": storage_options}
+        cls, kwargs = DecisionActor, {**common, "stages": list(pool.stages), "storage_options": storage_options,
+                                      "limits": limits, "recipe_hash": recipe.hash,
+                                      "fingerprints": recipe.fingerprints(),
+                                      "auto_memory_cpus": max(pool.cpus, 0.1) if auto_memory else None}
     args = pool.remote_args()
     size = args.pop("concurrency")
     # an analysis actor takes its next video when it is free (videos take seconds to minutes: a queue per

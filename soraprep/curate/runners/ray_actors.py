@@ -10,13 +10,16 @@ A unit travels between the pools as one Ray row, ``{"item": pickled dict}``::
 commits the unit as that error row). ``fatal``: a stage could not set up (the driver stops the run).
 ``done``: the unit was already committed (a retried task); it passes through to its summary.
 
-OUT is a shared folder or an object store (``s3://...``), the same for every actor: :func:`commit_unit` is
-the one way a unit's files reach it (clips, thumbnails, analysis, then its commit, last; on a store through
-the actor's scratch OUT and :class:`.workspace.UnitWorkspace`), :func:`committed_keys` the one listing of
-commits, :func:`stored_analysis` the one read of a stored analysis. A source on a store is staged to the
-actor's scratch by ``local.analyse_unit`` / ``local.decide_unit`` (:mod:`.sources`) — once for the decode
-pass and again on the decision actor when a kept clip is cut there. Stages never import Ray; neither does
-this module.
+OUT is a shared folder or an object store (``s3://...``), the same for every actor. A unit's files reach
+it one way: the decision actor's supervised worker runs ``local.decide_worker_unit`` (clips, thumbnails,
+analysis, then its commit, last; on a store through the worker's scratch OUT and
+:class:`.workspace.UnitWorkspace`); error rows and retried units go through :func:`commit_unit`.
+:func:`committed_keys` is the one listing of commits, :func:`stored_analysis` the one read of a stored
+analysis. A source on a store is staged to local scratch by ``local.analyse_unit`` / ``local.decide_unit``
+(:mod:`.sources`): once for the decode pass and again on the decision actor when a kept clip is cut there.
+Both the analysis and the decision actors run their stages in one supervised worker process each (memory
+bound, time limit, death detection: :mod:`.supervisor`); model actors run theirs in the actor. Stages never
+import Ray; neither does this module.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import io
 import json
 import pickle
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,6 +122,19 @@ def _import(modules: list[str]) -> None:
             pass
 
 
+def _node_limits(limits, auto_memory_cpus: float | None):
+    """``--max-worker-memory auto``: this node's memory over the actors of ``auto_memory_cpus`` it can hold."""
+    if not auto_memory_cpus:
+        return limits
+    import dataclasses
+    import os
+
+    from soraprep.curate.runners.supervisor import auto_memory_bound
+
+    slots = max(1, int((os.cpu_count() or 1) // auto_memory_cpus))
+    return dataclasses.replace(limits, max_memory_bytes=auto_memory_bound(slots))
+
+
 class AnalysisActor:
     """Decode-once analysis of one unit at a time, in one supervised worker process (memory bound, time
     limit, death detection: :mod:`.supervisor`). A unit whose stored analysis fits the recipe is read from
@@ -128,15 +143,10 @@ class AnalysisActor:
     def __init__(self, recipe_sections: dict, recipe_source: str, out: str, stages: list[str], limits,
                  modules: list[str], fingerprints: dict[str, str], auto_memory_cpus: float | None = None,
                  storage_options: dict | None = None):
-        import dataclasses
-        import os
-
-        from soraprep.curate.runners.supervisor import Supervisor, auto_memory_bound
+        from soraprep.curate.runners.supervisor import Supervisor
 
         _import(modules)
-        if auto_memory_cpus:  # --max-worker-memory auto: this node's memory over the actors it can hold
-            slots = max(1, int((os.cpu_count() or 1) // auto_memory_cpus))
-            limits = dataclasses.replace(limits, max_memory_bytes=auto_memory_bound(slots))
+        limits = _node_limits(limits, auto_memory_cpus)
         self._out, self._fps = Store(out, storage_options), fingerprints
         scratch = scratch_dir("analysis")  # the worker's staged sources
         self._sup = Supervisor(init_args=(recipe_sections, recipe_source, out, storage_options, scratch, stages),
@@ -217,26 +227,50 @@ class ModelActor:
 
 
 class DecisionActor:
-    """``filter``, ``cut``, ``bucket`` and the later stages (set up once per actor), then the unit commit."""
+    """``filter``, ``cut``, ``bucket`` and the later stages, then the unit commit, one unit at a time in one
+    supervised worker process (stages set up once per worker), as the analysis actors do: a cut or a later
+    stage that hangs, outgrows the memory bound or kills its process makes the unit a ``timeout`` /
+    ``out_of_memory`` / ``worker_died`` row instead of a stuck or dead actor."""
 
     def __init__(self, recipe_sections: dict, recipe_source: str, out: str, stages: list[str], modules: list[str],
-                 storage_options: dict | None = None):
+                 storage_options: dict | None = None, limits=None, recipe_hash: str = "",
+                 fingerprints: dict[str, str] | None = None, auto_memory_cpus: float | None = None):
+        from soraprep.curate.runners.supervisor import Limits, Supervisor
+
         _import(modules)
-        store = Store(out, storage_options)
-        scratch = Path(scratch_dir("decision"))  # staged sources; for a store OUT also the scratch OUT
-        local_out = str(scratch / "out") if store.remote else out
-        self._state = local.build_state(recipe_sections, recipe_source, local_out, stages)
-        self._state.update(store=store, storage_options=dict(storage_options or {}), scratch=str(scratch / "sources"))
+        self._store = Store(out, storage_options)
+        self._state = {"store": self._store, "recipe_hash": recipe_hash, "fingerprints": fingerprints}
+        scratch = scratch_dir("decision")  # staged sources; for a store OUT also the scratch OUT
+        self._sup = Supervisor(init_args=(recipe_sections, recipe_source, out, storage_options, scratch, stages),
+                               out=self._store, recipe_hash=recipe_hash, workers=1,
+                               limits=_node_limits(limits or Limits(), auto_memory_cpus), modules=modules,
+                               fingerprints=fingerprints, scratch=scratch, task="decide_worker_unit")
+        self._sup.warm()
+
+    def close(self) -> None:
+        self._sup.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def _one(self, item: Item) -> dict[str, Any]:
+        unit = item["unit"]
+        if item.get("error") or workspace.is_committed(self._store, unit["_key"]):
+            return commit_unit(self._state, item)  # an error row, or the summary of a retried task's commit
+        analysed = {"rows": item["rows"], "timings": item.get("timings") or {}, "reused": bool(item.get("reused"))}
+        return list(self._sup.run([{**unit, "_analysed": analysed}]))[0]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         summaries = []
         for b in batch["item"]:
             item = decode(b)
-            fatal = item.get("fatal") or self._state.get("setup_error")
-            if fatal:
-                summaries.append({"key": item["unit"]["_key"], "fatal": fatal})
+            if item.get("fatal"):
+                summaries.append({"key": item["unit"]["_key"], "fatal": item["fatal"]})
             else:
-                summaries.append(commit_unit(self._state, item))
+                summaries.append(self._one(item))
         return {"key": np.array([s["key"] for s in summaries], dtype=object),
                 "clips": np.array([int(s.get("clips", 0)) for s in summaries], dtype=np.int64),
                 "errors": np.array([int(s.get("errors", 0)) for s in summaries], dtype=np.int64),
