@@ -1,0 +1,5 @@
+"""``python -m soraprep.cli``."""
+
+from soraprep.cli import main
+
+main()
