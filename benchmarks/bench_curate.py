@@ -33,8 +33,27 @@ ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "_work"
 
 
+#: the shot mix of the benchmark videos: mostly moving footage, some static, text and blurred shots
+MIX = ("moving",) * 6 + ("static", "text", "blur")
+
+
+def shot_mix(rng, seconds: int, kinds: tuple[str, ...] = MIX, shot_s: tuple[int, int] = (3, 12)) -> list:
+    """Random shots of ``shot_s`` seconds (25 fps) filling ``seconds``, kinds drawn from ``kinds``; the same
+    draws for the same ``rng`` (other benchmarks reuse it: bench_remote_read, scale_model)."""
+    from soraprep.video.synth import Shot
+
+    shots, total = [], 0
+    while total < seconds * 25:
+        k = int(rng.integers(shot_s[0] * 25, shot_s[1] * 25))
+        kind = str(rng.choice(list(kinds))) if len(kinds) > 1 else kinds[0]
+        shots.append(Shot(min(k, seconds * 25 - total), kind, speed=float(rng.uniform(0.5, 5)),
+                          seed=int(rng.integers(1 << 30))))
+        total += shots[-1].frames
+    return shots
+
+
 def make_inputs(n: int, seconds: int, width: int, height: int, tag: str) -> list[Path]:
-    from soraprep.video.synth import Shot, make_video
+    from soraprep.video.synth import make_video
 
     folder = WORK / f"{tag}_{n}x{seconds}s_{width}x{height}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -42,14 +61,7 @@ def make_inputs(n: int, seconds: int, width: int, height: int, tag: str) -> list
     for i in range(n):
         p = folder / f"v{i:02d}.mp4"
         if not p.exists():
-            rng = np.random.default_rng(i)
-            shots, total = [], 0
-            while total < seconds * 25:
-                k = int(rng.integers(3 * 25, 12 * 25))
-                kind = str(rng.choice(["moving"] * 6 + ["static", "text", "blur"]))
-                shots.append(Shot(min(k, seconds * 25 - total), kind, speed=float(rng.uniform(0.5, 5)),
-                                  seed=int(rng.integers(1 << 30))))
-                total += shots[-1].frames
+            shots = shot_mix(np.random.default_rng(i), seconds)
             tmp = p.with_suffix(".tmp.mp4")
             make_video(tmp, shots, fps=Fraction(25), width=width, height=height, preset="veryfast", crf=23)
             tmp.rename(p)

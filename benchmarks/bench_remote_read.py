@@ -32,10 +32,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "_work"
+sys.path.insert(0, str(ROOT))  # bench_curate
 
 
 def make_inputs(n: int, seconds: int, width: int, height: int, crf: int) -> list[Path]:
-    from soraprep.video.synth import Shot, make_video
+    from bench_curate import shot_mix
+
+    from soraprep.video.synth import make_video
 
     folder = WORK / f"remote_{n}x{seconds}s_{width}x{height}_crf{crf}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,12 +46,7 @@ def make_inputs(n: int, seconds: int, width: int, height: int, crf: int) -> list
     for i in range(n):
         p = folder / f"v{i:02d}.mp4"
         if not p.exists():
-            rng = np.random.default_rng(i)
-            shots, total = [], 0
-            while total < seconds * 25:
-                k = min(int(rng.integers(3 * 25, 8 * 25)), seconds * 25 - total)
-                shots.append(Shot(k, "moving", speed=float(rng.uniform(0.5, 5)), seed=int(rng.integers(1 << 30))))
-                total += k
+            shots = shot_mix(np.random.default_rng(i), seconds, kinds=("moving",), shot_s=(3, 8))
             tmp = p.with_suffix(".tmp.mp4")
             make_video(tmp, shots, fps=Fraction(25), width=width, height=height, preset="veryfast", crf=crf)
             tmp.rename(p)

@@ -189,19 +189,15 @@ def make_grainy(seconds: int, width: int, height: int, sigma: float = 4.0) -> Pa
     import av
     import numpy as np
 
-    from soraprep.video.synth import Shot, shot_frames
+    from soraprep.video.synth import shot_frames
 
     path = WORK / f"scale_grain{sigma:g}_{seconds}s_{width}x{height}.mp4"
     if path.exists():
         return path
+    from bench_curate import shot_mix
+
     rng = np.random.default_rng(0)
-    shots, total = [], 0
-    while total < seconds * 25:
-        k = int(rng.integers(3 * 25, 12 * 25))
-        kind = str(rng.choice(["moving"] * 6 + ["static", "text", "blur"]))
-        shots.append(Shot(min(k, seconds * 25 - total), kind, speed=float(rng.uniform(0.5, 5)),
-                          seed=int(rng.integers(1 << 30))))
-        total += shots[-1].frames
+    shots = shot_mix(rng, seconds)
     grain = [np.clip(rng.normal(0, sigma, (height, width, 1)), -127, 127).astype(np.int16) for _ in range(7)]
     tmp = path.with_suffix(".tmp.mp4")
     tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -33,26 +33,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from soraprep.manifest import META_VERSION, SCHEMA_VERSION, ManifestError, decode_path
-from soraprep.manifest_parts import (  # noqa: F401 - the writers, re-exported: one place to import the dataset API
+from soraprep.manifest_parts import (
     _PART,
     DATASET,
     INDEX,
     ROW_GROUP_ROWS,
     SINGLE_JSONL,
     SINGLE_PARQUET,
-    ParquetSink,
     _join,
-    conform,
-    manifest_schema,
-    null_typed,
-    part_counts,
-    part_name,
-    schema_bytes,
     schema_from_bytes,
-    unify_schemas,
-    write_index,
-    write_rows_dataset,
-    write_single_files,
 )
 from soraprep.storage.store import Store, is_remote, url_scheme
 

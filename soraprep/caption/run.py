@@ -12,6 +12,7 @@ from pathlib import Path
 from soraprep import manifest_dataset as mds
 from soraprep.caption.pipeline import Captioning, CaptionSettings, CaptionSummary
 from soraprep.manifest import read_manifest, read_metadata, rows_to_table, write_jsonl, write_manifest
+from soraprep.manifest_parts import write_rows_dataset
 from soraprep.storage.manifests import ManifestRef, iter_rows, locate, read_meta, resolve, write_rows
 from soraprep.storage.store import is_remote, join, split_url
 
@@ -60,7 +61,7 @@ def caption_manifest(manifest: str | os.PathLike, *, settings: CaptionSettings, 
                 r["path"] = os.path.relpath(base_in / p, base_out)
     meta["soraprep.caption"] = _caption_meta(job, settings, summary)
     if in_place_dataset:
-        mds.write_rows_dataset(source.store, rows_to_table(new_rows, meta), prefix=source.key)
+        write_rows_dataset(source.store, rows_to_table(new_rows, meta), prefix=source.key)
     elif out.suffix == ".jsonl":
         write_jsonl(out, rows_to_table(new_rows, meta).to_pylist())
     else:

@@ -33,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from soraprep.curate.runners.workspace import unit_key
 from soraprep.manifest import COLUMNS
 from soraprep.manifest_dataset import ManifestSource
 from soraprep.manifest_parts import (
@@ -51,14 +52,9 @@ from soraprep.manifest_parts import (
 )
 from soraprep.storage.store import Store
 
-UNITS = ".soraprep/units"
 ROWS_PER_PART = 500_000
 SCAN_CHUNK = 1000          # unit footers per scan task
 _BUCKET_COLUMNS = ("bucket", "bucket_height", "bucket_width", "bucket_frames")
-
-
-def unit_key(key: str) -> str:
-    return f"{UNITS}/{key}.parquet"
 
 
 def manifest_metadata(rec, rethreshold_of: str | None = None) -> dict[str, str]:

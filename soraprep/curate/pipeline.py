@@ -310,7 +310,8 @@ def _finish(out: Path | Store, rows, rec: Recipe, timings, t0, report: bool, inp
     memory (``--rethreshold``)."""
     from soraprep.curate.assemble import DATASET, assemble, finish_single_files, manifest_metadata
     from soraprep.manifest import rows_to_table
-    from soraprep.manifest_dataset import ManifestSource, write_rows_dataset
+    from soraprep.manifest_dataset import ManifestSource
+    from soraprep.manifest_parts import write_rows_dataset
 
     store = out if isinstance(out, Store) else Store(out)
     meta = manifest_metadata(rec, rethreshold_of)

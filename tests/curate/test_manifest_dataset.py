@@ -237,7 +237,7 @@ def test_caption_reads_a_dataset_and_writes_it_back_in_place(tmp_path):
     clip and leaves a dataset; ``-o`` elsewhere re-bases the relative paths."""
     from soraprep.caption import CaptionSettings, caption_manifest
     from soraprep.caption.fake_server import FakeChatServer
-    from soraprep.manifest_dataset import write_rows_dataset
+    from soraprep.manifest_parts import write_rows_dataset
     from soraprep.video.synth import Shot, make_video
 
     out = tmp_path / "out"
