@@ -5,8 +5,9 @@
 through the VAE's compression into latent shapes, counts each shape with :mod:`.flops`, and adds:
 
 - training: ``train_flops = k x forward_flops x samples`` with ``k = 3`` (forward + backward, backward
-  = 2 x forward) or ``k = 4`` with full recompute (one more forward); ``gpu_hours = train_flops /
-  (peak x mfu)``. With recompute the ``mfu`` you pass is really *hardware* FLOPs utilisation.
+  = 2 x forward) or ``k = 4`` with full recompute (one more forward); ``gpu_hours = (train_flops +
+  online encoder FLOPs) / (peak x utilisation)``. The utilisation is ``mfu`` when given, else the
+  calibrated model of :mod:`.efficiency` (fitted to published runs), which also gives a range.
 - memory per GPU (:mod:`.memory`) for the largest shape, and the largest micro-batch that fits;
 - data preparation, each under its own key: VAE encoding (once per clip; latents are cached), text
   encoding (once per clip), captioning (a VLM over sampled frames) and curation (CPU decode hours).
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from soraprep.estimate import hardware, memory
+from soraprep.estimate import efficiency, hardware, memory
 from soraprep.estimate.flops import RECOMPUTE_MODES, ModelCount, count_model
 from soraprep.estimate.vae import vae_encode_cost
 
@@ -213,6 +214,26 @@ class Estimate:
     memory: memory.MemoryEstimate
     data_prep: dict[str, Any] | None
     assumptions: list[str] = field(default_factory=list)
+    online_flops: float | None = None  # VAE + text encoder forward FLOPs run inside training (online_encoders)
+    utilisation: efficiency.Utilisation | None = None  # the mfu used: central value and range
+    features: efficiency.Features | None = None  # what the efficiency model saw
+
+    @property
+    def compute_flops(self) -> float | None:
+        """All counted work of the run: denoiser training plus online encoders."""
+        return None if self.train_flops is None else self.train_flops + (self.online_flops or 0.0)
+
+    def _hours_at(self, util: float) -> float | None:
+        flops = self.compute_flops
+        return None if flops is None else flops / (self.settings["peak_flops_per_gpu"] * util) / 3600
+
+    @property
+    def gpu_hours_range(self) -> tuple[float, float] | None:
+        """(low, high) GPU-hours from the utilisation range; None when ``mfu`` was given."""
+        u = self.utilisation
+        if u is None or self.gpu_hours is None or u.source == "user":
+            return None
+        return self._hours_at(u.high), self._hours_at(u.low)  # type: ignore[return-value]
 
     @property
     def largest(self) -> Shape:
@@ -230,6 +251,19 @@ class Estimate:
     @property
     def cost(self) -> float | None:
         return None if self.gpu_hours is None else self.gpu_hours * self.gpu.price_per_hour
+
+    def _range_dict(self) -> dict[str, Any]:
+        rng = self.gpu_hours_range
+        n, price = self.settings["num_gpus"], self.gpu.price_per_hour
+        u = self.utilisation
+        return {
+            "gpu_hours_range": list(rng) if rng else None,
+            "wall_hours_range": [h / n for h in rng] if rng else None,
+            "cost_range": [h * price for h in rng] if rng else None,
+            "mfu_range": [u.low, u.high] if u and u.source != "user" else None,
+            "mfu_source": u.source if u else None,
+            "efficiency_features": self.features.to_dict() if self.features else None,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         big = self.largest.count
@@ -256,9 +290,12 @@ class Estimate:
             "samples": self.samples,
             "train_flops_factor": self.settings["train_flops_factor"],
             "train_flops": self.train_flops,
+            "online_encoder_flops": self.online_flops,
+            "compute_flops": self.compute_flops,
             "gpu_hours": self.gpu_hours,
             "wall_hours": self.wall_hours,
             "cost": self.cost,
+            **self._range_dict(),
             "memory_per_gpu_bytes": self.memory.total,
             "fits": self.memory.fits,
             "max_micro_batch": self.memory.max_micro_batch,
@@ -292,7 +329,9 @@ def estimate(
     micro_batch: int | None = None,
     gpu: str = "h100",
     num_gpus: int = 8,
-    mfu: float = 0.4,
+    mfu: float | None = None,
+    online_encoders: bool = False,
+    text_tokens: int | None = None,
     price_per_hour: float | None = None,
     peak_tflops: float | None = None,
     gpu_memory_gib: float | None = None,
@@ -320,10 +359,13 @@ def estimate(
 
     Say how much training with ``clips`` (x ``epochs``) or ``steps`` x ``batch`` (global batch);
     without either, the per-sample numbers and memory are still computed and the totals are ``None``.
+    ``mfu=None`` (default) uses the utilisation calibrated on published runs (:mod:`.efficiency`) and
+    reports a range; a number overrides it. ``online_encoders`` counts the VAE and text encoder
+    forward passes inside training (as runs that do not cache latents do) instead of under data_prep.
     """
     # ---- validate the knobs first (configs fail loud, before any work) --------------------------
     for name, v in (("--mfu", mfu), ("--prep-mfu", prep_mfu), ("--caption-mfu", caption_mfu)):
-        if not (0 < v <= 1):
+        if v is not None and not (0 < v <= 1):
             raise ValueError(f"{name} must be in (0, 1] (a fraction of peak, e.g. 0.4), got {v}")
     if recompute not in RECOMPUTE_MODES:
         raise ValueError(f"--recompute must be one of {', '.join(RECOMPUTE_MODES)}, got {recompute!r}")
@@ -386,7 +428,23 @@ def estimate(
     factor = 4 if recompute == "full" else 3
     fwd_flops = 2 * sum(s.weight * s.count.forward_macs for s in shapes)
     train_flops = factor * fwd_flops * samples if samples is not None else None
-    gpu_hours = train_flops / (peak * mfu) / 3600 if train_flops is not None else None
+    enc_per_sample, text_tokens, text_encoder_params = _encode_flops_per_sample(
+        cfg, shapes, fam=fam, vae=vae, vae_macs_per_pixel=vae_macs_per_pixel, text_tokens=text_tokens,
+        text_encoder_params=text_encoder_params)
+    online_flops = enc_per_sample * samples if online_encoders and samples is not None else None
+    work = factor * fwd_flops + (enc_per_sample if online_encoders else 0.0)
+    feats = efficiency.Features(
+        width=float(getattr(cfg, "hidden_size", None) or getattr(cfg, "embed_dim", None) or 1152),
+        tokens=sum(s.weight * s.count.forward_macs * s.count.tokens for s in shapes)
+        / max(1, sum(s.weight * s.count.forward_macs for s in shapes)),
+        hopper=gpu_spec.name in efficiency.HOPPER, recompute_full=recompute == "full",
+        online_share=(enc_per_sample / work if online_encoders and work else 0.0), num_gpus=num_gpus)
+    if mfu is None:
+        util = efficiency.predict_utilisation(feats)
+    else:
+        util = efficiency.Utilisation(mfu, mfu, mfu, "user")
+    compute = None if train_flops is None else train_flops + (online_flops or 0.0)
+    gpu_hours = compute / (peak * util.central) / 3600 if compute is not None else None
 
     # ---- memory (largest shape) ------------------------------------------------------------------
     big = max(shapes, key=lambda s: s.count.activations.elements(recompute))
@@ -401,7 +459,8 @@ def estimate(
         "frames": shapes[0].frames if len(shapes) == 1 else None,
         "height": shapes[0].height if len(shapes) == 1 else None,
         "width": shapes[0].width if len(shapes) == 1 else None,
-        "vae_compression": list(compression), "gpu": gpu_spec.name, "num_gpus": num_gpus, "mfu": mfu,
+        "vae_compression": list(compression), "gpu": gpu_spec.name, "num_gpus": num_gpus, "mfu": util.central,
+        "online_encoders": online_encoders, "text_tokens": text_tokens,
         "precision": precision, "recompute": recompute, "zero": zero, "ema": ema, "micro_batch": micro_batch,
         "clips": clips, "epochs": epochs, "steps": steps, "batch": batch, "train_flops_factor": factor,
         "peak_flops_per_gpu": peak,
@@ -410,9 +469,13 @@ def estimate(
         "FLOPs = 2 x MACs; only matmul-like work (linear, attention, conv) is counted",
         f"training FLOPs = {factor} x forward x samples "
         + ("(forward + backward + full recompute)" if factor == 4 else "(forward + 2 x forward for backward)"),
-        "gpu_hours = train_flops / (peak dense throughput x mfu); mfu is an input, not a measurement",
+        ("gpu_hours = counted FLOPs / (peak dense throughput x mfu); mfu given by the user" if util.source == "user"
+         else f"gpu_hours = counted FLOPs / (peak dense throughput x utilisation {util.central:.3f}); utilisation "
+              f"{util.source}: range {util.low:.3f}-{util.high:.3f}"),
         "memory: AdamW, ZeRO-style mixed precision (16 B/param) + fp32 EMA; flash attention (no N x N scores)",
-        "denoiser only: VAE, text encoder and captioning costs are under data_prep (latents/text cached once)",
+        ("online encoders: VAE and text encoder forward passes run every step and are counted in gpu_hours"
+         if online_encoders else
+         "denoiser only: VAE, text encoder and captioning costs are under data_prep (latents/text cached once)"),
     ]
     prep = None
     if clips is not None and fam != "vqvae":
@@ -422,17 +485,36 @@ def estimate(
                           caption_frames=caption_frames, caption_tokens_per_frame=caption_tokens_per_frame,
                           caption_output_tokens=caption_output_tokens, caption_mfu=caption_mfu,
                           caption_throughput=caption_throughput, source_hours=source_hours, fps=fps,
-                          decode_fps=decode_fps, cpu_price_per_hour=cpu_price_per_hour)
+                          decode_fps=decode_fps, cpu_price_per_hour=cpu_price_per_hour, online=online_encoders)
         if vae != "none" and vae_macs_per_pixel is None and compression[0] > 1:
             assumptions.append("VAE encode cost: SD VAE per frame (the temporal compression stage is not counted)")
-    return Estimate(name, shapes, gpu_spec, settings, samples, train_flops, gpu_hours, mem, prep, assumptions)
+    return Estimate(name, shapes, gpu_spec, settings, samples, train_flops, gpu_hours, mem, prep, assumptions,
+                    online_flops=online_flops, utilisation=util, features=feats)
+
+
+def _encode_flops_per_sample(cfg, shapes: list[Shape], *, fam: str, vae: str, vae_macs_per_pixel,
+                             text_tokens: int | None, text_encoder_params) -> tuple[float, int, float]:
+    """(VAE + text encoder forward FLOPs per training sample, text tokens, text encoder params).
+
+    Text tokens default to the config's caption length for text-conditioned models; the text
+    encoder defaults to T5-v1.1-XXL's encoder when there are tokens.
+    """
+    if fam == "vqvae":
+        return 0.0, 0, 0.0
+    if text_tokens is None:
+        text_tokens = getattr(cfg, "text_len", 0) if getattr(cfg, "conditioning", "") == "text" else 0
+    if text_encoder_params is None:
+        text_encoder_params = T5_XXL_ENCODER_PARAMS if text_tokens else 0
+    vae_flops = sum(s.weight * 2 * vae_encode_cost(vae, frames=s.frames, height=s.height, width=s.width,
+                                                   macs_per_pixel=vae_macs_per_pixel).macs_per_clip for s in shapes)
+    return vae_flops + 2 * float(text_encoder_params) * text_tokens, int(text_tokens), float(text_encoder_params)
 
 
 def _data_prep(cfg, shapes: list[Shape], *, clips: int, gpu: hardware.GPU, peak: float, vae: str,
                vae_macs_per_pixel, prep_mfu: float, text_encoder_params, caption_params: float | None,
                caption_frames: int, caption_tokens_per_frame: int, caption_output_tokens: int,
                caption_mfu: float, caption_throughput, source_hours, fps: float, decode_fps: float,
-               cpu_price_per_hour: float) -> dict[str, Any]:
+               cpu_price_per_hour: float, online: bool = False) -> dict[str, Any]:
     """Once-per-clip costs of preparing the data: curation, captioning, text and VAE encoding."""
 
     def gpu_part(flops: float, util: float, source: str, **extra) -> dict[str, Any]:
@@ -447,13 +529,16 @@ def _data_prep(cfg, shapes: list[Shape], *, clips: int, gpu: hardware.GPU, peak:
         vae_flops += s.weight * clips * 2 * vc.macs_per_clip
         src = vc.source
     out: dict[str, Any] = {"clips": clips}
+    if online:  # encoded every training step instead: counted in the training gpu_hours
+        vae_flops, src = 0.0, "online during training (counted in gpu_hours)"
     out["vae_encode"] = gpu_part(vae_flops, prep_mfu, src, vae=vae)
 
     text_len = getattr(cfg, "text_len", 0) if getattr(cfg, "conditioning", "") == "text" else 0
     if text_encoder_params is None:
         text_encoder_params = T5_XXL_ENCODER_PARAMS if text_len else 0
-    out["text_encode"] = gpu_part(2 * text_encoder_params * text_len * clips, prep_mfu,
-                                  "2 x encoder params x caption tokens per clip",
+    out["text_encode"] = gpu_part(0.0 if online else 2 * text_encoder_params * text_len * clips, prep_mfu,
+                                  "online during training (counted in gpu_hours)" if online
+                                  else "2 x encoder params x caption tokens per clip",
                                   params=text_encoder_params, tokens_per_clip=text_len)
 
     if caption_params is None:  # caption only what a text-conditioned model needs captions for
