@@ -97,7 +97,7 @@ def _family(cfg) -> str:
 
     if isinstance(cfg, mc.VQVAEConfig):
         return "vqvae"
-    if isinstance(cfg, mc.VideoDiTConfig):
+    if isinstance(cfg, mc.VideoDiTConfig) or getattr(cfg, "config_type", "") in ("mmdit", "cogvideox"):
         return "video"
     return "image"
 
