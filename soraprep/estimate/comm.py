@@ -26,12 +26,15 @@ recompute, which repeats the forward and its collectives):
 - **PP**: one activation send and one gradient send of ``mb x N/sp x D/tp`` per micro-batch per stage
   boundary (Megatron's scatter/gather), exposed; plus the 1F1B bubble ``(pp-1)/m`` of the compute time
   (Narayanan et al. 2021, arXiv:2104.04473, Sec. 2.2.1).
-- **DP / ZeRO** over the ``dp x sp`` group, on the ``P`` parameters one GPU holds: ZeRO 0-2 reduce the
-  gradients once per step (all-reduce, or reduce-scatter + all-gather of the updated weights: the same
-  volume, ZeRO paper Sec. 7), overlapped with the backward of the last micro-batch (DDP's bucketed
-  overlap; gradient accumulation runs without sync). ZeRO-3/FSDP gathers the weights in the forward and
-  again in the backward and reduce-scatters the gradients every micro-batch (1.5x the volume, ZeRO paper
-  Sec. 7.2.2), prefetched so it overlaps the whole compute.
+- **DP / ZeRO** over the ``dp x sp`` group, on the ``P`` parameters one GPU holds. ZeRO 0 all-reduces
+  the gradients once per step, overlapped with the backward of the last micro-batch (DDP's bucketed
+  overlap; accumulation runs without sync). ZeRO 1 reduce-scatters them once (overlapped the same way)
+  and all-gathers the updated weights after the optimizer step (exposed): the same volume as the
+  all-reduce (ZeRO paper, Rajbhandari et al. 2020, Sec. 7.1). ZeRO 2 keeps only a gradient shard, so it
+  reduce-scatters every micro-batch (overlapped with that micro-batch's backward), then all-gathers the
+  weights once. ZeRO-3/FSDP gathers the weights in the forward and again in the backward and
+  reduce-scatters the gradients every micro-batch (1.5x the all-reduce volume, ZeRO paper Sec. 7.2.2),
+  prefetched so that it overlaps the whole compute.
 
 ``compute_s`` is the step's FLOPs on one GPU at ``peak x mfu``; ``step_s = compute_s + bubble_s +
 exposed comm``. The ``mfu`` stays the utilisation of the compute itself.
@@ -171,8 +174,16 @@ def step_time(count: ModelCount, layout: Layout, geo: Geometry, *, peak_flops: f
             exposed["dp"] = max(0.0, comm["dp"] - compute)
             sent["dp"] = m * (n - 1) / n * (2 * params * w_b + trainable * g_b)
         else:
-            comm["dp"] = all_reduce_s(trainable * g_b, n, bw)
-            backward_last = compute / m * (factor - 1) / factor
-            exposed["dp"] = max(0.0, comm["dp"] - backward_last)
-            sent["dp"] = 2 * (n - 1) / n * trainable * g_b
+            backward = compute / m * (factor - 1) / factor  # of one micro-batch
+            gather = all_gather_s(trainable * w_b, n, bw)  # ZeRO 1-2: updated weights after the step
+            if lo.zero == 2:  # gradients are reduce-scattered every micro-batch (only a shard is kept)
+                reduce = all_gather_s(trainable * g_b, n, bw)
+                comm["dp"] = m * reduce + gather
+                exposed["dp"] = m * max(0.0, reduce - backward) + gather
+                sent["dp"] = (n - 1) / n * trainable * (m * g_b + w_b)
+            else:  # ZeRO 0: one all-reduce; ZeRO 1: reduce-scatter + all-gather, the same volume
+                reduce = all_reduce_s(trainable * g_b, n, bw) if lo.zero == 0 else all_gather_s(trainable * g_b, n, bw)
+                comm["dp"] = reduce + (gather if lo.zero == 1 else 0.0)
+                exposed["dp"] = max(0.0, reduce - backward) + (gather if lo.zero == 1 else 0.0)
+                sent["dp"] = 2 * (n - 1) / n * trainable * g_b
     return StepTime(compute, bubble, comm, exposed, sent)

@@ -146,6 +146,12 @@ def test_data_parallel_and_pipeline_volumes():
     assert t2.bytes_per_gpu["dp"] == pytest.approx(2 * 7 / 8 * psi)  # ring all-reduce of bf16 gradients
     assert t3.bytes_per_gpu["dp"] == pytest.approx(1.5 * t2.bytes_per_gpu["dp"])  # ZeRO paper: 3 psi vs 2 psi
     assert t3.comm_s["dp"] == pytest.approx(1.5 * t2.comm_s["dp"])
+    # ZeRO-2 keeps a gradient shard only: a reduce-scatter per micro-batch, one weight all-gather per step
+    t2m = _time(Layout(dp=8, zero=2, grad_accum=4))
+    assert t2m.bytes_per_gpu["dp"] == pytest.approx(7 / 8 * 9 * M * (4 * 2 + 2))
+    t1m = _time(Layout(dp=8, zero=1, grad_accum=4))
+    assert t1m.bytes_per_gpu["dp"] == pytest.approx(t2.bytes_per_gpu["dp"])  # once per step, like DDP
+    assert t1m.exposed_s["dp"] >= all_gather_s(9 * M * 2, 8, INTERCONNECTS["nvlink4"].bandwidth())
     # 16 GPUs on nodes of 8: the data-parallel ring crosses the network
     t16 = _time(Layout(dp=16, zero=2), links=_links(8))
     t16_one_node = _time(Layout(dp=16, zero=2), links=_links(16))
