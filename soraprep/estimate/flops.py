@@ -358,6 +358,10 @@ def count_model(cfg, *, name: str | None = None) -> ModelCount:
         return count_video_dit(cfg, name=name or "VideoDiT")
     if isinstance(cfg, mc.VQVAEConfig):
         return _vae.count_vqvae(cfg, name=name or "VQVAE")
+    if getattr(cfg, "config_type", "") in ("mmdit", "cogvideox"):  # joint text-video attention models
+        from soraprep.estimate.flops_joint import count_joint
+
+        return count_joint(cfg, name=name)
     raise TypeError(f"no FLOP counter for {type(cfg).__name__}; expected one of the soraprep.models.config classes")
 
 

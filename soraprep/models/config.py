@@ -286,3 +286,5 @@ def get_config(name: str, **overrides: Any):
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; available: {', '.join(sorted(PRESETS))}")
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+
+from soraprep.models import config_joint as _config_joint  # noqa: E402,F401  (registers MM-DiT/CogVideoX presets)

@@ -40,6 +40,14 @@ def build_model(config: Any) -> Any:
         from soraprep.models.vqvae import VQVAE
 
         return VQVAE(config)
+    if getattr(config, "config_type", "") == "mmdit":
+        from soraprep.models.mmdit import MMDiT
+
+        return MMDiT(config)
+    if getattr(config, "config_type", "") == "cogvideox":
+        from soraprep.models.cogvideox import CogVideoX
+
+        return CogVideoX(config)
     raise TypeError(f"no model for config of type {type(config).__name__}")
 
 
