@@ -46,7 +46,11 @@ def estimate_cmd(
     micro_batch: int | None = typer.Option(None, "--micro-batch", help="Samples per GPU per forward (default ceil(batch/GPUs) or 1)."),
     gpu: str = typer.Option("h100", "--gpu", help="GPU preset (see --list-gpus); h100 = H100 SXM 80 GB."),
     num_gpus: int = typer.Option(8, "--num-gpus", help="Data-parallel GPUs."),
-    mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation in (0, 1]."),
+    mfu: float | None = typer.Option(None, "--mfu", help="Utilisation of the dense peak in (0, 1] (default: "
+                                     "calibrated on published runs, with a range; see --published)."),
+    online_encoders: bool = typer.Option(False, "--online-encoders",
+                                         help="VAE and text encoder run every training step (not cached)."),
+    text_tokens: int | None = typer.Option(None, "--text-tokens", help="Caption tokens per sample (default: the config's)."),
     price_per_hour: float | None = typer.Option(None, "--price-per-hour", help="$ per GPU-hour (default: the preset's)."),
     peak_tflops: float | None = typer.Option(None, "--peak-tflops", help="Override the dense bf16 peak, TFLOP/s."),
     gpu_memory_gib: float | None = typer.Option(None, "--gpu-memory-gib", help="Override GPU memory, GiB."),
@@ -82,6 +86,8 @@ def estimate_cmd(
     out: str = typer.Option("estimate-sweep", "--out", help="Folder for the sweep's JSON, HTML and PNG."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     list_gpus: bool = typer.Option(False, "--list-gpus", help="Print the GPU table and exit."),
+    published: bool = typer.Option(False, "--published",
+                                   help="Estimate every published run of the table and compare (leave-one-out)."),
 ) -> None:
     """Estimate FLOPs, memory per GPU, GPU-hours and cost of training a model (and preparing its data).
 
@@ -94,6 +100,8 @@ def estimate_cmd(
       soraprep estimate --model VideoDiT-XL/2 --frames 17 --height 256 --width 256 --vae-compression 4,8,8 --sweep height=256,512,720 --sweep frames=17,65
 
       soraprep estimate --config wan14b.yaml --frames 129 --height 720 --width 1280 --vae-compression 4,8,8 --num-gpus 64 --layout auto
+
+      soraprep estimate --published     (every published run: estimate, published figure, ratio)
     """
     import json as _json
 
@@ -113,11 +121,21 @@ def estimate_cmd(
                 _Console().print(f"{g['name']:12} {g['peak_bf16_tflops']:7.0f} TFLOP/s {g['memory_gib']:7.2f} GiB "
                                  f"${g['price_per_hour']:.2f}/h  [dim]{g['description']}; {g['price_source']}[/]")
         raise typer.Exit(EXIT_OK)
+    if published:
+        from soraprep.estimate.published import format_report, leave_one_out
+
+        res = leave_one_out()
+        if as_json:
+            print(_json.dumps(res))
+        else:
+            _Console(width=200).print(format_report(res), markup=False, highlight=False)
+        raise typer.Exit(EXIT_OK)
     kwargs = dict(
         model=model, config_path=config, frames=frames, height=height, width=width, buckets=buckets,
         vae_compression=_ints(vae_compression, "--vae-compression", 3), latent_channels=latent_channels,
         clips=clips, epochs=epochs, steps=steps, batch=batch, micro_batch=micro_batch, gpu=gpu, num_gpus=num_gpus,
-        mfu=mfu, price_per_hour=price_per_hour, peak_tflops=peak_tflops, gpu_memory_gib=gpu_memory_gib,
+        mfu=mfu, online_encoders=online_encoders, text_tokens=text_tokens, price_per_hour=price_per_hour,
+        peak_tflops=peak_tflops, gpu_memory_gib=gpu_memory_gib,
         precision=precision, recompute=recompute, zero=zero, ema=ema, overhead_gib=overhead_gib, vae=vae,
         vae_macs_per_pixel=vae_macs_per_pixel, prep_mfu=prep_mfu, text_encoder_params=text_encoder_params,
         caption_params=caption_params, caption_frames=caption_frames,

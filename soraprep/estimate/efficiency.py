@@ -7,16 +7,19 @@ checkpoint restarts, evaluation and idle time all land in the published wall-clo
 default utilisation is a small model fitted to the table of published runs
 (:mod:`.published`), with its uncertainty, and ``--mfu`` still overrides it.
 
-Model (log-linear, ridge-regularised, few features because there are ~15 points)::
+Model (log-linear, ridge-regularised, three features because there are 15 points)::
 
     log u = b0 + sum_k b_k * z_k         z_k = (x_k - mean_k) / scale_k
 
-    x = [log(width / 1152),                 model width (hidden size)
-         log(tokens per sample / 4096),     sequence length through the blocks
-         hopper,                            1 for H100/H800/H200, 0 for A100/A800, TPU v3, Ascend
-         recompute_full,                    1 with full activation recompute (extra forward counted)
-         online_share,                      share of the counted FLOPs spent in online VAE/text encoders
-         log(num_gpus / 64)]                scale of the data-parallel job
+    x = [log(width / 1152),                 model width (hidden size): GEMM size
+         log(tokens per sample / 4096),     sequence length through the blocks (FLOP-weighted)
+         log(step seconds at peak)]         counted work per GPU per optimizer step at 100 % of peak:
+                                            fixed per-step costs (gradient reduction, optimizer,
+                                            data loading, Python) weigh more on short steps
+
+All three describe how large the units of work are. GPU generation, recompute, the online-encoder
+share of the FLOPs and the GPU count were tried as well (:class:`Features` still records them):
+with 15 runs they did not lower the leave-one-out error, so they are not in the model.
 
 ``u`` multiplies the dense bf16 peak and divides *all counted work*: denoiser training FLOPs
 (3 or 4 x forward) plus, for runs that encode online, the VAE and text-encoder forward FLOPs.
@@ -37,7 +40,7 @@ from typing import Any
 import numpy as np
 
 #: Feature names, in the order of :meth:`Features.vector`.
-FEATURES = ("log_width", "log_tokens", "hopper", "recompute_full", "online_share", "log_gpus")
+FEATURES = ("log_width", "log_tokens", "log_step_seconds")
 #: Ridge strengths tried by the inner leave-one-out (on standardised features).
 LAMBDAS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 #: Two-sided 80 % normal quantile: the printed range is central x exp(+-Z80 x sigma).
@@ -56,14 +59,15 @@ class Features:
     recompute_full: bool
     online_share: float  # fraction of counted FLOPs spent in online encoders (0 when latents are cached)
     num_gpus: int
+    step_seconds: float  # counted work per GPU per optimizer step at 100 % of peak (s)
 
     def vector(self) -> list[float]:
-        return [math.log(self.width / 1152), math.log(max(self.tokens, 1.0) / 4096), float(self.hopper),
-                float(self.recompute_full), float(self.online_share), math.log(self.num_gpus / 64)]
+        return [math.log(self.width / 1152), math.log(max(self.tokens, 1.0) / 4096),
+                math.log(max(self.step_seconds, 1e-6))]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"width": self.width, "tokens": self.tokens, "hopper": self.hopper,
-                "recompute_full": self.recompute_full, "online_share": self.online_share,
+        return {"width": self.width, "tokens": self.tokens, "step_seconds": self.step_seconds,
+                "hopper": self.hopper, "recompute_full": self.recompute_full, "online_share": self.online_share,
                 "num_gpus": self.num_gpus}
 
 

@@ -478,6 +478,8 @@ def estimate(
         cfg, shapes, fam=fam, vae=vae, vae_macs_per_pixel=vae_macs_per_pixel, text_tokens=text_tokens,
         text_encoder_params=text_encoder_params)
 
+    local_batch = batch / num_gpus if batch else float(micro_batch or 1)  # samples per GPU per step
+
     def utilisation(rec: str) -> tuple[efficiency.Utilisation, efficiency.Features]:
         """The given mfu, or the calibrated one for this run's features (recompute as chosen)."""
         fwd_ = 2 * sum(s.weight * s.count.forward_macs for s in shapes)
@@ -487,7 +489,8 @@ def estimate(
             tokens=sum(s.weight * s.count.forward_macs * s.count.tokens for s in shapes)
             / max(1, sum(s.weight * s.count.forward_macs for s in shapes)),
             hopper=gpu_spec.name in efficiency.HOPPER, recompute_full=rec == "full",
-            online_share=(enc_per_sample / work_ if online_encoders and work_ else 0.0), num_gpus=num_gpus)
+            online_share=(enc_per_sample / work_ if online_encoders and work_ else 0.0), num_gpus=num_gpus,
+            step_seconds=work_ * local_batch / peak)
         if mfu is None:
             return efficiency.predict_utilisation(f), f
         return efficiency.Utilisation(mfu, mfu, mfu, "user"), f

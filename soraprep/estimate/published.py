@@ -267,7 +267,8 @@ def estimate_run(run: Run) -> RunEstimate:
     feats = efficiency.Features(
         width=f0.width, tokens=float(sum(wi * f.tokens for wi, f in zip(w, vecs, strict=True))),
         hopper=f0.hopper, recompute_full=bool(sum(wi * f.recompute_full for wi, f in zip(w, vecs, strict=True)) >= 0.5),
-        online_share=float(sum(wi * f.online_share for wi, f in zip(w, vecs, strict=True))), num_gpus=f0.num_gpus)
+        online_share=float(sum(wi * f.online_share for wi, f in zip(w, vecs, strict=True))), num_gpus=f0.num_gpus,
+        step_seconds=hours * 3600 / sum(p.steps for p in run.phases) / f0.num_gpus)
     return RunEstimate(run, used, total_flops, hours, feats, (lo, hi))
 
 
@@ -329,3 +330,37 @@ def leave_one_out(path: str | None = None) -> dict[str, Any]:
         "reference_runs": [{"id": r.id, "name": r.name, "reported": r.reported, "missing": list(r.missing)}
                            for r in load_table(path) if not r.ground_truth],
     }
+
+
+def _h(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """The leave-one-out comparison as a Markdown table (CLI, benchmark and docs/estimate.md)."""
+    lines = ["| run | GPUs | steps | published GPU-h | estimated GPU-h (LOO) | bucket range | ratio est/pub "
+             "| implied util. | LOO util. |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
+        lo, hi = r["bucket_range_gpu_hours"]
+        rng = "-" if abs(hi - lo) < 1e-6 * max(hi, 1) else f"{_h(lo)} .. {_h(hi)}"
+        lines.append(f"| {r['name']} | {r['num_gpus']} x {r['gpu']} | {r['steps']:,} | {_h(r['published_gpu_hours'])} "
+                     f"| {_h(r['estimated_gpu_hours'])} | {rng} | {r['ratio']:.2f} | {r['implied_utilisation']:.3f} "
+                     f"| {r['loo_utilisation']:.3f} |")
+    return "\n".join(lines)
+
+
+def format_report(res: dict[str, Any]) -> str:
+    """Table + summary lines (what ``soraprep estimate --published`` prints)."""
+    m = res["model"]
+    worst = next(r for r in res["runs"] if r["id"] == res["worst"]["id"])
+    out = [format_table(res), "",
+           f"leave-one-out over {res['n']} runs: median |log(estimate / published)| = "
+           f"{res['median_abs_log_ratio']:.3f} (a factor {res['median_factor']:.2f}); "
+           f"{res['within_1_5x']} of {res['n']} within 1.5x; worst {worst['name']} ({worst['ratio']:.2f}x)",
+           f"fixed --mfu 0.4 instead: median factor {math.exp(res['fixed_mfu_0_4']['median_abs_log_ratio']):.2f}",
+           f"model on all runs: log u = {m['intercept']:.3f} + "
+           + " + ".join(f"{c:.3f} z({n})" for n, c in zip(m["features"], m["coef"], strict=True))
+           + f"; lambda {m['lambda']:g}; LOO rms log error {m['sigma']:.2f} (the range of an estimate)",
+           f"{len(res['reference_runs'])} reference runs (budget or schedule incomplete) are listed in "
+           "soraprep/estimate/published.yaml with what is missing"]
+    return "\n".join(out)
