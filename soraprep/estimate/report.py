@@ -55,11 +55,19 @@ def render(est: Estimate, console: Console) -> None:
     t.add_row("samples seen", fmt_si(d["samples"]) if d["samples"] else "-",
               "give --clips [--epochs] or --steps --batch" if d["samples"] is None else "")
     t.add_row("train FLOPs", fmt_si(d["train_flops"], "FLOP"), f"{d['train_flops_factor']} x forward x samples")
+    if d["online_encoder_flops"]:
+        t.add_row("online encoder FLOPs", fmt_si(d["online_encoder_flops"], "FLOP"), "VAE + text encoder every step")
+    rng = d["mfu_range"]
     t.add_row("peak x MFU", fmt_si(s["peak_flops_per_gpu"] * s["mfu"], "FLOP/s"),
-              f"{fmt_si(s['peak_flops_per_gpu'], 'FLOP/s')} {s['precision']} x {s['mfu']}")
-    t.add_row("GPU-hours", fmt_hours(d["gpu_hours"]), "")
-    t.add_row("wall time", fmt_hours(d["wall_hours"]), f"on {s['num_gpus']} GPUs, perfect scaling")
-    t.add_row("cost", _money(d["cost"]), escape(f"${est.gpu.price_per_hour}/GPU-h ({est.gpu.price_source})"))
+              f"{fmt_si(s['peak_flops_per_gpu'], 'FLOP/s')} {s['precision']} x {s['mfu']:.3g}"
+              + (f" (range {rng[0]:.3g}-{rng[1]:.3g}; {escape(d['mfu_source'])})" if rng else " (--mfu)"))
+    hr, wr, cr = d["gpu_hours_range"], d["wall_hours_range"], d["cost_range"]
+    t.add_row("GPU-hours", fmt_hours(d["gpu_hours"]),
+              f"range {fmt_hours(hr[0])} .. {fmt_hours(hr[1])}" if hr else "")
+    t.add_row("wall time", fmt_hours(d["wall_hours"]), f"on {s['num_gpus']} GPUs, perfect scaling"
+              + (f"; range {fmt_hours(wr[0])} .. {fmt_hours(wr[1])}" if wr else ""))
+    t.add_row("cost", _money(d["cost"]), escape(f"${est.gpu.price_per_hour}/GPU-h ({est.gpu.price_source})"
+                                                + (f"; range {_money(cr[0])} .. {_money(cr[1])}" if cr else "")))
     console.print(t)
 
     m = est.memory
