@@ -93,8 +93,10 @@ def test_alternating_attention_cost_and_adaln_single_params():
     assert c.macs_by_component()["linear"] == 28 * t * hw * 12 * d * d + t * hw * d * 32  # + final layer (2x2x8)
     block = count_model(PRESETS["VideoDiT-XL/2"])
     single = count_model(PRESETS["VideoDiT-XL/2"].replace(modulation="single"))
-    # adaLN-single: 28 projections D -> 6D (and the final layer's D -> 2D) become one shared D -> 6D + tables
-    assert block.params_total - single.params_total == 27 * (6 * d * d + 6 * d) + (2 * d * d + 2 * d) - 2 * d
+    # adaLN-single: 28 projections D -> 6D (and the final layer's D -> 2D) become one shared D -> 6D plus
+    # a (6, D) table per block (and a (2, D) one in the final layer)
+    assert block.params_total - single.params_total == \
+        27 * (6 * d * d + 6 * d) - 28 * 6 * d + (2 * d * d + 2 * d) - 2 * d
 
 
 def test_rope_variants_need_a_suitable_head_dim():
