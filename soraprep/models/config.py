@@ -223,9 +223,9 @@ class VideoDiTConfig(_ConfigMixin):
                or self.hidden_size % 3 == 0 and ("csize" in self.micro_conditions) == ("ar" in self.micro_conditions),
                "micro_conditions 'csize' and 'ar' go together (2 x D/3 + D/3 = D): use both and a hidden_size "
                "divisible by 3")
-        _check(self.pos_embed in ("sincos", "learned") or (self.hidden_size // self.num_heads) % 6 == 0
-               or self.pos_embed == "sincos2d_rope_t" and (self.hidden_size // self.num_heads) % 2 == 0,
-               "RoPE needs an even head_dim (a multiple of 6 for 3D RoPE): change hidden_size or num_heads")
+        head_dim = self.hidden_size // self.num_heads
+        _check(self.pos_embed in ("sincos", "learned") or head_dim % 2 == 0 and head_dim >= 6,
+               f"RoPE needs an even head_dim >= 6, got {head_dim}: change hidden_size or num_heads")
         _check(self.null_caption != "none" or self.caption_dropout_prob == 0 or self.conditioning != "text",
                "null_caption='none' has no null caption to drop to: set caption_dropout_prob=0 "
                "(encode the empty prompt instead, as Wan does)")
@@ -340,3 +340,5 @@ def get_config(name: str, **overrides: Any):
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; available: {', '.join(sorted(PRESETS))}")
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+
+from soraprep.models import presets_video as _presets_video  # noqa: E402,F401  (published video presets)

@@ -101,6 +101,25 @@ def test_alternating_attention_cost_and_adaln_single_params():
 
 def test_rope_variants_need_a_suitable_head_dim():
     with pytest.raises(ValueError, match="RoPE"):
-        PRESETS["VideoDiT-S/2"].replace(hidden_size=64, num_heads=4, pos_embed="rope")  # head_dim 16
+        PRESETS["VideoDiT-S/2"].replace(hidden_size=36, num_heads=4, pos_embed="rope")  # head_dim 9
     with pytest.raises(ValueError, match="alternating"):
         PRESETS["VideoDiT-S/2"].replace(attention="alternating", depth=3)
+
+
+def test_estimate_cli_on_a_wan_preset():
+    import json
+
+    from typer.testing import CliRunner
+
+    from soraprep.cli import app
+
+    r = CliRunner().invoke(app, ["estimate", "--model", "Wan2.1-14B", "--frames", "81", "--height", "480",
+                                 "--width", "832", "--vae-compression", "4,8,8", "--latent-channels", "16",
+                                 "--clips", "1000", "--gpu", "h100", "--num-gpus", "8", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    n, dim, depth, text = 21 * 30 * 52, 5120, 40, 512  # 81 frames -> 21 latents; 480x832 / 8 / 2 -> 30 x 52
+    assert d["tokens"] == n and d["params"] == 14_288_491_584
+    assert d["forward_macs_by_component"]["attention"] == depth * (2 * n * n * dim + 2 * n * text * dim)
+    ffn = 13824
+    assert d["forward_macs_by_component"]["linear"] == depth * n * (6 * dim * dim + 2 * dim * ffn) + n * dim * 64
