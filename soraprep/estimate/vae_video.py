@@ -195,6 +195,8 @@ def _tiled(encoder: Callable[..., _Walk], tile: int, stride: int) -> Callable[[i
     """Spatial tiling as HunyuanVideo's ``spatial_tiled_encode``: tiles of ``tile`` px every ``stride`` px."""
 
     def run(frames: int, height: int, width: int) -> _Walk:
+        if height <= tile and width <= tile:  # only clips larger than one tile are tiled
+            return encoder(frames, height, width)
         total = _Walk(3, (frames, height, width))
         for i in range(0, height, stride):
             for j in range(0, width, stride):

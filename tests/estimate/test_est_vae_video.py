@@ -41,6 +41,11 @@ def test_costs_per_pixel_and_plumbing():
     assert cost.macs_per_clip == wan_encoder(81, 480, 832).macs and "Wan2.1" in cost.source
     os12 = VIDEO_VAES["opensora-1.2-vae"].encode_macs(17, 256, 256)
     assert os12 == 17 * ldm_encoder_macs(256, 256) + opensora12_temporal_encoder(17, 32, 32).macs
+    # tiling (256-px tiles every 192 px) only starts above 256 px, and then re-encodes the overlaps
+    tiled = VIDEO_VAES["hunyuan-video-vae-tiled"]
+    assert tiled.encode_macs(17, 256, 256) == hunyuan_encoder(17, 256, 256).macs
+    tiles = [(256, 256), (256, 128), (128, 256), (128, 128)]  # 320 x 320: tiles at 0 and 192 on each axis
+    assert tiled.encode_macs(17, 320, 320) == sum(hunyuan_encoder(17, h, w).macs for h, w in tiles)
     with pytest.raises(ValueError, match="wan2.1-vae"):
         vae_encode_cost("wan2.2-vae", frames=1, height=8, width=8)
 
