@@ -59,7 +59,7 @@ def estimate_cmd(
     zero: int = typer.Option(0, "--zero", help="ZeRO/FSDP stage 0|1|2|3."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Keep an fp32 EMA copy of the weights."),
     overhead_gib: float = typer.Option(2.0, "--overhead-gib", help="CUDA context, workspaces, fragmentation."),
-    vae: str = typer.Option("sd", "--vae", help="VAE for the encode budget: sd|none|a VQ-VAE preset."),
+    vae: str = typer.Option("sd", "--vae", help="VAE for the encode budget: sd|none|hunyuan-video-vae[-tiled]|cogvideox-vae|wan2.1-vae|opensora-1.2-vae|a VQ-VAE preset."),
     vae_macs_per_pixel: float | None = typer.Option(None, "--vae-macs-per-pixel", help="Override the VAE encoder cost."),
     prep_mfu: float = typer.Option(0.3, "--prep-mfu", help="Utilisation of VAE and text encoding."),
     text_encoder_params: float | None = typer.Option(None, "--text-encoder-params", help="Default: T5-XXL encoder for text-conditioned models."),

@@ -7,19 +7,23 @@ checkpoint restarts, evaluation and idle time all land in the published wall-clo
 default utilisation is a small model fitted to the table of published runs
 (:mod:`.published`), with its uncertainty, and ``--mfu`` still overrides it.
 
-Model (log-linear, ridge-regularised, three features because there are 15 points)::
+Model (log-linear, ridge-regularised, two features because there are 15 points)::
 
-    log u = b0 + sum_k b_k * z_k         z_k = (x_k - mean_k) / scale_k
+    log u = b0 + b1 * z(log(tokens per sample / 4096)) + b2 * z(log(step seconds at peak))
 
-    x = [log(width / 1152),                 model width (hidden size): GEMM size
-         log(tokens per sample / 4096),     sequence length through the blocks (FLOP-weighted)
-         log(step seconds at peak)]         counted work per GPU per optimizer step at 100 % of peak:
-                                            fixed per-step costs (gradient reduction, optimizer,
-                                            data loading, Python) weigh more on short steps
+    z(x) = (x - mean) / std over the fitted runs
 
-All three describe how large the units of work are. GPU generation, recompute, the online-encoder
-share of the FLOPs and the GPU count were tried as well (:class:`Features` still records them):
-with 15 runs they did not lower the leave-one-out error, so they are not in the model.
+``tokens``: the sequence length through the blocks, FLOP-weighted over the training shapes.
+``step seconds at peak``: the counted work per GPU per optimizer step at 100 % of peak (batch x work
+per sample / GPUs / peak). Fixed per-step costs (gradient reduction, optimizer, data loading, Python,
+logging) weigh more on short steps (b2 > 0); at equal work per step, fewer and longer samples ran at
+lower utilisation in the table (b1 < 0: memory-bound work such as online VAE encoding of large frames
+and norms/RoPE over long sequences is not in the counted FLOPs). The features were chosen by
+leave-one-out among seven candidates (also model width, GPU generation, full recompute, the online-
+encoder share of the FLOPs and the GPU count, all still recorded in :class:`Features`): adding any of
+them did not lower the leave-one-out error. Because that choice used the same runs, the leave-one-out
+error of the chosen model is optimistic; repeating the choice inside every fold is reported next to it
+in docs/estimate.md.
 
 ``u`` multiplies the dense bf16 peak and divides *all counted work*: denoiser training FLOPs
 (3 or 4 x forward) plus, for runs that encode online, the VAE and text-encoder forward FLOPs.
@@ -40,7 +44,7 @@ from typing import Any
 import numpy as np
 
 #: Feature names, in the order of :meth:`Features.vector`.
-FEATURES = ("log_width", "log_tokens", "log_step_seconds")
+FEATURES = ("log_tokens", "log_step_seconds")
 #: Ridge strengths tried by the inner leave-one-out (on standardised features).
 LAMBDAS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 #: Two-sided 80 % normal quantile: the printed range is central x exp(+-Z80 x sigma).
@@ -62,8 +66,7 @@ class Features:
     step_seconds: float  # counted work per GPU per optimizer step at 100 % of peak (s)
 
     def vector(self) -> list[float]:
-        return [math.log(self.width / 1152), math.log(max(self.tokens, 1.0) / 4096),
-                math.log(max(self.step_seconds, 1e-6))]
+        return [math.log(max(self.tokens, 1.0) / 4096), math.log(max(self.step_seconds, 1e-6))]
 
     def to_dict(self) -> dict[str, Any]:
         return {"width": self.width, "tokens": self.tokens, "step_seconds": self.step_seconds,

@@ -560,8 +560,9 @@ def estimate(
                           caption_output_tokens=caption_output_tokens, caption_mfu=caption_mfu,
                           caption_throughput=caption_throughput, source_hours=source_hours, fps=fps,
                           decode_fps=decode_fps, cpu_price_per_hour=cpu_price_per_hour, online=online_encoders)
-        if vae != "none" and vae_macs_per_pixel is None and compression[0] > 1:
-            assumptions.append("VAE encode cost: SD VAE per frame (the temporal compression stage is not counted)")
+        if vae == "sd" and vae_macs_per_pixel is None and compression[0] > 1:
+            assumptions.append("VAE encode cost: SD VAE per frame (the temporal compression stage is not counted; "
+                               "--vae hunyuan-video-vae|cogvideox-vae|wan2.1-vae|opensora-1.2-vae for a 3D VAE)")
     return Estimate(name, shapes, gpu_spec, settings, samples, train_flops, gpu_hours, mem, prep, assumptions,
                     chosen, plan, online_flops=online_flops, utilisation=util, features=feats)
 

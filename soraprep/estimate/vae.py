@@ -139,7 +139,8 @@ class VAECost:
 
 def vae_encode_cost(vae: str, *, frames: int, height: int, width: int,
                     macs_per_pixel: float | None = None) -> VAECost:
-    """Encoder MACs for one clip. ``vae``: ``sd`` (per frame), ``none``, or a soraprep VQ-VAE preset name."""
+    """Encoder MACs for one clip. ``vae``: ``sd`` (per frame), ``none``, a published video VAE of
+    :data:`VIDEO_VAES` (``hunyuan-video-vae``, ``cogvideox-vae``, ``wan2.1-vae``, ...) or a soraprep VQ-VAE preset."""
     pixels = frames * height * width
     if macs_per_pixel is not None:
         if macs_per_pixel < 0:
@@ -150,11 +151,19 @@ def vae_encode_cost(vae: str, *, frames: int, height: int, width: int,
     if vae == "sd":
         return VAECost("sd", frames * ldm_encoder_macs(height, width),
                        "SD KL-f8 encoder (ch 128, mult 1-2-4-4), applied per frame; analytic")
+    if vae in VIDEO_VAES:
+        v = VIDEO_VAES[vae]
+        return VAECost(vae, v.encode_macs(frames, height, width), v.source)
     from soraprep.models.config import PRESETS, VQVAEConfig
 
     cfg = PRESETS.get(vae)
     if not isinstance(cfg, VQVAEConfig):
         vq = sorted(k for k, v in PRESETS.items() if isinstance(v, VQVAEConfig))
-        raise ValueError(f"unknown VAE {vae!r}: use sd, none, one of {', '.join(vq)}, or --vae-macs-per-pixel")
+        raise ValueError(f"unknown VAE {vae!r}: use sd, none, one of {', '.join([*VIDEO_VAES, *vq])}, "
+                         "or --vae-macs-per-pixel")
     return VAECost(vae, vqvae_encode_macs(cfg, frames=frames, height=height, width=width),
                    f"soraprep {vae} encoder; analytic")
+
+
+# Published 3D video VAEs (HunyuanVideo, CogVideoX, Wan2.1, Open-Sora 1.2): exact encoder walks.
+from soraprep.estimate.vae_video import VIDEO_VAES, VideoVAE  # noqa: E402,F401

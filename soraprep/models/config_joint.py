@@ -105,6 +105,11 @@ class MMDiTConfig(_VideoGrid, _ConfigMixin):
         _check(not self.context_pre_only_last or self.depth_double > 0,
                "context_pre_only_last needs at least one double block")
 
+    @property
+    def depth(self) -> int:
+        """Transformer blocks in sequence (double + single), for code that walks any config's depth."""
+        return self.depth_double + self.depth_single
+
 
 # ------------------------------------------------------------------------------------------------
 # CogVideoX (expert adaLN, text in the full 3D attention)
@@ -139,6 +144,15 @@ class CogVideoXConfig(_VideoGrid, _ConfigMixin):
     @property
     def hidden_size(self) -> int:
         return self.num_attention_heads * self.attention_head_dim
+
+    # The generic names other soraprep configs use (parallelism and memory code read these).
+    @property
+    def num_heads(self) -> int:
+        return self.num_attention_heads
+
+    @property
+    def depth(self) -> int:
+        return self.num_layers
 
 
 CONFIG_TYPES.update({c.config_type: c for c in (MMDiTConfig, CogVideoXConfig)})

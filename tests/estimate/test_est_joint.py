@@ -58,6 +58,10 @@ def test_text_tokens_are_part_of_the_joint_sequence():
     kinds = c.params_by_kind()
     assert kinds["text"] > 20 * (4 * d * d)  # 20 text streams of qkv + proj + MLP (~ 12 d^2 each)
     assert kinds["per_sample"] > 60 * 3 * d * d  # adaLN modulations act once per sample
+    # activations kept for backward scale with the joint sequence: blocks x S x (a few D + MLP width)
+    a = c.activations
+    assert a.none > a.selective > a.full_stored > 60 * (n + s) * d
+    assert a.full_working < a.none / 50
 
 
 def test_estimate_runs_on_joint_presets_with_video_vae_shapes():
@@ -67,8 +71,12 @@ def test_estimate_runs_on_joint_presets_with_video_vae_shapes():
     assert est.shapes[0].count.tokens == 33 * 45 * 80 + 256
     assert est.train_flops == pytest.approx(3 * est.shapes[0].count.forward_flops * 8000)
     cog = estimate(model="CogVideoX-2B", frames=49, height=480, width=720, vae_compression=(4, 8, 8),
-                   latent_channels=16)
+                   latent_channels=16, clips=1000, vae="cogvideox-vae")
     assert cog.shapes[0].count.tokens == 13 * 30 * 45 + 226
+    from soraprep.estimate.vae_video import cogvideox_encoder
+
+    assert cog.data_prep["vae_encode"]["flops"] == 1000 * 2 * cogvideox_encoder(49, 480, 720).macs
+    assert cog.data_prep["text_encode"]["tokens_per_clip"] == 226  # captions are encoded for these models
     with pytest.raises(ValueError, match="patch size"):
         estimate(model="OpenSora-2.0-11B", frames=33, height=264, width=256, vae_compression=(4, 8, 8))
 
