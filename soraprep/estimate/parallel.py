@@ -284,7 +284,8 @@ def evaluate_layout(count: ModelCount, layout: Layout, *, gpu: hardware.GPU, lin
 
 @dataclass(frozen=True)
 class LayoutPlan:
-    """Every valid layout evaluated, best first: those that fit, by seconds per sample, simplest on ties."""
+    """Every valid layout evaluated, best first: those that fit, by seconds per sample; the first is the
+    simplest of those within :data:`TIE` of the fastest."""
 
     candidates: tuple[LayoutEval, ...]
     links: Links
@@ -358,8 +359,22 @@ def plan_layout(count: ModelCount, *, gpu: str | hardware.GPU, num_gpus: int, gp
                                                                overhead_bytes=overhead_bytes, geometry=geo))
                                 except ValueError:
                                     continue
-    order = {r: i for i, r in enumerate(RECOMPUTE_MODES)}
-    out.sort(key=lambda c: (not c.fits, round(c.seconds_per_sample, 9), c.layout.tp * c.layout.sp * c.layout.pp,
-                            c.layout.zero, order[c.layout.recompute], c.layout.sp_kind != "ulysses",
-                            c.layout.micro_batch))
+    out.sort(key=lambda c: (not c.fits, c.seconds_per_sample, _simplicity(c.layout)))
+    if out and out[0].fits:  # near-ties (within TIE of the fastest) go to the simplest layout
+        near = [c for c in out if c.fits and c.seconds_per_sample <= out[0].seconds_per_sample * (1 + TIE)]
+        pick = min(near, key=lambda c: _simplicity(c.layout))
+        out.remove(pick)
+        out.insert(0, pick)
     return LayoutPlan(tuple(out), links, batch)
+
+
+#: Layouts within 1 % of the fastest are ties: the model is not that precise (kernel efficiency, which it
+#: does not model, differs more between them), so the simplest wins.
+TIE = 0.01
+
+
+def _simplicity(lo: Layout) -> tuple:
+    """Fewer model-parallel GPUs, Ulysses before ring (one kernel over the whole sequence; what
+    Wan2.1 and HunyuanVideo use), fewer stages, lower ZeRO stage, less recompute, larger micro-batch."""
+    return (lo.tp * lo.sp * lo.pp, lo.sp_kind != "ulysses", lo.pp, lo.zero, RECOMPUTE_MODES.index(lo.recompute),
+            -lo.micro_batch)

@@ -12,7 +12,7 @@ from soraprep.estimate.comm import Links, all_gather_s, all_reduce_s, all_to_all
 from soraprep.estimate.flops import Activations, MacTerm, ModelCount, ParamGroup, count_model
 from soraprep.estimate.hardware import INTERCONNECTS, get_gpu, get_links
 from soraprep.estimate.memory import GIB, estimate_memory
-from soraprep.estimate.parallel import Geometry, Layout, check_layout, layout_memory, plan_layout
+from soraprep.estimate.parallel import TIE, Geometry, Layout, check_layout, layout_memory, plan_layout
 from soraprep.estimate.plan import estimate
 from soraprep.models.config import PRESETS, VideoDiTConfig
 
@@ -203,12 +203,15 @@ def test_recommender_is_monotone_in_memory_and_bandwidth():
     for gib in (40, 80, 141, 192):
         plan = plan_layout(c, gpu=get_gpu("h100", memory_gib=gib), num_gpus=32)
         assert plan.best is not None and plan.best.fits
-        assert plan.best.seconds_per_sample <= prev_time  # more memory: never a worse best layout
+        fastest = min(x.seconds_per_sample for x in plan.fitting)
+        assert fastest <= prev_time  # more memory: never a slower fastest layout
+        assert plan.best.seconds_per_sample <= fastest * (1 + TIE)  # the pick is a near-tie of it
         assert len(plan.fitting) >= prev_fit
-        prev_time, prev_fit = plan.best.seconds_per_sample, len(plan.fitting)
+        prev_time, prev_fit = fastest, len(plan.fitting)
     slow = plan_layout(c, gpu="h100", num_gpus=32, interconnect="pcie4,eth-100")
     fast = plan_layout(c, gpu="h100", num_gpus=32)
-    assert fast.best.seconds_per_sample <= slow.best.seconds_per_sample
+    assert fast.fitting[0].seconds_per_sample <= slow.fitting[0].seconds_per_sample * (1 + TIE)
+    assert min(x.time.step_s for x in fast.fitting) <= min(x.time.step_s for x in slow.fitting)
     assert [x.fits for x in plan_layout(c, gpu=get_gpu("h100", memory_gib=10), num_gpus=8).candidates[:1]] == [False]
 
 
