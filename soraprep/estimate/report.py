@@ -121,7 +121,7 @@ def _render_layout(lay: dict | None, console: Console) -> None:
     console.print(t)
     plan = lay.get("plan")
     if plan:
-        console.print(f"{plan['fitting']} of {plan['considered']} layouts fit; fastest first:", highlight=False)
+        console.print(f"{plan['fitting']} of {plan['considered']} layouts fit; best first (near-ties go to the simplest):", highlight=False)
         for c in plan["top"][:5]:
             console.print(f"  {escape(c['layout']['describe'])}: {c['time']['step_s']:.3g} s/step, "
                           f"{fmt_bytes(c['memory_per_gpu_bytes'])}", highlight=False)
