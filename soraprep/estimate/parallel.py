@@ -107,29 +107,35 @@ class Geometry:
     layer_trainable: int
     other_params: int
     other_trainable: int
-    self_attention: int  # self-attention sub-layers per block (sequence-parallel communication)
-    sublayers: int  # attention + cross-attention + MLP sub-layers per block (TP all-reduces)
+    self_attention: float  # self-attention sub-layers per block (sequence-parallel communication)
+    sublayers: float  # attention + cross-attention + MLP sub-layers per block (TP all-reduces)
     self_attention_macs: int  # forward MACs of self-attention scores + weighted sums, per sample
 
     @classmethod
     def of(cls, count: ModelCount) -> Geometry:
+        """Read the geometry off a count. Blocks are recognised by name: the groups that hold the attention
+        terms (``blocks``, ``blocks[spatial]``, ``double``, ``single``, ...) plus anything named ``*blocks*``;
+        self-/cross-attention sub-layers per block = attention terms / block groups (each counter emits one
+        term per attention kind per group of identical blocks, with the repeat folded in)."""
         cfg = count.config
         fields = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
         layers: int | None = sum(int(v) for k, v in fields.items() if k in LAYER_FIELDS and isinstance(v, int))
         if type(cfg).__name__ == "UViTConfig":
             layers = 2 * (cfg.depth // 2) + 1  # in-blocks, mid-block, out-blocks
-        heads = fields.get("num_heads")
-        hidden = fields.get("hidden_size") or fields.get("embed_dim")
-        in_block = [p for p in count.params if "blocks" in p.name]
+        heads = fields.get("num_heads") or fields.get("num_attention_heads")
+        hidden = getattr(cfg, "hidden_size", None) or fields.get("embed_dim")
+        attn = [t for t in count.terms if t.component == "attention"]
+        groups = {_group(t.name) for t in attn} or {"blocks"}
+        families = {_family(g) for g in groups} | {"blocks"}
+        in_block = [p for p in count.params if _family(_group(p.name)) in families or "blocks" in p.name]
         lp = sum(p.count for p in in_block)
         lt = sum(p.count for p in in_block if p.trainable)
-        attn = [t for t in count.terms if t.component == "attention" and "block" in t.name]
         self_attn = [t for t in attn if "cross" not in t.name]
         return cls(
             layers=layers or None, heads=heads, hidden=hidden, tokens=count.tokens,
             layer_params=lp, layer_trainable=lt, other_params=count.params_total - lp,
-            other_trainable=count.params_trainable - lt, self_attention=len(self_attn),
-            sublayers=len(attn) + 1, self_attention_macs=sum(t.macs for t in self_attn),
+            other_trainable=count.params_trainable - lt, self_attention=len(self_attn) / len(groups),
+            sublayers=len(attn) / len(groups) + 1, self_attention_macs=sum(t.macs for t in self_attn),
         )
 
     def params_per_gpu(self, layout: Layout) -> tuple[int, int]:
@@ -139,6 +145,16 @@ class Geometry:
             return self.layer_params + self.other_params, self.layer_trainable + self.other_trainable
         return (_ceil_div(self.layer_params, split) + self.other_params,
                 _ceil_div(self.layer_trainable, split) + self.other_trainable)
+
+
+def _group(name: str) -> str:
+    """'blocks[spatial].attn.core' -> 'blocks[spatial]' (one group of identical blocks)."""
+    return name.split(".", 1)[0]
+
+
+def _family(group: str) -> str:
+    """'blocks[spatial]' -> 'blocks', 'double[-1]' -> 'double'."""
+    return group.split("[", 1)[0]
 
 
 def _divisors(n: int, limit: int | None = None) -> list[int]:

@@ -232,3 +232,23 @@ def test_cli_layout_flags_and_json_block():
     assert r.exit_code == 0 and "layouts fit" in r.stdout
     bad = runner.invoke(app, [*args, "--tp", "4", "--json"])
     assert bad.exit_code == 2 and bad.stdout == "" and "--tp 4 must divide the 6 attention heads" in bad.stderr
+
+
+def test_geometry_reads_other_block_naming_schemes():
+    """Joint-attention counters name their blocks 'double.*' / 'single.*', grouped video counters
+    'blocks[spatial].*': block parameters and attention sub-layers per block are still found."""
+    cfg = VideoDiTConfig(hidden_size=64, depth=4, num_heads=8)
+    params = (ParamGroup("double.img_attn.qkv", 3 * M, "per_token"), ParamGroup("double[-1].txt_mod", M, "per_sample"),
+              ParamGroup("single.linear1", 4 * M, "per_token"), ParamGroup("img_in", M, "per_token"),
+              ParamGroup("txt_in.refiner.qkv", M, "text"))
+    terms = (MacTerm("double.attn.core", "attention", 10**9), MacTerm("single.attn.core", "attention", 10**9),
+             MacTerm("txt_in.refiner.attn.core", "conditioning", 10**6))
+    act = Activations(none=M, selective=M, full_stored=M, full_working=M)
+    geo = Geometry.of(ModelCount("joint", cfg, (4, 4, 64, 64), 1024, 0, params, terms, act))
+    assert (geo.layer_params, geo.other_params) == (8 * M, 2 * M)
+    assert (geo.self_attention, geo.sublayers) == (1, 2)
+    video = (MacTerm("blocks[spatial].attn.core(spatial)", "attention", 10**9),
+             MacTerm("blocks[spatial].cross_attn.core", "attention", 10**8),
+             MacTerm("blocks[temporal,no-cross].attn.core(temporal)", "attention", 10**8))
+    geo = Geometry.of(ModelCount("latte", cfg, (4, 4, 64, 64), 1024, 0, params[:1], video, act))
+    assert geo.self_attention == 1 and geo.sublayers == 1.5 + 1  # half the blocks cross-attend
