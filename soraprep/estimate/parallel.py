@@ -130,7 +130,7 @@ class Geometry:
         in_block = [p for p in count.params if _family(_group(p.name)) in families or "blocks" in p.name]
         lp = sum(p.count for p in in_block)
         lt = sum(p.count for p in in_block if p.trainable)
-        self_attn = [t for t in attn if "cross" not in t.name]
+        self_attn = [t for t in attn if "cross" not in t.name.split(".", 1)[-1]]  # not the group's name
         return cls(
             layers=layers or None, heads=heads, hidden=hidden, tokens=count.tokens,
             layer_params=lp, layer_trainable=lt, other_params=count.params_total - lp,
