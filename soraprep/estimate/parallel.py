@@ -6,9 +6,9 @@ inside a node when they fit (:mod:`soraprep.estimate.comm` picks the link from t
 
 Memory per GPU (the busiest one: the first pipeline stage), in the units of :mod:`.memory`:
 
-- **model states**: parameters of the transformer blocks (``ParamGroup`` names containing ``blocks``) are
-  split ``1/(tp x pp)`` (Megatron TP shards every block matmul; norms and biases, replicated in practice,
-  are < 0.1 % of a block and split too); the rest (patch/timestep/caption embedders, final layer) is kept
+- **model states**: parameters of the transformer blocks (see :meth:`Geometry.of`) are split
+  ``1/(tp x pp)`` (Megatron TP shards every block matmul; norms and biases, replicated in practice, are
+  < 0.1 % of a block and split too); the rest (patch/timestep/caption embedders, final layer) is kept
   whole on the first stage. ZeRO/FSDP shards over the ``dp x sp`` ranks that hold the same weights (the
   data- and sequence-parallel group, as DeepSpeed-Ulysses does): stage 1 the AdamW states, 2 also the
   gradients, 3 also the weights and the EMA copy.
