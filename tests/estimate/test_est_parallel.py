@@ -252,3 +252,14 @@ def test_geometry_reads_other_block_naming_schemes():
              MacTerm("blocks[temporal,no-cross].attn.core(temporal)", "attention", 10**8))
     geo = Geometry.of(ModelCount("latte", cfg, (4, 4, 64, 64), 1024, 0, params[:1], video, act))
     assert geo.self_attention == 1 and geo.sublayers == 1.5 + 1  # half the blocks cross-attend
+
+
+def test_recommender_keeps_pure_data_parallel_when_it_is_best_and_says_when_nothing_fits():
+    d = estimate(model="DiT-XL/2", height=256, width=256, steps=10, batch=256, gpu="a100", num_gpus=8,
+                 layout="auto", mfu=0.4).to_dict()
+    lo = d["layout"]["layout"]
+    assert (lo["tp"], lo["sp"], lo["pp"], lo["zero"], lo["recompute"]) == (1, 1, 1, 0, "none")
+    assert lo["micro_batch"] * lo["grad_accum"] * lo["dp"] == 256
+    tiny = estimate(config=WAN_LIKE, **SHAPE, gpu="rtx-4090", num_gpus=8, layout="auto", mfu=0.4).to_dict()
+    assert not tiny["fits"] and not tiny["layout"]["recommended"] and tiny["layout"]["plan"]["best"] is None
+    assert "none of the" in tiny["assumptions"][-1]
