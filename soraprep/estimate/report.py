@@ -101,7 +101,8 @@ def _render_layout(lay: dict | None, console: Console) -> None:
     lo, tm = lay["layout"], lay["time"]
     links = lay["links"] or {}
     intra, inter = links.get("intra_node", {}), links.get("inter_node", {})
-    how = "recommended by --layout auto" if lay["recommended"] else "as given"
+    how = ("recommended by --layout auto" if lay["recommended"]
+           else "--layout auto: nothing fits, showing" if lay.get("plan") else "as given")
     t = _table(f"Parallel layout ({how}): {lo['describe']}")
     t.add_row("links", escape(f"{intra.get('name')} / {inter.get('name')}"),
               f"{links.get('gpus_per_node')} GPUs per node; {intra.get('bus_gbytes_per_s', 0):.0f} / "
