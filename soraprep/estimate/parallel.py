@@ -316,9 +316,17 @@ class LayoutPlan:
         """The cheapest layout that fits (None: nothing fits)."""
         return self.candidates[0] if self.candidates and self.candidates[0].fits else None
 
+    @property
+    def smallest(self) -> LayoutEval | None:
+        """The layout with the least memory per GPU (how far from fitting, when nothing fits)."""
+        return min(self.candidates, key=lambda c: c.memory.total, default=None)
+
     def to_dict(self, top: int = 10) -> dict[str, Any]:
+        small = self.smallest
         return {"considered": len(self.candidates), "fitting": len(self.fitting), "batch": self.batch,
                 "best": self.best.to_dict() if self.best else None,
+                "smallest": {"describe": small.layout.describe(), "memory_per_gpu_bytes": small.memory.total}
+                if small else None,
                 "top": [c.to_dict() for c in self.fitting[:top]], "links": self.links.to_dict()}
 
 

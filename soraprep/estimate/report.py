@@ -122,7 +122,13 @@ def _render_layout(lay: dict | None, console: Console) -> None:
     console.print(t)
     plan = lay.get("plan")
     if plan:
-        console.print(f"{plan['fitting']} of {plan['considered']} layouts fit; best first (near-ties go to the simplest):", highlight=False)
+        if not plan["fitting"] and plan["smallest"]:
+            small = plan["smallest"]
+            console.print(f"none of {plan['considered']} layouts fits; the smallest, {escape(small['describe'])}, "
+                          f"needs {fmt_bytes(small['memory_per_gpu_bytes'])} per GPU", highlight=False)
+            return
+        console.print(f"{plan['fitting']} of {plan['considered']} layouts fit; best first (near-ties go to the "
+                      "simplest):", highlight=False)
         for c in plan["top"][:5]:
             console.print(f"  {escape(c['layout']['describe'])}: {c['time']['step_s']:.3g} s/step, "
                           f"{fmt_bytes(c['memory_per_gpu_bytes'])}", highlight=False)

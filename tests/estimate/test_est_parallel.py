@@ -263,3 +263,5 @@ def test_recommender_keeps_pure_data_parallel_when_it_is_best_and_says_when_noth
     tiny = estimate(config=WAN_LIKE, **SHAPE, gpu="rtx-4090", num_gpus=8, layout="auto", mfu=0.4).to_dict()
     assert not tiny["fits"] and not tiny["layout"]["recommended"] and tiny["layout"]["plan"]["best"] is None
     assert "none of the" in tiny["assumptions"][-1]
+    small = tiny["layout"]["plan"]["smallest"]
+    assert small["memory_per_gpu_bytes"] > get_gpu("rtx-4090").memory_bytes and "zero3" in small["describe"]
