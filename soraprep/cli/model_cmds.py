@@ -71,6 +71,13 @@ def estimate_cmd(
                                      help="Curated frames/s per CPU core (decode-once analysis + default cut; "
                                           "200 measured at 720p, ~90 at 1080p)."),
     cpu_price_per_hour: float = typer.Option(0.0446, "--cpu-price-per-hour", help="$ per CPU core-hour."),
+    tp: int | None = typer.Option(None, "--tp", help="Tensor-parallel degree (default 1; searched with --layout auto)."),
+    sp: int | None = typer.Option(None, "--sp", help="Sequence-parallel degree (default 1; searched with --layout auto)."),
+    sp_kind: str | None = typer.Option(None, "--sp-kind", help="ulysses (all-to-all, heads split) | ring (K/V passed around)."),
+    pp: int | None = typer.Option(None, "--pp", help="Pipeline stages (1F1B; default 1; searched with --layout auto)."),
+    layout: str | None = typer.Option(None, "--layout", help="auto: recommend the cheapest tp/sp/pp/ZeRO/recompute/micro-batch that fits."),
+    gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs per node (groups beyond it use the inter-node link)."),
+    interconnect: str | None = typer.Option(None, "--interconnect", help="Link preset(s): e.g. ib-hdr, or nvlink4,ib-ndr (see --list-gpus --json)."),
     sweep: list[str] | None = typer.Option(None, "--sweep", help="AXIS=V1,V2 (axes: height, width, frames); repeatable."),
     out: str = typer.Option("estimate-sweep", "--out", help="Folder for the sweep's JSON, HTML and PNG."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -85,6 +92,8 @@ def estimate_cmd(
       soraprep estimate --model STDiT-XL/2 --frames 16 --height 256 --width 256 --clips 10000000 --json
 
       soraprep estimate --model VideoDiT-XL/2 --frames 17 --height 256 --width 256 --vae-compression 4,8,8 --sweep height=256,512,720 --sweep frames=17,65
+
+      soraprep estimate --config wan14b.yaml --frames 129 --height 720 --width 1280 --vae-compression 4,8,8 --num-gpus 64 --layout auto
     """
     import json as _json
 
@@ -96,7 +105,9 @@ def estimate_cmd(
     if list_gpus:
         rows = [g.to_dict() for g in hardware.GPUS.values()]
         if as_json:
-            print(_json.dumps({"gpus": rows, "aliases": hardware.ALIASES}))
+            print(_json.dumps({"gpus": rows, "aliases": hardware.ALIASES,
+                               "interconnects": [i.to_dict() for i in hardware.INTERCONNECTS.values()],
+                               "default_links": hardware.DEFAULT_LINKS}))
         else:
             for g in rows:
                 _Console().print(f"{g['name']:12} {g['peak_bf16_tflops']:7.0f} TFLOP/s {g['memory_gib']:7.2f} GiB "
@@ -112,7 +123,8 @@ def estimate_cmd(
         caption_params=caption_params, caption_frames=caption_frames,
         caption_tokens_per_frame=caption_tokens_per_frame, caption_output_tokens=caption_output_tokens,
         caption_mfu=caption_mfu, caption_throughput=caption_throughput, source_hours=source_hours, fps=fps,
-        decode_fps=decode_fps, cpu_price_per_hour=cpu_price_per_hour,
+        decode_fps=decode_fps, cpu_price_per_hour=cpu_price_per_hour, tp=tp, sp=sp, sp_kind=sp_kind, pp=pp,
+        layout=layout, gpus_per_node=gpus_per_node, interconnect=interconnect,
     )
     try:
         if sweep:

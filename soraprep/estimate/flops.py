@@ -15,7 +15,8 @@ Conventions (also in ``docs/estimate.md``):
   modulation, label/text embeddings and text-side key/value projections).
 - Parameter kinds: ``per_token`` weights act on every visual token; ``per_sample`` weights act once per
   sample (adaLN, timestep MLP: why 6·N·D overestimates DiT); ``text`` weights act on each caption token;
-  ``lookup`` (embedding tables) and ``positional`` weights are read, not multiplied.
+  ``lookup`` (embedding tables) and ``positional`` weights are read, not multiplied; ``per_frame`` weights
+  act once per latent frame (adaLN conditioned per frame, e.g. per-frame noise levels).
 
 Activation elements (kept for backward, flash attention assumed, so no ``N x N`` score matrix) are
 listed per sub-layer next to the FLOPs so the memory model (:mod:`soraprep.estimate.memory`) needs no
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 COMPONENTS = ("linear", "attention", "conv", "conditioning")
-PARAM_KINDS = ("per_token", "per_sample", "text", "lookup", "positional")
+PARAM_KINDS = ("per_token", "per_sample", "text", "lookup", "positional", "per_frame")
 RECOMPUTE_MODES = ("none", "selective", "full")
 
 
@@ -285,59 +286,15 @@ def count_uvit(cfg, *, name: str = "U-ViT") -> ModelCount:
 
 
 # ------------------------------------------------------------------------------------------------
-# Video DiT / STDiT (spacetime patches, caption cross-attention)
+# Video DiT / STDiT / Latte / PixArt / Wan ...: soraprep.estimate.flops_video
 # ------------------------------------------------------------------------------------------------
 
 
 def count_video_dit(cfg, *, name: str = "VideoDiT") -> ModelCount:
-    """soraprep's ``VideoDiT``: 3D patch embed, computed 3D sin-cos positions (no parameter), adaLN-Zero
-    blocks with full spacetime or factorized spatial + temporal attention, PixArt-style caption
-    cross-attention to ``text_len`` tokens."""
-    d, c = cfg.hidden_size, cfg.in_channels
-    pt, ph, pw = cfg.patch_size
-    gt, gh, gw = cfg.grid_size
-    n, hw = gt * gh * gw, gh * gw
-    h = int(d * cfg.mlp_ratio)
-    L = cfg.depth
-    factorized = cfg.attention == "factorized"
-    text = cfg.conditioning == "text"
-    s = cfg.text_len if text else 0
-    t = _Tally()
-    t.param("x_embedder", c * pt * ph * pw * d + d, "per_token")
-    t.mac("x_embedder", "conv", n * c * pt * ph * pw * d)
-    t.linear("t_embedder.mlp.0", 1, 256, d, kind="per_sample", component="conditioning")
-    t.linear("t_embedder.mlp.2", 1, d, d, kind="per_sample", component="conditioning")
-    if text:
-        t.param("y_embedder.y_embedding", s * cfg.text_dim, "lookup")  # the null caption
-        t.linear("y_embedder.y_proj.fc1", s, cfg.text_dim, d, kind="text", component="conditioning")
-        t.linear("y_embedder.y_proj.fc2", s, d, d, kind="text", component="conditioning")
-    elif cfg.conditioning == "class":
-        t.param("y_embedder", (cfg.num_classes + int(cfg.caption_dropout_prob > 0)) * d, "lookup")
-    t.linear("blocks.attn.qkv", n, d, 3 * d, repeat=L)
-    if factorized:  # spatial: gt sequences of hw tokens; temporal: hw sequences of gt tokens
-        t.attention("blocks.attn.core(spatial)", gt, hw, hw, d, repeat=L)
-    else:
-        t.attention("blocks.attn.core", 1, n, n, d, repeat=L)
-    t.linear("blocks.attn.proj", n, d, d, repeat=L)
-    if factorized:
-        t.linear("blocks.attn_temp.qkv", n, d, 3 * d, repeat=L)
-        t.attention("blocks.attn_temp.core(temporal)", hw, gt, gt, d, repeat=L)
-        t.linear("blocks.attn_temp.proj", n, d, d, repeat=L)
-    if text:
-        t.linear("blocks.cross_attn.q", n, d, d, repeat=L)
-        t.linear("blocks.cross_attn.kv", s, d, 2 * d, kind="text", component="conditioning", repeat=L)
-        t.attention("blocks.cross_attn.core", 1, n, s, d, repeat=L)
-        t.linear("blocks.cross_attn.proj", n, d, d, repeat=L)
-    t.linear("blocks.mlp.fc1", n, d, h, repeat=L)
-    t.linear("blocks.mlp.fc2", n, h, d, repeat=L)
-    n_mod = 9 if factorized else 6
-    t.linear("blocks.adaLN_modulation", 1, d, n_mod * d, kind="per_sample", component="conditioning", repeat=L)
-    out = pt * ph * pw * cfg.out_channels
-    t.linear("final_layer.linear", n, d, out)
-    t.linear("final_layer.adaLN_modulation", 1, d, 2 * d, kind="per_sample", component="conditioning")
-    return _finish(t, cfg, name, latent=(c, *cfg.input_size), tokens=n, text_tokens=s, d=d,
-                   block_act=_adaln_block_act(d, h, 2 if factorized else 1, text), depth=L, out=out,
-                   text_act_per_block=2 * s * d, extra_act=s * (cfg.text_dim + 3 * d))
+    """soraprep's ``VideoDiT`` in all its variants: see :mod:`soraprep.estimate.flops_video`."""
+    from soraprep.estimate.flops_video import count_video_dit as _count
+
+    return _count(cfg, name=name)
 
 
 # ------------------------------------------------------------------------------------------------

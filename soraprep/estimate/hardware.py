@@ -140,3 +140,105 @@ def get_gpu(
             raise ValueError(f"price per hour must be >= 0, got {price_per_hour}")
         changes.update(price_per_hour=float(price_per_hour), price_source="user override")
     return replace(gpu, **changes) if changes else gpu
+
+
+# ------------------------------------------------------------------------------------------------
+# Interconnects (for the communication-time term of soraprep.estimate.parallel)
+# ------------------------------------------------------------------------------------------------
+
+#: Achieved fraction of the per-direction line rate for large NCCL collectives. Source: NCCL maintainer
+#: S. Jeaugey, github.com/NVIDIA/nccl-tests/issues/212 (2024-05-06): "450GB/s is the line rate. With the
+#: protocol overhead (~20%) NCCL can get an effective NVLink bandwidth of 370GB/s" (370 / 450 = 0.82).
+#: Applied to every link here (A100 nodes report ~200-230 GB/s busbw of 300, nccl-tests issue 149: a bit
+#: lower); NVLink SHARP all-reduce (H100, up to ~480 GB/s busbw) is not modelled.
+LINK_EFFICIENCY = 0.8
+
+
+@dataclass(frozen=True)
+class Interconnect:
+    """A link between GPUs. ``gbytes_per_s`` is the per-GPU, per-direction line rate in GB/s (1e9 B/s):
+    half of NVIDIA's bidirectional NVLink figure; a NIC's line rate / 8 for a network (one NIC per GPU)."""
+
+    name: str
+    scope: str  # "intra": inside a node (NVLink, PCIe, ...) | "inter": between nodes (InfiniBand, RoCE)
+    description: str
+    gbytes_per_s: float
+    source: str
+
+    def bandwidth(self, efficiency: float = LINK_EFFICIENCY) -> float:
+        """Achieved bytes/s per GPU per direction (the 'bus bandwidth' of nccl-tests)."""
+        return self.gbytes_per_s * 1e9 * efficiency
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "scope": self.scope, "description": self.description,
+                "gbytes_per_s": self.gbytes_per_s, "bus_gbytes_per_s": self.gbytes_per_s * LINK_EFFICIENCY,
+                "source": self.source}
+
+
+#: name -> Interconnect
+INTERCONNECTS: dict[str, Interconnect] = {
+    i.name: i
+    for i in [
+        Interconnect("nvlink3", "intra", "NVLink 3 (A100 SXM, NVSwitch)", 300.0,
+                     "NVIDIA A100 datasheet: NVLink 600 GB/s (bidirectional) -> 300 GB/s per direction"),
+        Interconnect("nvlink3-a800", "intra", "NVLink 3 at 8 links (A800 SXM)", 200.0,
+                     "NVIDIA A800 datasheet: NVLink 400 GB/s (bidirectional) -> 200 GB/s per direction"),
+        Interconnect("nvlink4", "intra", "NVLink 4 (H100/H200 SXM, NVSwitch)", 450.0,
+                     "NVIDIA H100 and H200 datasheets: NVLink 900 GB/s (bidirectional) -> 450 GB/s per direction"),
+        Interconnect("nvlink4-h800", "intra", "NVLink 4 at 8 links (H800 SXM)", 200.0,
+                     "NVIDIA H800 SXM5 datasheet: NVLink 400 GB/s (bidirectional) -> 200 GB/s per direction"),
+        Interconnect("infinity-fabric", "intra", "AMD Infinity Fabric (MI300X platform, 7 links per GPU)", 448.0,
+                     "AMD MI300X datasheet: 896 GB/s peak aggregate Infinity Fabric bandwidth (7 x 128 GB/s, "
+                     "bidirectional) -> 448 GB/s per direction"),
+        Interconnect("pcie4", "intra", "PCIe 4.0 x16 (no NVLink)", 32.0,
+                     "PCI-SIG PCIe 4.0: 16 GT/s x 16 lanes ~ 32 GB/s per direction (128b/130b encoding)"),
+        Interconnect("pcie5", "intra", "PCIe 5.0 x16 (no NVLink)", 64.0,
+                     "PCI-SIG PCIe 5.0: 32 GT/s x 16 lanes ~ 64 GB/s per direction"),
+        Interconnect("ib-ndr", "inter", "InfiniBand NDR, 400 Gb/s per GPU (one ConnectX-7 per GPU)", 50.0,
+                     "NVIDIA ConnectX-7 / DGX H100: 8 x 400 Gb/s NDR, one per GPU -> 50 GB/s per direction"),
+        Interconnect("ib-hdr", "inter", "InfiniBand HDR, 200 Gb/s per GPU (one ConnectX-6 per GPU)", 25.0,
+                     "NVIDIA DGX A100: 8 x 200 Gb/s HDR ConnectX-6 for compute, one per GPU -> 25 GB/s"),
+        Interconnect("roce-400", "inter", "RoCE v2 over 400 GbE, one NIC per GPU", 50.0,
+                     "400 Gb/s Ethernet line rate / 8 -> 50 GB/s per direction"),
+        Interconnect("roce-200", "inter", "RoCE v2 over 200 GbE, one NIC per GPU", 25.0,
+                     "200 Gb/s Ethernet line rate / 8 -> 25 GB/s per direction"),
+        Interconnect("eth-100", "inter", "100 GbE shared by the node (8 GPUs)", 100 / 8 / 8,
+                     "100 Gb/s Ethernet line rate / 8 bits / 8 GPUs -> 1.56 GB/s per GPU"),
+    ]
+}
+
+#: GPU preset -> (default intra-node link, default inter-node network).
+DEFAULT_LINKS = {
+    "a100-40gb": ("nvlink3", "ib-hdr"),
+    "a100-80gb": ("nvlink3", "ib-hdr"),
+    "a800": ("nvlink3-a800", "ib-hdr"),
+    "h100-sxm": ("nvlink4", "ib-ndr"),
+    "h100-pcie": ("pcie5", "ib-ndr"),
+    "h800": ("nvlink4-h800", "ib-ndr"),
+    "h200": ("nvlink4", "ib-ndr"),
+    "l40s": ("pcie4", "roce-200"),
+    "rtx-4090": ("pcie4", "eth-100"),
+    "mi300x": ("infinity-fabric", "roce-400"),
+    # Ascend HCCS: no datasheet figure found; PCIe 4.0 is a conservative stand-in (pass --interconnect).
+    "ascend-910b": ("pcie4", "roce-200"),
+}
+
+
+def get_links(gpu: str, interconnect: str | None = None) -> tuple[Interconnect, Interconnect]:
+    """(intra-node, inter-node) links for a GPU preset, overridden by ``interconnect``: one name (replaces
+    the link of its scope) or ``INTRA,INTER``. Unknown names raise a ValueError naming the choices."""
+    key = get_gpu(gpu).name if gpu not in DEFAULT_LINKS else gpu
+    intra_name, inter_name = DEFAULT_LINKS.get(key, ("pcie4", "ib-hdr"))
+    intra, inter = INTERCONNECTS[intra_name], INTERCONNECTS[inter_name]
+    if interconnect:
+        for raw in interconnect.split(","):
+            name = raw.strip().lower()
+            if name not in INTERCONNECTS:
+                raise ValueError(f"unknown interconnect {raw.strip()!r}: use one of {', '.join(INTERCONNECTS)} "
+                                 "(one name, or INTRA,INTER such as nvlink4,ib-ndr)")
+            link = INTERCONNECTS[name]
+            if link.scope == "intra":
+                intra = link
+            else:
+                inter = link
+    return intra, inter

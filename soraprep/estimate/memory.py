@@ -23,8 +23,8 @@ PRECISIONS = ("bf16", "fp16", "fp32")
 ZERO_STAGES = (0, 1, 2, 3)
 
 #: bytes per parameter: weights, gradients, optimizer states, EMA
-_STATE_BYTES = {"bf16": (2, 2, 12, 4), "fp16": (2, 2, 12, 4), "fp32": (4, 4, 8, 4)}
-_ACT_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+STATE_BYTES = {"bf16": (2, 2, 12, 4), "fp16": (2, 2, 12, 4), "fp32": (4, 4, 8, 4)}
+ACT_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,14 @@ class MemoryEstimate:
     micro_batch: int
     activation_per_sample: int
     max_micro_batch: int  # 0: even the model states do not fit
+    #: FSDP/ZeRO-3 gathered layer buffers (full weights of the layers in flight + one layer's unsharded
+    #: gradients); set by :mod:`soraprep.estimate.parallel`, 0 from :func:`estimate_memory`.
+    gathered: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.ema + self.activations + self.overhead
+        return (self.weights + self.gradients + self.optimizer + self.ema + self.activations + self.overhead
+                + self.gathered)
 
     @property
     def fits(self) -> bool:
@@ -87,13 +91,13 @@ def estimate_memory(
     (``ModelCount.activations.elements(recompute)``).
     """
     check_training_options(precision=precision, zero=zero, num_gpus=num_gpus, micro_batch=micro_batch)
-    w_b, g_b, o_b, e_b = _STATE_BYTES[precision]
+    w_b, g_b, o_b, e_b = STATE_BYTES[precision]
     g = num_gpus
     weights = params * w_b / (g if zero >= 3 else 1)
     grads = trainable_params * g_b / (g if zero >= 2 else 1)
     optim = trainable_params * o_b / (g if zero >= 1 else 1)
     ema_bytes = (params * e_b / (g if zero >= 3 else 1)) if ema else 0
-    per_sample = activation_elements * _ACT_BYTES[precision]
+    per_sample = activation_elements * ACT_BYTES[precision]
     static = int(weights) + int(grads) + int(optim) + int(ema_bytes) + overhead_bytes
     max_mb = max(0, (capacity_bytes - static) // per_sample) if per_sample else 0
     return MemoryEstimate(

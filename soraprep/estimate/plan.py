@@ -7,7 +7,10 @@ through the VAE's compression into latent shapes, counts each shape with :mod:`.
 - training: ``train_flops = k x forward_flops x samples`` with ``k = 3`` (forward + backward, backward
   = 2 x forward) or ``k = 4`` with full recompute (one more forward); ``gpu_hours = train_flops /
   (peak x mfu)``. With recompute the ``mfu`` you pass is really *hardware* FLOPs utilisation.
-- memory per GPU (:mod:`.memory`) for the largest shape, and the largest micro-batch that fits;
+- memory per GPU (:mod:`.memory`, :mod:`.parallel`) for the largest shape under the parallel layout
+  (default: pure data parallelism with the given ZeRO stage), and the largest micro-batch that fits;
+- the layout's step time with communication (:mod:`.comm`), or, with ``layout="auto"``, the cheapest
+  layout that fits (:func:`soraprep.estimate.parallel.plan_layout`);
 - data preparation, each under its own key: VAE encoding (once per clip; latents are cached), text
   encoding (once per clip), captioning (a VLM over sampled frames) and curation (CPU decode hours).
 """
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from soraprep.estimate import hardware, memory
+from soraprep.estimate import hardware, memory, parallel
 from soraprep.estimate.flops import RECOMPUTE_MODES, ModelCount, count_model
 from soraprep.estimate.vae import vae_encode_cost
 
@@ -213,6 +216,8 @@ class Estimate:
     memory: memory.MemoryEstimate
     data_prep: dict[str, Any] | None
     assumptions: list[str] = field(default_factory=list)
+    layout: parallel.LayoutEval | None = None
+    layout_plan: parallel.LayoutPlan | None = None
 
     @property
     def largest(self) -> Shape:
@@ -271,7 +276,26 @@ class Estimate:
             "data_prep": self.data_prep,
             "total_cost": (self.cost or 0.0) + prep_cost if self.cost is not None or prep_cost else None,
             "assumptions": self.assumptions,
+            "layout": self.layout_dict(),
         }
+
+    def layout_dict(self) -> dict[str, Any] | None:
+        """The ``layout`` block: the layout, its step time with communication, and (auto) the ranking."""
+        if self.layout is None:
+            return None
+        ev = self.layout
+        d = ev.to_dict()
+        steps = None if self.samples is None else self.samples / ev.layout.samples_per_step
+        gpu_h = None if steps is None else steps * ev.time.step_s * ev.layout.num_gpus / 3600
+        d.update(
+            steps=steps, gpu_hours_with_comm=gpu_h,
+            wall_hours_with_comm=None if gpu_h is None else gpu_h / ev.layout.num_gpus,
+            cost_with_comm=None if gpu_h is None else gpu_h * self.gpu.price_per_hour,
+            links=(self.layout_plan.links.to_dict() if self.layout_plan else self.settings.get("links")),
+            recommended=self.layout_plan is not None and self.layout_plan.best is not None,
+            plan=self.layout_plan.to_dict() if self.layout_plan else None,
+        )
+        return d
 
 
 def estimate(
@@ -315,11 +339,24 @@ def estimate(
     fps: float = 24.0,
     decode_fps: float = CURATION_FPS_PER_CORE,
     cpu_price_per_hour: float = 0.0446,
+    tp: int | None = None,
+    sp: int | None = None,
+    sp_kind: str | None = None,
+    pp: int | None = None,
+    layout: str | None = None,
+    gpus_per_node: int = 8,
+    interconnect: str | None = None,
 ) -> Estimate:
     """Estimate FLOPs, memory, GPU-hours and cost of training one model (and preparing its data).
 
     Say how much training with ``clips`` (x ``epochs``) or ``steps`` x ``batch`` (global batch);
     without either, the per-sample numbers and memory are still computed and the totals are ``None``.
+
+    Parallelism: ``tp``, ``sp`` (``sp_kind`` ulysses|ring) and ``pp`` (default 1 each; data parallelism
+    takes the remaining GPUs), or ``layout="auto"`` to search tp/sp/pp, ZeRO stage, recompute and
+    micro-batch (any of tp, sp, sp_kind, pp, micro_batch given stays fixed) for the cheapest layout that
+    fits. ``gpus_per_node`` and ``interconnect`` (see :data:`soraprep.estimate.hardware.INTERCONNECTS`)
+    set the links of the communication time.
     """
     # ---- validate the knobs first (configs fail loud, before any work) --------------------------
     for name, v in (("--mfu", mfu), ("--prep-mfu", prep_mfu), ("--caption-mfu", caption_mfu)):
@@ -340,8 +377,20 @@ def estimate(
         raise ValueError(f"--caption-throughput must be > 0 clips/s per GPU, got {caption_throughput}")
     gpu_spec = hardware.get_gpu(gpu, peak_tflops=peak_tflops, memory_gib=gpu_memory_gib,
                                 price_per_hour=price_per_hour)
+    if layout not in (None, "auto", "manual"):
+        raise ValueError(f"--layout must be 'auto' (search for the cheapest layout that fits), got {layout!r}")
+    if gpus_per_node < 1:
+        raise ValueError(f"--gpus-per-node must be >= 1, got {gpus_per_node}")
+    links = parallel.Links(*hardware.get_links(gpu_spec.name, interconnect), gpus_per_node)
+    fixed_mb = micro_batch
+    tp_, sp_, pp_ = tp or 1, sp or 1, pp or 1
+    if num_gpus >= 1 and num_gpus % (tp_ * sp_ * pp_):
+        raise ValueError(f"tp x sp x pp = {tp_ * sp_ * pp_} does not divide --num-gpus {num_gpus}: use degrees "
+                         "whose product divides it")
+    dp = max(1, num_gpus // (tp_ * sp_ * pp_))
     if micro_batch is None:
-        micro_batch = max(1, -(-batch // num_gpus)) if batch else 1
+        micro_batch = (max(1, -(-batch // dp)) if batch else 1) if pp_ == 1 else 1
+    grad_accum = max(1, -(-batch // (dp * micro_batch))) if batch else pp_
     memory.check_training_options(precision=precision, zero=zero, num_gpus=num_gpus, micro_batch=micro_batch)
     peak = gpu_spec.peak_flops(precision)
 
@@ -383,19 +432,30 @@ def estimate(
         clips = total
     else:
         samples = None
+    # ---- parallel layout, memory (largest shape) ------------------------------------------------
+    big = max(shapes, key=lambda s: s.count.activations.elements(recompute))
+    overhead = int(overhead_gib * memory.GIB)
+    plan = None
+    if layout == "auto":
+        plan = parallel.plan_layout(big.count, gpu=gpu_spec, num_gpus=num_gpus, gpus_per_node=gpus_per_node,
+                                    interconnect=interconnect, batch=batch, mfu=mfu, precision=precision, ema=ema,
+                                    overhead_bytes=overhead, tp=tp, sp=sp, sp_kind=sp_kind, pp=pp,
+                                    micro_batch=fixed_mb)
+    if plan is not None and plan.best is not None:
+        chosen = plan.best
+        lo = chosen.layout
+        recompute, zero, micro_batch = lo.recompute, lo.zero, lo.micro_batch
+        big = max(shapes, key=lambda s: s.count.activations.elements(recompute))
+    else:
+        lo = parallel.Layout(tp_, sp_, sp_kind or "ulysses", pp_, dp, zero, recompute, micro_batch, grad_accum)
+        chosen = parallel.evaluate_layout(big.count, lo, gpu=gpu_spec, links=links, mfu=mfu, precision=precision,
+                                          ema=ema, overhead_bytes=overhead)
+    mem = chosen.memory
+
     factor = 4 if recompute == "full" else 3
     fwd_flops = 2 * sum(s.weight * s.count.forward_macs for s in shapes)
     train_flops = factor * fwd_flops * samples if samples is not None else None
     gpu_hours = train_flops / (peak * mfu) / 3600 if train_flops is not None else None
-
-    # ---- memory (largest shape) ------------------------------------------------------------------
-    big = max(shapes, key=lambda s: s.count.activations.elements(recompute))
-    mem = memory.estimate_memory(
-        params=big.count.params_total, trainable_params=big.count.params_trainable,
-        activation_elements=big.count.activations.elements(recompute), capacity_bytes=gpu_spec.memory_bytes,
-        micro_batch=micro_batch, precision=precision, zero=zero, num_gpus=num_gpus, ema=ema,
-        overhead_bytes=int(overhead_gib * memory.GIB),
-    )
 
     settings = {
         "frames": shapes[0].frames if len(shapes) == 1 else None,
@@ -404,7 +464,8 @@ def estimate(
         "vae_compression": list(compression), "gpu": gpu_spec.name, "num_gpus": num_gpus, "mfu": mfu,
         "precision": precision, "recompute": recompute, "zero": zero, "ema": ema, "micro_batch": micro_batch,
         "clips": clips, "epochs": epochs, "steps": steps, "batch": batch, "train_flops_factor": factor,
-        "peak_flops_per_gpu": peak,
+        "peak_flops_per_gpu": peak, "tp": lo.tp, "sp": lo.sp, "sp_kind": lo.sp_kind, "pp": lo.pp, "dp": lo.dp,
+        "gpus_per_node": gpus_per_node, "links": links.to_dict(),
     }
     assumptions = [
         "FLOPs = 2 x MACs; only matmul-like work (linear, attention, conv) is counted",
@@ -413,7 +474,11 @@ def estimate(
         "gpu_hours = train_flops / (peak dense throughput x mfu); mfu is an input, not a measurement",
         "memory: AdamW, ZeRO-style mixed precision (16 B/param) + fp32 EMA; flash attention (no N x N scores)",
         "denoiser only: VAE, text encoder and captioning costs are under data_prep (latents/text cached once)",
+        f"layout {lo.describe()}: gpu_hours assume perfect scaling; layout.gpu_hours_with_comm adds the "
+        "exposed communication and pipeline bubble (docs/estimate-parallel.md)",
     ]
+    if plan is not None and plan.best is None:
+        assumptions.append(f"--layout auto: none of the {len(plan.candidates)} layouts fits; showing {lo.describe()}")
     prep = None
     if clips is not None and fam != "vqvae":
         prep = _data_prep(cfg, shapes, clips=clips, gpu=gpu_spec, peak=peak, vae=vae,
@@ -426,7 +491,8 @@ def estimate(
         if vae == "sd" and vae_macs_per_pixel is None and compression[0] > 1:
             assumptions.append("VAE encode cost: SD VAE per frame (the temporal compression stage is not counted; "
                                "--vae hunyuan-video-vae|cogvideox-vae|wan2.1-vae|opensora-1.2-vae for a 3D VAE)")
-    return Estimate(name, shapes, gpu_spec, settings, samples, train_flops, gpu_hours, mem, prep, assumptions)
+    return Estimate(name, shapes, gpu_spec, settings, samples, train_flops, gpu_hours, mem, prep, assumptions,
+                    chosen, plan)
 
 
 def _data_prep(cfg, shapes: list[Shape], *, clips: int, gpu: hardware.GPU, peak: float, vae: str,

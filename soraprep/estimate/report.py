@@ -67,13 +67,16 @@ def render(est: Estimate, console: Console) -> None:
                f"recompute {s['recompute']})")
     for name in ("weights", "gradients", "optimizer", "ema", "activations", "overhead"):
         t.add_row(f"  {name}", fmt_bytes(getattr(m, name)), "")
+    if m.gathered:
+        t.add_row("  gathered (ZeRO-3)", fmt_bytes(m.gathered), "2 layers' full weights + 1 layer's gradients")
     verdict = "[green]fits[/]" if m.fits else "[red]does not fit[/]"
     t.add_row("total", fmt_bytes(m.total), f"of {fmt_bytes(m.capacity)}: {verdict}")
     t.add_row("largest micro-batch", str(m.max_micro_batch), f"{fmt_bytes(m.activation_per_sample)} activations per sample")
     console.print(t)
     if not m.fits:
-        console.print("[yellow]does not fit:[/] try --recompute full, --zero 3 with more GPUs, a smaller "
-                      "--micro-batch, or a GPU with more memory")
+        console.print("[yellow]does not fit:[/] try --layout auto, --recompute full, --zero 3 with more GPUs, "
+                      "--sp/--tp, a smaller --micro-batch, or a GPU with more memory")
+    _render_layout(d["layout"], console)
 
     p = d["data_prep"]
     if p:
@@ -89,3 +92,43 @@ def render(est: Estimate, console: Console) -> None:
         console.print(f"[bold]total cost[/] (training + data preparation): {_money(d['total_cost'])}")
     for a in d["assumptions"]:
         console.print(f"[dim]· {escape(str(a))}[/]", highlight=False)
+
+
+def _render_layout(lay: dict | None, console: Console) -> None:
+    """The parallel layout, its step time with communication, and (--layout auto) the best few."""
+    if lay is None:
+        return
+    lo, tm = lay["layout"], lay["time"]
+    links = lay["links"] or {}
+    intra, inter = links.get("intra_node", {}), links.get("inter_node", {})
+    how = ("recommended by --layout auto" if lay["recommended"]
+           else "--layout auto: nothing fits, showing" if lay.get("plan") else "as given")
+    t = _table(f"Parallel layout ({how}): {lo['describe']}")
+    t.add_row("links", escape(f"{intra.get('name')} / {inter.get('name')}"),
+              f"{links.get('gpus_per_node')} GPUs per node; {intra.get('bus_gbytes_per_s', 0):.0f} / "
+              f"{inter.get('bus_gbytes_per_s', 0):.0f} GB/s achieved")
+    t.add_row("step", f"{lo['samples_per_step']} samples", f"dp {lo['dp']} x micro-batch {lo['micro_batch']} x "
+              f"{lo['grad_accum']} accumulation")
+    t.add_row("  compute", f"{tm['compute_s']:.3g} s", "at peak x mfu")
+    if tm["bubble_s"]:
+        t.add_row("  pipeline bubble", f"{tm['bubble_s']:.3g} s", "(pp - 1) / micro-batches of compute")
+    for k, v in tm["comm_s"].items():
+        t.add_row(f"  {k} communication", f"{v:.3g} s", f"{tm['exposed_comm_s'][k]:.3g} s exposed")
+    t.add_row("step time", f"{tm['step_s']:.3g} s", f"{lay['seconds_per_sample']:.3g} s per sample on "
+              f"{lo['num_gpus']} GPUs")
+    if lay["gpu_hours_with_comm"] is not None:
+        t.add_row("GPU-hours with comm", fmt_hours(lay["gpu_hours_with_comm"]),
+                  f"{_money(lay['cost_with_comm'])}; wall {fmt_hours(lay['wall_hours_with_comm'])}")
+    console.print(t)
+    plan = lay.get("plan")
+    if plan:
+        if not plan["fitting"] and plan["smallest"]:
+            small = plan["smallest"]
+            console.print(f"none of {plan['considered']} layouts fits; the smallest, {escape(small['describe'])}, "
+                          f"needs {fmt_bytes(small['memory_per_gpu_bytes'])} per GPU", highlight=False)
+            return
+        console.print(f"{plan['fitting']} of {plan['considered']} layouts fit; best first (near-ties go to the "
+                      "simplest):", highlight=False)
+        for c in plan["top"][:5]:
+            console.print(f"  {escape(c['layout']['describe'])}: {c['time']['step_s']:.3g} s/step, "
+                          f"{fmt_bytes(c['memory_per_gpu_bytes'])}", highlight=False)

@@ -174,6 +174,30 @@ class VideoDiTConfig(_ConfigMixin):
     num_classes: int = 0  # used when conditioning == "class" (table has num_classes + 1 rows)
     caption_dropout_prob: float = 0.1  # probability a caption/label is replaced by the null one (for CFG)
     learn_sigma: bool = True  # output 2 * in_channels channels (noise + variance interpolation)
+    # ---- architecture variants (the defaults above and below are soraprep's own VideoDiT / STDiT) ----------
+    # "alternating" (Latte, Open-Sora 1.2 STDiT3): blocks alternate spatial / temporal attention, each block
+    # with its own MLP (and cross-attention); ``depth`` counts all of them (Latte-XL: 28 = 14 + 14).
+    modulation: str = "block"  # "block": adaLN-Zero, an own SiLU+Linear(D, k*D) per block (DiT) | "single":
+    #   PixArt-alpha adaLN-single, one shared SiLU+Linear(D, 6D) and a learned (6, D) table per block
+    adaln: str = "sample"  # timestep granularity: "sample" t (N,) | "frame" t (N, T') | "token" t (N, T', H', W')
+    temporal_modulation: bool = True  # factorized: temporal attention has its own norm + shift/scale/gate;
+    #   False = Open-Sora 1.0 STDiT (no norm, reuses the spatial gate)
+    temporal_cross: bool = True  # alternating: temporal blocks cross-attend too (STDiT3) or not
+    qk_norm: str = "none"  # "none" | "rms_head" (RMSNorm over head_dim) | "rms_full" (RMSNorm over D, Wan)
+    cross_qk_norm: bool = False  # the same qk-norm in cross-attention (Wan, Step-Video)
+    cross_norm: bool = False  # affine LayerNorm before cross-attention (Wan ``norm3``)
+    norm_affine: bool = False  # block norms (norm1/norm2) with weight and bias (Step-Video)
+    block_bias: bool = True  # biases of the attention and MLP linears inside blocks (Step-Video: False)
+    pos_embed: str = "sincos"  # "sincos": 3D sin-cos added | "sincos2d_rope_t": 2D sin-cos + temporal RoPE |
+    #   "rope": 3D RoPE in self-attention (Wan split of head_dim) | "learned": factorized learned T, H, W tables
+    mlp: str = "gelu"  # "gelu" (tanh GELU, fc1/fc2) | "swiglu" (w1, w3, w2)
+    mlp_hidden: int = 0  # MLP hidden width; 0 -> int(hidden_size * mlp_ratio)
+    null_caption: str = "param"  # the learned null caption for CFG: "param" | "buffer" (PixArt) | "none"
+    text_norm: bool = False  # LayerNorm (no affine) on caption embeddings before the projection (Step-Video)
+    text2_dim: int = 0  # a second caption encoder (Step-Video: CLIP 1024-d): Linear(text2_dim, D), its
+    text2_len: int = 0  #   tokens are prepended to the caption tokens in cross-attention
+    micro_conditions: tuple[str, ...] = ()  # scalar conditions embedded like the timestep and added to it:
+    #   "fps", "fl" (frames) -> D each; "csize" (h, w) -> 2 x D/3; "ar" (aspect ratio) -> D/3 (Open-Sora 1.x)
 
     def __post_init__(self) -> None:
         _check(len(self.input_size) == 3 and len(self.patch_size) == 3,
@@ -182,8 +206,30 @@ class VideoDiTConfig(_ConfigMixin):
             _check(n % p == 0, f"input_size {name}={n} must be divisible by patch_size {name}={p}")
         _check(self.hidden_size % self.num_heads == 0,
                f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
-        _check(self.attention in ("full", "factorized"),
-               f"attention must be 'full' or 'factorized', got {self.attention!r}")
+        _check(self.attention in ("full", "factorized", "alternating"),
+               f"attention must be 'full', 'factorized' or 'alternating', got {self.attention!r}")
+        _check(self.attention != "alternating" or self.depth % 2 == 0,
+               f"attention='alternating' needs an even depth (spatial + temporal pairs), got {self.depth}")
+        for name, value, allowed in (("modulation", self.modulation, ("block", "single")),
+                                     ("adaln", self.adaln, ("sample", "frame", "token")),
+                                     ("qk_norm", self.qk_norm, ("none", "rms_head", "rms_full")),
+                                     ("pos_embed", self.pos_embed, ("sincos", "sincos2d_rope_t", "rope", "learned")),
+                                     ("mlp", self.mlp, ("gelu", "swiglu")),
+                                     ("null_caption", self.null_caption, ("param", "buffer", "none"))):
+            _check(value in allowed, f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        for m in self.micro_conditions:
+            _check(m in MICRO_CONDITIONS, f"micro_conditions: unknown {m!r}; use any of {sorted(MICRO_CONDITIONS)}")
+        _check(not ("csize" in self.micro_conditions or "ar" in self.micro_conditions)
+               or self.hidden_size % 3 == 0 and ("csize" in self.micro_conditions) == ("ar" in self.micro_conditions),
+               "micro_conditions 'csize' and 'ar' go together (2 x D/3 + D/3 = D): use both and a hidden_size "
+               "divisible by 3")
+        head_dim = self.hidden_size // self.num_heads
+        _check(self.pos_embed in ("sincos", "learned") or head_dim % 2 == 0 and head_dim >= 6,
+               f"RoPE needs an even head_dim >= 6, got {head_dim}: change hidden_size or num_heads")
+        _check(self.null_caption != "none" or self.caption_dropout_prob == 0 or self.conditioning != "text",
+               "null_caption='none' has no null caption to drop to: set caption_dropout_prob=0 "
+               "(encode the empty prompt instead, as Wan does)")
+        _check((self.text2_dim > 0) == (self.text2_len > 0), "text2_dim and text2_len go together (both > 0 or 0)")
         _check(self.conditioning in ("text", "class", "none"),
                f"conditioning must be 'text', 'class' or 'none', got {self.conditioning!r}")
         _check(self.conditioning != "class" or self.num_classes > 0,
@@ -202,6 +248,14 @@ class VideoDiTConfig(_ConfigMixin):
     def num_tokens(self) -> int:
         t, h, w = self.grid_size
         return t * h * w
+
+    @property
+    def mlp_hidden_size(self) -> int:
+        return self.mlp_hidden or int(self.hidden_size * self.mlp_ratio)
+
+
+# name -> (scalars embedded, output width as a fraction of hidden_size): Open-Sora's SizeEmbedder uses
+MICRO_CONDITIONS = {"fps": (1, 1), "fl": (1, 1), "csize": (2, 3), "ar": (1, 3)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -288,3 +342,4 @@ def get_config(name: str, **overrides: Any):
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
 
 from soraprep.models import config_joint as _config_joint  # noqa: E402,F401  (registers MM-DiT/CogVideoX presets)
+from soraprep.models import presets_video as _presets_video  # noqa: E402,F401  (published video presets)

@@ -34,20 +34,50 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.
     return logits.softmax(dim=-1) @ v  # (N, heads, Lq, hd)
 
 
-class Attention(nn.Module):
-    """Self-attention with a fused qkv projection (timm / DiT / U-ViT layout: ``qkv``, ``proj``)."""
+def _qk_norm(kind: str, dim: int, head_dim: int) -> tuple[nn.Module, nn.Module] | None:
+    """q/k normalisation: "rms_head" (over head_dim, Open-Sora / Step-Video) or "rms_full" (over D, Wan)."""
+    if kind == "none":
+        return None
+    size = head_dim if kind == "rms_head" else dim
+    return nn.RMSNorm(size, eps=1e-6), nn.RMSNorm(size, eps=1e-6)
 
-    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, qk_scale: float | None = None):
+
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate consecutive pairs of x (..., L, hd) by angles whose cos/sin are (..., L, hd/2)."""
+    cos, sin = rope
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # each (..., L, hd/2)
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Self-attention with a fused qkv projection (timm / DiT / U-ViT layout: ``qkv``, ``proj``); optional
+    q/k RMSNorm (``q_norm``/``k_norm``, only created when used) and rotary positions passed to ``forward``."""
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, qk_scale: float | None = None,
+                 proj_bias: bool = True, qk_norm: str = "none"):
         super().__init__()
         self.num_heads = num_heads
         self.scale = qk_scale
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.qk_norm = qk_norm
+        norms = _qk_norm(qk_norm, dim, dim // num_heads)
+        if norms is not None:
+            self.q_norm, self.k_norm = norms
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         n, length, d = x.shape  # (N, L, D)
-        qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (N, heads, L, hd)
+        h = self.num_heads
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (N, L, D)
+        if self.qk_norm == "rms_full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (z.reshape(n, length, h, d // h).transpose(1, 2) for z in (q, k, v))  # (N, heads, L, hd)
+        if self.qk_norm == "rms_head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         x = attention(q, k, v, mask=mask, scale=self.scale)  # (N, heads, L, hd)
         return self.proj(x.transpose(1, 2).reshape(n, length, d))  # (N, L, D)
 
@@ -55,18 +85,28 @@ class Attention(nn.Module):
 class CrossAttention(nn.Module):
     """Queries from the tokens, keys/values from the condition sequence (captions)."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, *, bias: bool = True, qk_norm: str = "none"):
         super().__init__()
         self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, dim * 2)
-        self.proj = nn.Linear(dim, dim)
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
+        self.qk_norm = qk_norm
+        norms = _qk_norm(qk_norm, dim, dim // num_heads)
+        if norms is not None:
+            self.q_norm, self.k_norm = norms
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         n, length, d = x.shape  # (N, L, D)
         s, h = cond.shape[1], self.num_heads  # cond: (N, S, D)
-        q = self.q(x).reshape(n, length, h, d // h).transpose(1, 2)  # (N, heads, L, hd)
-        k, v = self.kv(cond).reshape(n, s, 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)  # (N, heads, S, hd)
+        q = self.q(x)  # (N, L, D)
+        k, v = self.kv(cond).chunk(2, dim=-1)  # (N, S, D) each
+        if self.qk_norm == "rms_full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.reshape(n, length, h, d // h).transpose(1, 2)  # (N, heads, L, hd)
+        k, v = (z.reshape(n, s, h, d // h).transpose(1, 2) for z in (k, v))  # (N, heads, S, hd)
+        if self.qk_norm == "rms_head":
+            q, k = self.q_norm(q), self.k_norm(k)
         attn_mask = None
         if mask is not None:  # (N, S), True = attend; an all-padding row attends to everything (no NaN)
             mask = mask.bool()
@@ -78,14 +118,28 @@ class CrossAttention(nn.Module):
 class Mlp(nn.Module):
     """Two-layer MLP (timm layout ``fc1`` / ``fc2``)."""
 
-    def __init__(self, dim: int, hidden: int, *, approximate: str = "none", out_dim: int | None = None):
+    def __init__(self, dim: int, hidden: int, *, approximate: str = "none", out_dim: int | None = None,
+                 bias: bool = True):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.act = nn.GELU(approximate=approximate)
-        self.fc2 = nn.Linear(hidden, out_dim or dim)
+        self.fc2 = nn.Linear(hidden, out_dim or dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP ``w2(silu(w1 x) * w3 x)`` (LLaMA layout ``w1`` / ``w3`` / ``w2``)."""
+
+    def __init__(self, dim: int, hidden: int, *, bias: bool = True):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=bias)
+        self.w3 = nn.Linear(dim, hidden, bias=bias)
+        self.w2 = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

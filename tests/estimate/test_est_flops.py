@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
+from flop_measure import measured_flops
 
 from soraprep.estimate.flops import count_model
 from soraprep.estimate.vae import count_vqvae, ldm_encoder_macs, vae_encode_cost, vqvae_encode_macs
@@ -94,30 +95,6 @@ def test_vae_costs():
 # ------------------------------------------------------------------------------------------------
 
 
-def _measured_flops(model, *args) -> int:
-    """FlopCounterMode FLOPs plus fused-attention FLOPs, which the counter does not see on CPU."""
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
-
-    extra = [0]
-    orig = F.scaled_dot_product_attention
-
-    def sdpa(q, k, v, *a, **kw):
-        batch = q.numel() // (q.shape[-1] * q.shape[-2])
-        extra[0] += 2 * batch * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1])  # QK^T + PV
-        return orig(q, k, v, *a, **kw)
-
-    F.scaled_dot_product_attention = sdpa
-    try:
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
-            model(*args)
-    finally:
-        F.scaled_dot_product_attention = orig
-    seen = {str(op) for op in fc.get_flop_counts()["Global"]}
-    return fc.get_total_flops() + (0 if any("scaled_dot_product" in op for op in seen) else extra[0])
-
-
 def _cases():
     import torch
 
@@ -155,5 +132,5 @@ def test_analytic_matches_measured_for_soraprep_models():
         model = build_model(cfg).eval()
         c = count_model(cfg)
         assert c.params_total == sum(p.numel() for p in model.parameters()), name
-        measured = _measured_flops(model, *args)
+        measured = measured_flops(model, *args)
         assert c.forward_flops == pytest.approx(measured, rel=0.01), name
