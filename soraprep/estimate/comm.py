@@ -18,7 +18,7 @@ recompute, which repeats the forward and its collectives):
 - **TP** (Megatron, with its sequence parallelism): one all-reduce-equivalent (all-gather +
   reduce-scatter) of the sub-layer output ``mb x N/sp x D`` per sub-layer (self-attention, each
   cross-attention, MLP) per pass. Not overlapped (on the critical path).
-- **SP Ulysses** (Jacobs et al. 2023, arXiv:2309.14509, Sec. 3.1): four all-to-alls (q, k, v in, output
+- **SP Ulysses** (Jacobs et al. 2023, arXiv:2309.14509, Sec. 3, communication analysis): four all-to-alls (q, k, v in, output
   out) of ``mb x N/sp x D/tp`` per self-attention per pass. Not overlapped.
 - **SP ring attention** (Liu et al. 2023, arXiv:2310.01889): ``sp - 1`` rounds passing K and V chunks
   (``2 x mb x N/sp x D/tp``) in the forward, K, V, dK, dV (twice that) in the backward; overlapped with the
@@ -30,7 +30,7 @@ recompute, which repeats the forward and its collectives):
   the gradients once per step, overlapped with the backward of the last micro-batch (DDP's bucketed
   overlap; accumulation runs without sync). ZeRO 1 reduce-scatters them once (overlapped the same way)
   and all-gathers the updated weights after the optimizer step (exposed): the same volume as the
-  all-reduce (ZeRO paper, Rajbhandari et al. 2020, Sec. 7.1). ZeRO 2 keeps only a gradient shard, so it
+  all-reduce (ZeRO paper, Rajbhandari et al. 2020, arXiv:1910.02054, Sec. 7.2.1). ZeRO 2 keeps only a gradient shard, so it
   reduce-scatters every micro-batch (overlapped with that micro-batch's backward), then all-gathers the
   weights once. ZeRO-3/FSDP gathers the weights in the forward and again in the backward and
   reduce-scatters the gradients every micro-batch (1.5x the all-reduce volume, ZeRO paper Sec. 7.2.2),

@@ -6,9 +6,9 @@ inside a node when they fit (:mod:`soraprep.estimate.comm` picks the link from t
 
 Memory per GPU (the busiest one: the first pipeline stage), in the units of :mod:`.memory`:
 
-- **model states**: parameters of the transformer blocks (``ParamGroup`` names containing ``blocks``) are
-  split ``1/(tp x pp)`` (Megatron TP shards every block matmul; norms and biases, replicated in practice,
-  are < 0.1 % of a block and split too); the rest (patch/timestep/caption embedders, final layer) is kept
+- **model states**: parameters of the transformer blocks (see :meth:`Geometry.of`) are split
+  ``1/(tp x pp)`` (Megatron TP shards every block matmul; norms and biases, replicated in practice, are
+  < 0.1 % of a block and split too); the rest (patch/timestep/caption embedders, final layer) is kept
   whole on the first stage. ZeRO/FSDP shards over the ``dp x sp`` ranks that hold the same weights (the
   data- and sequence-parallel group, as DeepSpeed-Ulysses does): stage 1 the AdamW states, 2 also the
   gradients, 3 also the weights and the EMA copy.
@@ -107,29 +107,35 @@ class Geometry:
     layer_trainable: int
     other_params: int
     other_trainable: int
-    self_attention: int  # self-attention sub-layers per block (sequence-parallel communication)
-    sublayers: int  # attention + cross-attention + MLP sub-layers per block (TP all-reduces)
+    self_attention: float  # self-attention sub-layers per block (sequence-parallel communication)
+    sublayers: float  # attention + cross-attention + MLP sub-layers per block (TP all-reduces)
     self_attention_macs: int  # forward MACs of self-attention scores + weighted sums, per sample
 
     @classmethod
     def of(cls, count: ModelCount) -> Geometry:
+        """Read the geometry off a count. Blocks are recognised by name: the groups that hold the attention
+        terms (``blocks``, ``blocks[spatial]``, ``double``, ``single``, ...) plus anything named ``*blocks*``;
+        self-/cross-attention sub-layers per block = attention terms / block groups (each counter emits one
+        term per attention kind per group of identical blocks, with the repeat folded in)."""
         cfg = count.config
         fields = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
         layers: int | None = sum(int(v) for k, v in fields.items() if k in LAYER_FIELDS and isinstance(v, int))
         if type(cfg).__name__ == "UViTConfig":
             layers = 2 * (cfg.depth // 2) + 1  # in-blocks, mid-block, out-blocks
-        heads = fields.get("num_heads")
-        hidden = fields.get("hidden_size") or fields.get("embed_dim")
-        in_block = [p for p in count.params if "blocks" in p.name]
+        heads = fields.get("num_heads") or fields.get("num_attention_heads")
+        hidden = getattr(cfg, "hidden_size", None) or fields.get("embed_dim")
+        attn = [t for t in count.terms if t.component == "attention"]
+        groups = {_group(t.name) for t in attn} or {"blocks"}
+        families = {_family(g) for g in groups} | {"blocks"}
+        in_block = [p for p in count.params if _family(_group(p.name)) in families or "blocks" in p.name]
         lp = sum(p.count for p in in_block)
         lt = sum(p.count for p in in_block if p.trainable)
-        attn = [t for t in count.terms if t.component == "attention" and "block" in t.name]
-        self_attn = [t for t in attn if "cross" not in t.name]
+        self_attn = [t for t in attn if "cross" not in t.name.split(".", 1)[-1]]  # not the group's name
         return cls(
             layers=layers or None, heads=heads, hidden=hidden, tokens=count.tokens,
             layer_params=lp, layer_trainable=lt, other_params=count.params_total - lp,
-            other_trainable=count.params_trainable - lt, self_attention=len(self_attn),
-            sublayers=len(attn) + 1, self_attention_macs=sum(t.macs for t in self_attn),
+            other_trainable=count.params_trainable - lt, self_attention=len(self_attn) / len(groups),
+            sublayers=len(attn) / len(groups) + 1, self_attention_macs=sum(t.macs for t in self_attn),
         )
 
     def params_per_gpu(self, layout: Layout) -> tuple[int, int]:
@@ -139,6 +145,16 @@ class Geometry:
             return self.layer_params + self.other_params, self.layer_trainable + self.other_trainable
         return (_ceil_div(self.layer_params, split) + self.other_params,
                 _ceil_div(self.layer_trainable, split) + self.other_trainable)
+
+
+def _group(name: str) -> str:
+    """'blocks[spatial].attn.core' -> 'blocks[spatial]' (one group of identical blocks)."""
+    return name.split(".", 1)[0]
+
+
+def _family(group: str) -> str:
+    """'blocks[spatial]' -> 'blocks', 'double[-1]' -> 'double'."""
+    return group.split("[", 1)[0]
 
 
 def _divisors(n: int, limit: int | None = None) -> list[int]:
@@ -284,7 +300,8 @@ def evaluate_layout(count: ModelCount, layout: Layout, *, gpu: hardware.GPU, lin
 
 @dataclass(frozen=True)
 class LayoutPlan:
-    """Every valid layout evaluated, best first: those that fit, by seconds per sample, simplest on ties."""
+    """Every valid layout evaluated, best first: those that fit, by seconds per sample; the first is the
+    simplest of those within :data:`TIE` of the fastest."""
 
     candidates: tuple[LayoutEval, ...]
     links: Links
@@ -299,9 +316,17 @@ class LayoutPlan:
         """The cheapest layout that fits (None: nothing fits)."""
         return self.candidates[0] if self.candidates and self.candidates[0].fits else None
 
+    @property
+    def smallest(self) -> LayoutEval | None:
+        """The layout with the least memory per GPU (how far from fitting, when nothing fits)."""
+        return min(self.candidates, key=lambda c: c.memory.total, default=None)
+
     def to_dict(self, top: int = 10) -> dict[str, Any]:
+        small = self.smallest
         return {"considered": len(self.candidates), "fitting": len(self.fitting), "batch": self.batch,
                 "best": self.best.to_dict() if self.best else None,
+                "smallest": {"describe": small.layout.describe(), "memory_per_gpu_bytes": small.memory.total}
+                if small else None,
                 "top": [c.to_dict() for c in self.fitting[:top]], "links": self.links.to_dict()}
 
 
@@ -358,8 +383,22 @@ def plan_layout(count: ModelCount, *, gpu: str | hardware.GPU, num_gpus: int, gp
                                                                overhead_bytes=overhead_bytes, geometry=geo))
                                 except ValueError:
                                     continue
-    order = {r: i for i, r in enumerate(RECOMPUTE_MODES)}
-    out.sort(key=lambda c: (not c.fits, round(c.seconds_per_sample, 9), c.layout.tp * c.layout.sp * c.layout.pp,
-                            c.layout.zero, order[c.layout.recompute], c.layout.sp_kind != "ulysses",
-                            c.layout.micro_batch))
+    out.sort(key=lambda c: (not c.fits, c.seconds_per_sample, _simplicity(c.layout)))
+    if out and out[0].fits:  # near-ties (within TIE of the fastest) go to the simplest layout
+        near = [c for c in out if c.fits and c.seconds_per_sample <= out[0].seconds_per_sample * (1 + TIE)]
+        pick = min(near, key=lambda c: _simplicity(c.layout))
+        out.remove(pick)
+        out.insert(0, pick)
     return LayoutPlan(tuple(out), links, batch)
+
+
+#: Layouts within 1 % of the fastest are ties: the model is not that precise (kernel efficiency, which it
+#: does not model, differs more between them), so the simplest wins.
+TIE = 0.01
+
+
+def _simplicity(lo: Layout) -> tuple:
+    """Fewer model-parallel GPUs, Ulysses before ring (one kernel over the whole sequence; what
+    Wan2.1 and HunyuanVideo use), fewer stages, lower ZeRO stage, less recompute, larger micro-batch."""
+    return (lo.tp * lo.sp * lo.pp, lo.sp_kind != "ulysses", lo.pp, lo.zero, RECOMPUTE_MODES.index(lo.recompute),
+            -lo.micro_batch)

@@ -329,7 +329,7 @@ class Estimate:
             wall_hours_with_comm=None if gpu_h is None else gpu_h / ev.layout.num_gpus,
             cost_with_comm=None if gpu_h is None else gpu_h * self.gpu.price_per_hour,
             links=(self.layout_plan.links.to_dict() if self.layout_plan else self.settings.get("links")),
-            recommended=self.layout_plan is not None,
+            recommended=self.layout_plan is not None and self.layout_plan.best is not None,
             plan=self.layout_plan.to_dict() if self.layout_plan else None,
         )
         return d

@@ -109,7 +109,8 @@ def _render_layout(lay: dict | None, console: Console) -> None:
     lo, tm = lay["layout"], lay["time"]
     links = lay["links"] or {}
     intra, inter = links.get("intra_node", {}), links.get("inter_node", {})
-    how = "recommended by --layout auto" if lay["recommended"] else "as given"
+    how = ("recommended by --layout auto" if lay["recommended"]
+           else "--layout auto: nothing fits, showing" if lay.get("plan") else "as given")
     t = _table(f"Parallel layout ({how}): {lo['describe']}")
     t.add_row("links", escape(f"{intra.get('name')} / {inter.get('name')}"),
               f"{links.get('gpus_per_node')} GPUs per node; {intra.get('bus_gbytes_per_s', 0):.0f} / "
@@ -129,7 +130,13 @@ def _render_layout(lay: dict | None, console: Console) -> None:
     console.print(t)
     plan = lay.get("plan")
     if plan:
-        console.print(f"{plan['fitting']} of {plan['considered']} layouts fit; fastest first:", highlight=False)
+        if not plan["fitting"] and plan["smallest"]:
+            small = plan["smallest"]
+            console.print(f"none of {plan['considered']} layouts fits; the smallest, {escape(small['describe'])}, "
+                          f"needs {fmt_bytes(small['memory_per_gpu_bytes'])} per GPU", highlight=False)
+            return
+        console.print(f"{plan['fitting']} of {plan['considered']} layouts fit; best first (near-ties go to the "
+                      "simplest):", highlight=False)
         for c in plan["top"][:5]:
             console.print(f"  {escape(c['layout']['describe'])}: {c['time']['step_s']:.3g} s/step, "
                           f"{fmt_bytes(c['memory_per_gpu_bytes'])}", highlight=False)

@@ -64,6 +64,7 @@ def run_sweep(axes: dict[str, list[int]], **base: Any) -> list[dict[str, Any]]:
             point.update({k: d[k] for k in ("tokens", "forward_flops", "train_flops", "gpu_hours", "wall_hours",
                                             "cost", "memory_per_gpu_bytes", "fits", "max_micro_batch")})
             point["capacity_bytes"] = est.memory.capacity
+            point["layout"] = d["layout"]["layout"]["describe"] if d["layout"] else None  # per point with --layout auto
         points.append(point)
     return points
 

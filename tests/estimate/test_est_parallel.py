@@ -12,7 +12,7 @@ from soraprep.estimate.comm import Links, all_gather_s, all_reduce_s, all_to_all
 from soraprep.estimate.flops import Activations, MacTerm, ModelCount, ParamGroup, count_model
 from soraprep.estimate.hardware import INTERCONNECTS, get_gpu, get_links
 from soraprep.estimate.memory import GIB, estimate_memory
-from soraprep.estimate.parallel import Geometry, Layout, check_layout, layout_memory, plan_layout
+from soraprep.estimate.parallel import TIE, Geometry, Layout, check_layout, layout_memory, plan_layout
 from soraprep.estimate.plan import estimate
 from soraprep.models.config import PRESETS, VideoDiTConfig
 
@@ -203,12 +203,15 @@ def test_recommender_is_monotone_in_memory_and_bandwidth():
     for gib in (40, 80, 141, 192):
         plan = plan_layout(c, gpu=get_gpu("h100", memory_gib=gib), num_gpus=32)
         assert plan.best is not None and plan.best.fits
-        assert plan.best.seconds_per_sample <= prev_time  # more memory: never a worse best layout
+        fastest = min(x.seconds_per_sample for x in plan.fitting)
+        assert fastest <= prev_time  # more memory: never a slower fastest layout
+        assert plan.best.seconds_per_sample <= fastest * (1 + TIE)  # the pick is a near-tie of it
         assert len(plan.fitting) >= prev_fit
-        prev_time, prev_fit = plan.best.seconds_per_sample, len(plan.fitting)
+        prev_time, prev_fit = fastest, len(plan.fitting)
     slow = plan_layout(c, gpu="h100", num_gpus=32, interconnect="pcie4,eth-100")
     fast = plan_layout(c, gpu="h100", num_gpus=32)
-    assert fast.best.seconds_per_sample <= slow.best.seconds_per_sample
+    assert fast.fitting[0].seconds_per_sample <= slow.fitting[0].seconds_per_sample * (1 + TIE)
+    assert min(x.time.step_s for x in fast.fitting) <= min(x.time.step_s for x in slow.fitting)
     assert [x.fits for x in plan_layout(c, gpu=get_gpu("h100", memory_gib=10), num_gpus=8).candidates[:1]] == [False]
 
 
@@ -229,3 +232,36 @@ def test_cli_layout_flags_and_json_block():
     assert r.exit_code == 0 and "layouts fit" in r.stdout
     bad = runner.invoke(app, [*args, "--tp", "4", "--json"])
     assert bad.exit_code == 2 and bad.stdout == "" and "--tp 4 must divide the 6 attention heads" in bad.stderr
+
+
+def test_geometry_reads_other_block_naming_schemes():
+    """Joint-attention counters name their blocks 'double.*' / 'single.*', grouped video counters
+    'blocks[spatial].*': block parameters and attention sub-layers per block are still found."""
+    cfg = VideoDiTConfig(hidden_size=64, depth=4, num_heads=8)
+    params = (ParamGroup("double.img_attn.qkv", 3 * M, "per_token"), ParamGroup("double[-1].txt_mod", M, "per_sample"),
+              ParamGroup("single.linear1", 4 * M, "per_token"), ParamGroup("img_in", M, "per_token"),
+              ParamGroup("txt_in.refiner.qkv", M, "text"))
+    terms = (MacTerm("double.attn.core", "attention", 10**9), MacTerm("single.attn.core", "attention", 10**9),
+             MacTerm("txt_in.refiner.attn.core", "conditioning", 10**6))
+    act = Activations(none=M, selective=M, full_stored=M, full_working=M)
+    geo = Geometry.of(ModelCount("joint", cfg, (4, 4, 64, 64), 1024, 0, params, terms, act))
+    assert (geo.layer_params, geo.other_params) == (8 * M, 2 * M)
+    assert (geo.self_attention, geo.sublayers) == (1, 2)
+    video = (MacTerm("blocks[spatial].attn.core(spatial)", "attention", 10**9),
+             MacTerm("blocks[spatial].cross_attn.core", "attention", 10**8),
+             MacTerm("blocks[temporal,no-cross].attn.core(temporal)", "attention", 10**8))
+    geo = Geometry.of(ModelCount("latte", cfg, (4, 4, 64, 64), 1024, 0, params[:1], video, act))
+    assert geo.self_attention == 1 and geo.sublayers == 1.5 + 1  # half the blocks cross-attend
+
+
+def test_recommender_keeps_pure_data_parallel_when_it_is_best_and_says_when_nothing_fits():
+    d = estimate(model="DiT-XL/2", height=256, width=256, steps=10, batch=256, gpu="a100", num_gpus=8,
+                 layout="auto", mfu=0.4).to_dict()
+    lo = d["layout"]["layout"]
+    assert (lo["tp"], lo["sp"], lo["pp"], lo["zero"], lo["recompute"]) == (1, 1, 1, 0, "none")
+    assert lo["micro_batch"] * lo["grad_accum"] * lo["dp"] == 256
+    tiny = estimate(config=WAN_LIKE, **SHAPE, gpu="rtx-4090", num_gpus=8, layout="auto", mfu=0.4).to_dict()
+    assert not tiny["fits"] and not tiny["layout"]["recommended"] and tiny["layout"]["plan"]["best"] is None
+    assert "none of the" in tiny["assumptions"][-1]
+    small = tiny["layout"]["plan"]["smallest"]
+    assert small["memory_per_gpu_bytes"] > get_gpu("rtx-4090").memory_bytes and "zero3" in small["describe"]
