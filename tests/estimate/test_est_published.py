@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,3 +185,19 @@ def test_online_encoders_move_the_encode_cost_into_training():
     assert online["online_encoder_flops"] == pytest.approx(enc)
     assert online["gpu_hours"] == pytest.approx((online["train_flops"] + enc) / (989e12 * 0.5) / 3600)
     assert online["data_prep"]["vae_encode"]["flops"] == 0 and online["data_prep"]["text_encode"]["flops"] == 0
+
+
+def test_prediction_says_when_it_extrapolates():
+    model = efficiency.calibrated()
+    inside = efficiency.Features(1152, 4096, True, True, 0.2, 64, step_seconds=0.3)
+    far = efficiency.Features(3072, 500_000, True, True, 0.0, 512, step_seconds=100.0)
+    assert "extrapolated" not in model.predict(inside).source
+    assert "log_tokens, log_step_seconds" in model.predict(far).source
+
+
+def test_the_sora_class_worked_example_prints_what_its_page_says(capsys):
+    """docs/estimate-sora-class.md: its Python block runs and prints the output block below it."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "estimate-sora-class.md").read_text()
+    code, expected = re.search(r"```python\n(.*?)```\n\n```\n(.*?)```", page, flags=re.S).groups()
+    exec(compile(code, "estimate-sora-class.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == expected.strip()
