@@ -521,6 +521,9 @@ def estimate(
     train_flops = factor * fwd_flops * samples if samples is not None else None
     online_flops = enc_per_sample * samples if online_encoders and samples is not None else None
     util, feats = utilisation(recompute)
+    if abs(util.central - layout_mfu) > 1e-9 * util.central:  # the layout changed recompute: its step time too
+        chosen = parallel.evaluate_layout(big.count, chosen.layout, gpu=gpu_spec, links=links, mfu=util.central,
+                                          precision=precision, ema=ema, overhead_bytes=overhead)
     compute = None if train_flops is None else train_flops + (online_flops or 0.0)
     gpu_hours = compute / (peak * util.central) / 3600 if compute is not None else None
 
