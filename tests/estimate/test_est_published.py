@@ -91,6 +91,18 @@ def test_every_ground_truth_run_estimates():
         assert e.bucket_range[0] <= e.hours_at_peak * (1 + 1e-9) and e.hours_at_peak <= e.bucket_range[1] * (1 + 1e-9)
 
 
+def test_runs_use_the_exact_preset_when_soraprep_has_it():
+    from soraprep.models.config import PRESETS
+
+    for run in published.load_table():
+        exact = run.raw.get("model", {}).get("exact") if run.ground_truth else None
+        _, used = published.run_config(run) if run.ground_truth else (None, None)
+        if exact in PRESETS:
+            assert used == exact, run.id
+        elif run.ground_truth:
+            assert used.startswith(run.raw["model"]["preset"]), run.id
+
+
 def test_a_fixed_shape_run_matches_a_hand_count():
     """Open-Sora 1.0 256 pretrain: 80k steps x 512 clips of 16x256x256, full recompute, SD VAE + T5 online."""
     run = next(r for r in published.load_table() if r.id == "opensora-1.0-256-pretrain")
