@@ -112,14 +112,15 @@ class CaptionEmbedder(nn.Module):
 
 
 def _axis_attention(attn: Attention, h: torch.Tensor, axis: str, grid: tuple[int, int, int],
-                    rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+                    rope: tuple[torch.Tensor, torch.Tensor] | None,
+                    skiparse: tuple[int, bool] | None = None) -> torch.Tensor:
     """Self-attention of (N, L, D) tokens in (t, h, w) order over all of them ("full"), within each frame
     ("spatial": N*T' sequences of H'W') or along time at each position ("temporal": N*H'W' sequences of T').
     ``rope`` is (cos, sin), each (L, hd/2), rearranged like the tokens."""
     n, length, d = h.shape
     t, hw = grid[0], grid[1] * grid[2]
     if axis == "full":
-        return attn(h, rope=None if rope is None else tuple(r[None, None] for r in rope))
+        return attn(h, rope=None if rope is None else tuple(r[None, None] for r in rope), skiparse=skiparse)
     if axis == "spatial":
         r = None if rope is None else tuple(z.reshape(t, 1, hw, -1).repeat(n, 1, 1, 1) for z in rope)
         return attn(h.reshape(n * t, hw, d), rope=r).reshape(n, length, d)
@@ -134,10 +135,10 @@ class VideoDiTBlock(nn.Module):
     then temporal), caption cross-attention, MLP. Modulation: adaLN-Zero (own ``adaLN_modulation``) or
     adaLN-single (a learned ``scale_shift_table`` added to the model's shared projection)."""
 
-    def __init__(self, cfg: VideoDiTConfig, *, axis: str, cross: bool):
+    def __init__(self, cfg: VideoDiTConfig, *, axis: str, cross: bool, skiparse: tuple[int, bool] | None = None):
         super().__init__()
         d, heads = cfg.hidden_size, cfg.num_heads
-        self.axis, self.single = axis, cfg.modulation == "single"
+        self.axis, self.single, self.skiparse = axis, cfg.modulation == "single", skiparse
         self.temporal_modulation = axis == "factorized" and cfg.temporal_modulation
         bias = cfg.block_bias
         self.norm1 = nn.LayerNorm(d, elementwise_affine=cfg.norm_affine, eps=1e-6)
@@ -177,7 +178,8 @@ class VideoDiTBlock(nn.Module):
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         # x: (N, L, D) with L = T*H*W in (t, h, w) order; mods: (N, 1 | L, D) each; cond: (N, S, D); mask: (N, S)
         axis = "spatial" if self.axis == "factorized" else self.axis
-        h = _axis_attention(self.attn, modulate(self.norm1(x), mods[0], mods[1]), axis, grid, rope)  # (N, L, D)
+        h = _axis_attention(self.attn, modulate(self.norm1(x), mods[0], mods[1]), axis, grid, rope,
+                            self.skiparse)  # (N, L, D)
         x = x + mods[2] * h
         if self.axis == "factorized":
             if self.temporal_modulation:
@@ -233,6 +235,13 @@ class MicroEmbedder(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 
+def skiparse_of(cfg: VideoDiTConfig, i: int) -> tuple[int, bool] | None:
+    """Block i's Skiparse (groups, group skip?) or None when dense (Open-Sora-Plan 1.3: blocks 2..depth-3)."""
+    if cfg.skiparse == 1 or i < cfg.skiparse_dense or i >= cfg.depth - cfg.skiparse_dense:
+        return None
+    return cfg.skiparse, i % 2 == 1
+
+
 def _block_axes(cfg: VideoDiTConfig) -> list[str]:
     if cfg.attention == "alternating":  # Latte / STDiT3: even blocks spatial, odd blocks temporal
         return ["spatial" if i % 2 == 0 else "temporal" for i in range(cfg.depth)]
@@ -275,8 +284,9 @@ class VideoDiT(nn.Module):
                 self.t_block_temp = nn.Sequential(nn.SiLU(), nn.Linear(d, 3 * d))  # Open-Sora 1.1 STDiT2
         cross = config.conditioning == "text"
         self.blocks = nn.ModuleList([
-            VideoDiTBlock(config, axis=axis, cross=cross and (axis != "temporal" or config.temporal_cross))
-            for axis in _block_axes(config)
+            VideoDiTBlock(config, axis=axis, cross=cross and (axis != "temporal" or config.temporal_cross),
+                          skiparse=skiparse_of(config, i))
+            for i, axis in enumerate(_block_axes(config))
         ])
         pt, ph, pw = self.patch_size
         final = SingleFinalLayer if config.modulation == "single" else BlockFinalLayer
