@@ -8,10 +8,11 @@ and listed in docs/models.md.
 
 Not expressed (and why):
 
-- ``MovieGen-30B`` (Meta, arXiv 2410.13720): no code or config is public; the paper gives width, depth,
-  FFN width and heads, but not the text-token counts of its three encoders nor how the timestep modulation
-  is laid out (per block or shared), which decide whether the total is 30B. Guessing them would give a
-  preset that only looks exact.
+- ``MovieGen-30B`` (Meta, arXiv 2410.13720): no code or config is public, only the paper, and from this
+  environment only its abstract and third-party summaries were reachable (a LLaMA-3-style transformer,
+  cross-attention to text, adaLN for the timestep, 30B parameters, 73K-token context). Without the
+  paper's own hyperparameter table (widths, FFN size, text-token counts, modulation layout) to cite, a
+  preset would be a guess. Add it from the paper's table (Section 3) when it can be read.
 
 Imported at the end of :mod:`soraprep.models.config`, so ``PRESETS`` holds these names.
 """
