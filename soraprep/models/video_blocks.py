@@ -5,6 +5,8 @@ Open-Sora's micro-condition embedder, RoPE angles and the caption embedder.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -24,6 +26,7 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
+@functools.lru_cache(maxsize=64)
 def rope_angles(pos_embed: str, head_dim: int, grid: tuple[int, int, int]) -> torch.Tensor | None:
     """Rotary angles (L, head_dim / 2) for the (t, h, w) token grid, or None without RoPE.
 
@@ -33,9 +36,10 @@ def rope_angles(pos_embed: str, head_dim: int, grid: tuple[int, int, int]) -> to
     c = head_dim // 2
 
     def freqs(slots: int) -> torch.Tensor:  # theta 10000 over a rotary dim of 2 * slots
-        return 1.0 / 10000 ** (torch.arange(slots, dtype=torch.float64) * 2 / (2 * slots))
+        return 1.0 / 10000 ** (torch.arange(slots, dtype=torch.float64, device="cpu") * 2 / (2 * slots))
 
-    tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+    # explicit CPU: the result is cached, and models may be built under `with torch.device("meta")`
+    tt, hh, ww = torch.meshgrid(*(torch.arange(n, device="cpu") for n in (t, h, w)), indexing="ij")
     if pos_embed == "sincos2d_rope_t":
         return (tt.reshape(-1, 1).double() * freqs(c)).float()
     if pos_embed != "rope":

@@ -197,7 +197,7 @@ class VideoDiT(nn.Module):
             pos = (self.pos_embed_t[: grid[0], None, None] + self.pos_embed_h[None, : grid[1], None]
                    + self.pos_embed_w[None, None, : grid[2]])
             x = x + pos.reshape(1, -1, d)
-        angles = rope_angles(cfg.pos_embed, d // cfg.num_heads, grid)
+        angles = rope_angles(cfg.pos_embed, d // cfg.num_heads, tuple(grid))
         rope = None if angles is None else (angles.cos().to(x.device), angles.sin().to(x.device))
         c = self.t_embedder(self._timesteps(t, n, grid).reshape(-1)).reshape(n, -1, d)  # (N, M, D)
         if cfg.micro_conditions:
