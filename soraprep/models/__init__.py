@@ -5,7 +5,6 @@ modules are imported when a constructor is called), so :mod:`soraprep.models.con
 """
 
 from soraprep.models.config import PRESETS, config_from_dict, get_config
-from soraprep.models.presets_video import PUBLISHED_PARAMS  # noqa: F401  (adds the published video presets)
 from soraprep.models.registry import MODELS, build_model, register
 
 __all__ = ["MODELS", "PRESETS", "build_model", "config_from_dict", "get_config", "register"]

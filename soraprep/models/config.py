@@ -345,3 +345,5 @@ def get_config(name: str, **overrides: Any):
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; available: {', '.join(sorted(PRESETS))}")
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+
+from soraprep.models import presets_video as _presets_video  # noqa: E402,F401  (published video presets)

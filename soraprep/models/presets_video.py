@@ -14,8 +14,7 @@ Not expressed (and why):
   paper's own hyperparameter table (widths, FFN size, text-token counts, modulation layout) to cite, a
   preset would be a guess. Add it from the paper's table (Section 3) when it can be read.
 
-Imported by ``soraprep/models/__init__.py`` right after :mod:`soraprep.models.config` (importing the
-config module imports the package first), so ``PRESETS`` and ``MODELS`` hold these names.
+Imported at the end of :mod:`soraprep.models.config`, so ``PRESETS`` holds these names.
 """
 
 from __future__ import annotations
