@@ -53,7 +53,9 @@ PRESETS["OpenSora-1.0-XL/2"] = VideoDiTConfig(
 # Open-Sora 1.1 STDiT2-XL/2 (tag v1.1.0 opensora/models/stdit/stdit2.py: temporal attention with its own
 # norm and shift/scale/gate from ``t_block_temp`` + ``scale_shift_table_temporal``; RoPE over time; qk
 # RMSNorm per head (configs/opensora-v1-1/train/stage1.py ``qk_norm=True``, T5 ``model_max_length=200``);
-# micro-conditions csize, ar, fl, fps). Published: 700M (README at v1.1.0, model table).
+# micro-conditions csize, ar, fl, fps; STDiT2 adds csize + ar to the spatial and fl + fps to the temporal
+# timestep embedding, ours adds all four to one: the same parameters and MACs). Published: 700M (README at
+# v1.1.0, model table).
 PRESETS["OpenSora-1.1-STDiT2-XL/2"] = VideoDiTConfig(
     input_size=(16, 32, 32), **_XL, attention="factorized", modulation="single", qk_norm="rms_head",
     pos_embed="sincos2d_rope_t", micro_conditions=("csize", "ar", "fl", "fps"), null_caption="buffer",
