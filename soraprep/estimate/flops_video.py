@@ -67,14 +67,16 @@ def count_video_dit(cfg, *, name: str = "VideoDiT") -> ModelCount:
 
     # ---- blocks: group identical blocks so each layer is one term ---------------------------------
     axes = _block_axes(cfg)
-    groups: dict[tuple[str, bool], int] = {}
-    for axis in axes:
+    groups: dict[tuple[str, bool, bool], int] = {}
+    for i, axis in enumerate(axes):
         cross = text and (axis != "temporal" or cfg.temporal_cross)
-        groups[(axis, cross)] = groups.get((axis, cross), 0) + 1
+        sparse = cfg.skiparse > 1 and cfg.skiparse_dense <= i < cfg.depth - cfg.skiparse_dense
+        groups[(axis, cross, sparse)] = groups.get((axis, cross, sparse), 0) + 1
     qk_params = {"none": 0, "rms_head": 2 * (d // cfg.num_heads), "rms_full": 2 * d}
     block_acts: list[tuple[int, int, int, int]] = []  # (count, none per token, selective per token, text)
-    for (axis, cross), k in groups.items():
-        pre = "blocks" if len(groups) == 1 else f"blocks[{axis}{'' if cross or not text else ',no-cross'}]"
+    for (axis, cross, sparse), k in groups.items():
+        pre = "blocks" if len(groups) == 1 else \
+            f"blocks[{axis}{'' if cross or not text else ',no-cross'}{',skiparse' if sparse else ''}]"
         temp_mod = axis == "factorized" and cfg.temporal_modulation
         attn_names = [("attn", "spatial" if axis == "factorized" else axis)]
         if axis == "factorized":
@@ -89,6 +91,10 @@ def count_video_dit(cfg, *, name: str = "VideoDiT") -> ModelCount:
                 t.attention(f"{pre}.{mod_name}.core(spatial)", gt, hw, hw, d, repeat=k)
             elif ax == "temporal":  # hw sequences of gt tokens
                 t.attention(f"{pre}.{mod_name}.core(temporal)", hw, gt, gt, d, repeat=k)
+            elif sparse:  # Skiparse: the padded sequence split into `skiparse` groups attending within
+                g = cfg.skiparse
+                lg = -(-n // g**2) * g  # ceil(L / g^2) * g^2 / g tokens per group
+                t.attention(f"{pre}.{mod_name}.core(skiparse)", g, lg, lg, d, repeat=k)
             else:
                 t.attention(f"{pre}.{mod_name}.core", 1, n, n, d, repeat=k)
             t.linear(f"{pre}.{mod_name}.proj", n, d, d, bias=bias, repeat=k)

@@ -198,6 +198,9 @@ class VideoDiTConfig(_ConfigMixin):
     text2_len: int = 0  #   tokens are prepended to the caption tokens in cross-attention
     micro_conditions: tuple[str, ...] = ()  # scalar conditions embedded like the timestep and added to it:
     #   "fps", "fl" (frames) -> D each; "csize" (h, w) -> 2 x D/3; "ar" (aspect ratio) -> D/3 (Open-Sora 1.x)
+    skiparse: int = 1  # full attention: > 1 = Open-Sora-Plan 1.3 Skiparse, attention within `skiparse` groups of
+    #   L / skiparse tokens (single skip in even blocks, group skip in odd ones) ...
+    skiparse_dense: int = 0  # ... except this many dense blocks at each end of the stack
 
     def __post_init__(self) -> None:
         _check(len(self.input_size) == 3 and len(self.patch_size) == 3,
@@ -230,6 +233,8 @@ class VideoDiTConfig(_ConfigMixin):
                "null_caption='none' has no null caption to drop to: set caption_dropout_prob=0 "
                "(encode the empty prompt instead, as Wan does)")
         _check((self.text2_dim > 0) == (self.text2_len > 0), "text2_dim and text2_len go together (both > 0 or 0)")
+        _check(self.skiparse >= 1 and (self.skiparse == 1 or self.attention == "full"),
+               f"skiparse={self.skiparse} (sparse groups) needs attention='full' and must be >= 1")
         _check(self.conditioning in ("text", "class", "none"),
                f"conditioning must be 'text', 'class' or 'none', got {self.conditioning!r}")
         _check(self.conditioning != "class" or self.num_classes > 0,

@@ -67,7 +67,8 @@ class Attention(nn.Module):
             self.q_norm, self.k_norm = norms
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                skiparse: tuple[int, bool] | None = None) -> torch.Tensor:
         n, length, d = x.shape  # (N, L, D)
         h = self.num_heads
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (N, L, D)
@@ -78,8 +79,39 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        x = attention(q, k, v, mask=mask, scale=self.scale)  # (N, heads, L, hd)
+        if skiparse is None:
+            x = attention(q, k, v, mask=mask, scale=self.scale)  # (N, heads, L, hd)
+        else:
+            x = _skiparse_attention(q, k, v, *skiparse, scale=self.scale)
         return self.proj(x.transpose(1, 2).reshape(n, length, d))  # (N, L, D)
+
+
+def skiparse_order(length: int, groups: int, group_skip: bool) -> torch.Tensor:
+    """Token indices (padded length) in Skiparse order: ``groups`` sequences of ``padded / groups`` tokens.
+
+    Open-Sora-Plan 1.3 (``_sparse_1d``): the sequence is padded to a multiple of groups^2; "single skip"
+    puts tokens i = g (mod groups) together, "group skip" tokens with the same (i // groups) mod groups."""
+    padded = -(-length // groups**2) * groups**2
+    i = torch.arange(padded)
+    key = (i // groups) % groups if group_skip else i % groups
+    return i[torch.argsort(key * padded + i)]
+
+
+def _skiparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: int, group_skip: bool,
+                        *, scale: float | None) -> torch.Tensor:
+    """Attention within Skiparse groups of (N, heads, L, hd) tensors; padding never attended to."""
+    n, h, length, hd = q.shape
+    order = skiparse_order(length, groups, group_skip).to(q.device)
+    padded = order.numel()
+    pad = (0, 0, 0, padded - length)
+    q, k, v = (F.pad(z, pad)[:, :, order].reshape(n, h, groups, padded // groups, hd).transpose(1, 2)
+               .reshape(n * groups, h, padded // groups, hd) for z in (q, k, v))  # (N*groups, heads, Lg, hd)
+    real = (order < length).reshape(1, groups, 1, 1, padded // groups).expand(n, -1, -1, -1, -1)
+    x = attention(q, k, v, mask=real.reshape(n * groups, 1, 1, padded // groups), scale=scale)
+    x = x.reshape(n, groups, h, padded // groups, hd).transpose(1, 2).reshape(n, h, padded, hd)
+    out = torch.empty_like(x)
+    out[:, :, order] = x
+    return out[:, :, :length]  # (N, heads, L, hd)
 
 
 class CrossAttention(nn.Module):

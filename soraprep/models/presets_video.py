@@ -8,14 +8,11 @@ and listed in docs/models.md.
 
 Not expressed (and why):
 
-- ``MovieGen-30B`` (Meta, arXiv 2410.13720): no code or config is public; the paper gives width, depth,
-  FFN width and heads, but not the text-token counts of its three encoders nor how the timestep modulation
-  is laid out (per block or shared), which decide whether the total is 30B. Guessing them would give a
-  preset that only looks exact.
-- ``OpenSora-Plan-1.3`` (PKU-YuanGroup/Open-Sora-Plan, tag v1.3.0,
-  ``opensora/models/diffusion/opensora_v1_3/modeling_opensora.py``: 32 layers, 24 heads x 96, cross-attention
-  to mT5-XXL): public, but 28 of its 32 layers use Skiparse sparse attention (``sparse_n=4``), which
-  ``VideoDiTConfig`` cannot express yet.
+- ``MovieGen-30B`` (Meta, arXiv 2410.13720): no code or config is public, only the paper, and from this
+  environment only its abstract and third-party summaries were reachable (a LLaMA-3-style transformer,
+  cross-attention to text, adaLN for the timestep, 30B parameters, 73K-token context). Without the
+  paper's own hyperparameter table (widths, FFN size, text-token counts, modulation layout) to cite, a
+  preset would be a guess. Add it from the paper's table (Section 3) when it can be read.
 
 Imported at the end of :mod:`soraprep.models.config`, so ``PRESETS`` holds these names.
 """
@@ -56,7 +53,9 @@ PRESETS["OpenSora-1.0-XL/2"] = VideoDiTConfig(
 # Open-Sora 1.1 STDiT2-XL/2 (tag v1.1.0 opensora/models/stdit/stdit2.py: temporal attention with its own
 # norm and shift/scale/gate from ``t_block_temp`` + ``scale_shift_table_temporal``; RoPE over time; qk
 # RMSNorm per head (configs/opensora-v1-1/train/stage1.py ``qk_norm=True``, T5 ``model_max_length=200``);
-# micro-conditions csize, ar, fl, fps). Published: 700M (README at v1.1.0, model table).
+# micro-conditions csize, ar, fl, fps; STDiT2 adds csize + ar to the spatial and fl + fps to the temporal
+# timestep embedding, ours adds all four to one: the same parameters and MACs). Published: 700M (README at
+# v1.1.0, model table).
 PRESETS["OpenSora-1.1-STDiT2-XL/2"] = VideoDiTConfig(
     input_size=(16, 32, 32), **_XL, attention="factorized", modulation="single", qk_norm="rms_head",
     pos_embed="sincos2d_rope_t", micro_conditions=("csize", "ar", "fl", "fps"), null_caption="buffer",
@@ -100,8 +99,23 @@ PRESETS["Step-Video-T2V-30B"] = VideoDiTConfig(
     text_dim=6144, text_len=320, text2_dim=1024, text2_len=77,
 )
 
+# Open-Sora-Plan 1.3 (PKU-YuanGroup/Open-Sora-Plan tag v1.3.0, opensora/models/diffusion/opensora_v1_3/
+# modeling_opensora.py ``OpenSoraT2V_v1_3_2B_122``: 32 layers, 24 heads x 96 = 2304, patch (1, 2, 2), mT5-XXL
+# captions (4096-d) through a PixArt text projection, adaLN-single, 3D RoPE, tanh-GELU FFN 4x, biases,
+# LayerNorms without affine; ``sparse1d`` in blocks 2..29 with alternating single / group skip; modules.py;
+# scripts/text_condition/gpu/train_t2v_v1_3.sh: ``--sparse1d --sparse_n 4``, ``--model_max_length 512``,
+# WF-VAE ``WFVAEModel_D8_4x8x8``: 8 latent channels, 4x8x8). CFG through the encoded empty prompt. Default
+# input: 93 frames at 480x640 -> 24 x 60 x 80 latents. Published: 2.7B (``# 2.7B`` next to the model
+# table in modeling_opensora.py; docs/Report-v1.3.0.md "a 2.7B model").
+PRESETS["OpenSora-Plan-1.3"] = VideoDiTConfig(
+    input_size=(24, 60, 80), in_channels=8, learn_sigma=False, hidden_size=2304, depth=32, num_heads=24,
+    modulation="single", pos_embed="rope", skiparse=4, skiparse_dense=2, null_caption="none",
+    caption_dropout_prob=0.0, text_dim=4096, text_len=512,
+)
+
 # The published parameter totals these presets are checked against (tests/models/test_presets_video.py).
 PUBLISHED_PARAMS = {
     "PixArt-alpha-XL/2": 0.6e9, "OpenSora-1.0-XL/2": 724e6, "OpenSora-1.1-STDiT2-XL/2": 700e6,
     "OpenSora-1.2-STDiT3-XL/2": 1.1e9, "Wan2.1-1.3B": 1.3e9, "Wan2.1-14B": 14e9, "Step-Video-T2V-30B": 30e9,
+    "OpenSora-Plan-1.3": 2.7e9,
 }

@@ -27,6 +27,10 @@ VARIANTS = {
                        block_bias=False, pos_embed="rope", text_norm=True, text2_dim=12, text2_len=3,
                        patch_size=(1, 1, 1), learn_sigma=False),
     "swiglu-learned-pos": dict(mlp="swiglu", mlp_hidden=64, pos_embed="learned"),
+    "opensora-plan-1.3": dict(depth=4, modulation="single", pos_embed="rope", null_caption="none",
+                              caption_dropout_prob=0.0, skiparse=2, skiparse_dense=1, in_channels=8,
+                              learn_sigma=False),
+    "skiparse-padded": dict(input_size=(3, 6, 8), depth=3, skiparse=4),  # 36 tokens -> 48 in 4 groups
     "frame-adaln-factorized": dict(attention="factorized", adaln="frame"),
     "frame-adaln-single-stdit2": dict(attention="factorized", adaln="frame", modulation="single"),
     "token-adaln-single": dict(adaln="token", modulation="single", pos_embed="rope"),

@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from soraprep.models import MODELS  # noqa: E402
-from soraprep.models.layers import Attention  # noqa: E402
+from soraprep.models.layers import Attention, attention, skiparse_order  # noqa: E402
 from soraprep.models.video_dit import rope_angles  # noqa: E402
 
 TINY = dict(hidden_size=48, depth=2, num_heads=4, text_dim=20, text_len=6)
@@ -126,3 +126,18 @@ def test_micro_conditions_and_second_captions_reach_the_output():
     assert not torch.allclose(step(x, t, y=y, y2=y2), step(x, t, y=y, y2=y2 + 1))
     with pytest.raises(ValueError, match="y2"):
         step(x, t, y=y)
+
+
+@pytest.mark.parametrize("group_skip", [False, True])
+def test_skiparse_attends_within_its_groups_only(group_skip):
+    attn = _perturb(Attention(48, 4)).eval()
+    x = torch.randn(1, 36, 48)  # padded to 48 = 3 x 4^2, 4 groups of 12
+    out = attn(x, skiparse=(4, group_skip))
+    order = skiparse_order(36, 4, group_skip).reshape(4, 12)
+    q, k, v = (z.reshape(1, 36, 4, 12).transpose(1, 2) for z in attn.qkv(x).chunk(3, dim=-1))
+    for members in order:
+        idx = members[members < 36]  # the group's real tokens: padding is never attended to
+        ref = attention(q[:, :, idx], k[:, :, idx], v[:, :, idx]).transpose(1, 2).reshape(1, -1, 48)
+        assert torch.allclose(out[:, idx], attn.proj(ref), atol=1e-5)
+    expected = [0, 4, 8] if not group_skip else [0, 1, 2, 3]  # first members of group 0
+    assert order[0][: len(expected)].tolist() == expected
