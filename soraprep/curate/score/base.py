@@ -95,6 +95,9 @@ def build_scorers(names_and_params: dict[str, dict[str, Any]]) -> list:
     for name, params in names_and_params.items():
         if name not in SCORERS:
             raise ValueError(f"unknown scorer {name!r}; available: {', '.join(sorted(SCORERS))}")
+        for key, why in getattr(SCORERS[name], "retired_params", {}).items():   # keys of earlier versions
+            if key in (params or {}):
+                raise ValueError(f"scorer {name!r}: {key!r} is no longer a setting: {why}")
         try:
             out.append(SCORERS[name](**(params or {})))
         except TypeError as exc:

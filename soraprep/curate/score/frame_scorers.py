@@ -1,4 +1,4 @@
-"""The built-in frame scorers: motion, sharpness, brightness/black frames, frozen/static frames.
+"""The built-in frame scorers: motion (and camera motion), sharpness, brightness/black frames, frozen frames.
 
 Units are chosen so thresholds do not depend on the analysis size or frame rate:
 
@@ -6,8 +6,13 @@ Units are chosen so thresholds do not depend on the analysis size or frame rate:
   pixels per frame at a 256-px short side, sampled ``samples_per_s`` times a second.
 - ``sharpness``: median variance of the Laplacian of the gray frame at the analysis size.
 - ``brightness``: mean luma (0–255); ``black_ratio``: share of frames whose mean luma < ``black_luma``.
-- ``static_ratio``: share of consecutive frame pairs whose mean absolute difference < ``static_diff``
-  (frozen frames, slideshows, still images).
+- ``camera_motion`` / ``camera_shake``: the camera's motion class and jitter, from the same flow fields
+  (see :mod:`soraprep.curate.score.camera` for the classes and units).
+- ``static_ratio``: share of consecutive frame pairs that are frozen (frozen frames, slideshows, still
+  images). A pair is frozen when less than ``moving_share`` of its 16x16-pixel blocks (of the half-size
+  gray view) change by a mean absolute difference above ``block_diff`` luma levels: local change decides,
+  so a small subject moving in front of a still camera is not frozen, while sensor noise (mostly averaged
+  away by the downscale to the analysis size) stays below ``block_diff``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from soraprep.curate.score import camera
 from soraprep.curate.score.base import FrameViews, ScorerBase, nan_stat, register_scorer
 
 REF_SHORT_SIDE = 256.0
@@ -49,10 +55,18 @@ class PairScorer(ScorerBase):
 @dataclass
 class MotionScorer(PairScorer):
     samples_per_s: float = 8.0
+    camera_move_px: float = 0.3     # camera_motion: global motion below this (px/frame @256) is "static"
+    camera_shake_px: float = 1.0    # ... translation jitter at or above this is "shaky"
+    camera_mixed_ratio: float = 0.5  # ... a second motion this large relative to the first makes "mixed"
     name = "motion"
-    version = "1"
-    columns = ("motion_score",)
-    signal_names = ("flow",)
+    version = "2"   # 2: camera_motion, camera_shake
+    columns = ("motion_score", "camera_motion", "camera_shake")
+    signal_names = ("flow", *camera.FLOW_STATS)
+
+    def __post_init__(self) -> None:
+        if self.camera_move_px < 0 or self.camera_shake_px <= 0 or not 0 < self.camera_mixed_ratio <= 1:
+            raise ValueError("motion: camera_move_px must be >= 0, camera_shake_px > 0 and camera_mixed_ratio "
+                             "in (0, 1] (px/frame at a 256-px short side; see soraprep/curate/score/camera.py)")
 
     def begin(self, num_frames: int, fps: float) -> None:
         super().begin(num_frames, fps)
@@ -64,12 +78,19 @@ class MotionScorer(PairScorer):
             k = -(-16 // min(cur.shape))
             prev, cur = (cv2.resize(x, None, fx=k, fy=k, interpolation=cv2.INTER_LINEAR) for x in (prev, cur))
         flow = self._dis.calc(prev, cur, None)
+        scale = REF_SHORT_SIDE / min(cur.shape)
         mag = float(np.mean(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)))
-        self._put("flow", index, mag * REF_SHORT_SIDE / min(cur.shape))
+        self._put("flow", index, mag * scale)
+        for key, value in zip(camera.FLOW_STATS, camera.global_flow(flow, scale)):
+            self._put(key, index, value)
 
     def aggregate(self, signals, start, end):
         # the flow stored at frame i describes the pair (i-1, i): only pairs inside the clip count
-        return {"motion_score": nan_stat(signals["flow"][start + 1:end])}
+        stats = {k: signals[k][start + 1:end] for k in camera.FLOW_STATS} if "cam_dx" in signals else None
+        label, shake = (None, None) if stats is None else camera.classify(
+            stats, move_px=self.camera_move_px, shake_px=self.camera_shake_px, mixed_ratio=self.camera_mixed_ratio)
+        return {"motion_score": nan_stat(signals["flow"][start + 1:end]), "camera_motion": label,
+                "camera_shake": shake}
 
 
 @register_scorer("sharpness")
@@ -118,21 +139,41 @@ class BrightnessScorer(ScorerBase):
         return {"brightness": float(luma.mean()), "black_ratio": float(np.mean(luma < self.black_luma))}
 
 
+BLOCK = 16  # static: block side in pixels of the half-size gray view
+
+
 @register_scorer("static")
 @dataclass
 class StaticScorer(PairScorer):
-    static_diff: float = 0.5
+    block_diff: float = 3.0       # a block "changes" when its mean absolute difference exceeds this (luma)
+    moving_share: float = 0.004   # a pair is frozen when fewer than this share of its blocks change
     name = "static"
-    version = "1"
+    version = "2"   # 2: local change (share of changed blocks) instead of the whole-frame mean difference
     columns = ("static_ratio",)
-    signal_names = ("frame_diff",)
+    signal_names = ("changed_blocks",)
+    #: keys of earlier versions: refused with this message (configs fail loud)
+    retired_params = {"static_diff": "static v2 decides from local change: replace `static_diff` with "
+                                     "`block_diff` (mean absolute difference of a 16x16 block above which it "
+                                     "changes, default 3.0) and `moving_share` (share of changed blocks under "
+                                     "which a frame pair is frozen, default 0.004), e.g. "
+                                     "`static: {block_diff: 3.0, moving_share: 0.004}`"}
+
+    def __post_init__(self) -> None:
+        if self.block_diff <= 0 or not 0 < self.moving_share <= 1:
+            raise ValueError("static: block_diff must be > 0 (luma levels) and moving_share in (0, 1] "
+                             f"(got {self.block_diff}, {self.moving_share})")
 
     def pair(self, index: int, prev: np.ndarray, cur: np.ndarray) -> None:
-        self._put("frame_diff", index, float(cv2.absdiff(cur, prev).mean()))
+        h, w = cur.shape
+        d = cv2.absdiff(cur, prev)
+        # mean absolute difference per ~16x16 block (area averaging also covers the partial edge blocks)
+        blocks = cv2.resize(d, (-(-w // BLOCK), -(-h // BLOCK)), interpolation=cv2.INTER_AREA) \
+            if min(h, w) > BLOCK else np.array([[d.mean()]])
+        self._put("changed_blocks", index, float(np.mean(blocks > self.block_diff)))
 
     def aggregate(self, signals, start, end):
-        d = signals["frame_diff"][start + 1:end]
+        d = signals["changed_blocks"][start + 1:end]
         d = d[~np.isnan(d)]
         if d.size == 0:
             return {"static_ratio": None}
-        return {"static_ratio": float(np.mean(d < self.static_diff))}
+        return {"static_ratio": float(np.mean(d < self.moving_share))}

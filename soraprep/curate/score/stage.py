@@ -39,7 +39,7 @@ class ScoreStage:
             for s in self._scorers:
                 values = s.aggregate(signals, row["start_frame"], row["end_frame"])
                 for col, v in values.items():
-                    row[col] = None if v is None else round(float(v), 6)
+                    row[col] = v if v is None or isinstance(v, str) else round(float(v), 6)
                     prov[col] = s.provenance()
             row["provenance"] = json.dumps(prov, sort_keys=True)
         return batch
