@@ -194,6 +194,14 @@ def score_text(row: dict[str, Any], *, columns: dict[str, str] | None = None, fp
     return (", ".join(parts) + ".") if parts else ""
 
 
+def with_camera_motion(caption: str, label: str | None) -> str:
+    """Append the camera-motion sentence of a ``camera_motion`` class (``"A cat." -> "A cat. The camera pans
+    left."``); the caption is unchanged when the label is missing or unknown."""
+    from soraprep.curate.score.camera import camera_phrase   # numpy only
+
+    return with_score_text(caption, camera_phrase(label))
+
+
 def with_score_text(caption: str, suffix: str) -> str:
     if not suffix:
         return caption

@@ -35,7 +35,7 @@ from typing import Any
 
 from soraprep.caption.backends import BACKENDS, BackendConfigError, Captioner, make_captioner
 from soraprep.caption.cache import CaptionCache, FileDigests, cache_key
-from soraprep.caption.clean import clean_caption, score_text, with_score_text
+from soraprep.caption.clean import clean_caption, score_text, with_camera_motion, with_score_text
 from soraprep.caption.frames import METHODS, clip_span, load_frames, select_frames
 from soraprep.caption.profiles import MODES, profile_for
 from soraprep.caption.prompts import LANGS, prompt_hash, prompt_set
@@ -74,6 +74,7 @@ class CaptionSettings:
     max_units: int | None = None             # longest: default 300 words / 600 characters
     clip_timeout_s: float | None = 300.0     # per clip request, all retries and back-offs; None: no limit
     score_text: bool = False                 # append "aesthetic score: ..., motion score: ..., fps: ..."
+    append_camera_motion: bool = False       # append e.g. " The camera pans left." from the camera_motion column
     cache_path: str | None = None            # SQLite file; None keeps the cache in memory
     storage_options: dict[str, Any] = field(default_factory=dict)  # clips on a store (s3://...): fsspec options
 
@@ -344,7 +345,8 @@ class Captioning:
         if c.failure:
             return self._error_cols(c.failure, f"cleaned caption flagged {', '.join(c.flags)}: {c.text[:200]!r}",
                                     frames=rec["frames"], caption=c.text or None, rec=rec)
-        caption = with_score_text(c.text, score_text(row)) if s.score_text else c.text
+        caption = with_camera_motion(c.text, row.get("camera_motion")) if s.append_camera_motion else c.text
+        caption = with_score_text(caption, score_text(row)) if s.score_text else caption
         return {"_truncated": "truncated" in c.flags, "caption": caption, "text": caption, **self._base_cols(rec["frames"]),
                 "caption_tokens_in": rec.get("tokens_in"), "caption_tokens_out": rec.get("tokens_out"),
                 "caption_latency_s": rec.get("latency_s"), "caption_error": None}

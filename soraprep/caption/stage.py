@@ -56,6 +56,7 @@ class CaptionStage:
     max_units: int | None = None
     clip_timeout_s: float | None = 300.0
     score_text: bool = False
+    append_camera_motion: bool = False
     cache_path: str | None = None
     out_dir: str = "."              # relative row paths resolve here (the output manifest's folder)
     batch_size: int = 64

@@ -163,6 +163,10 @@ def caption_cmd(
                                                "longer ones are cut at the last sentence end that fits."),
     storage_options: str = typer.Option(None, "--storage-options", metavar="JSON",
                                         help="fsspec options when MANIFEST or -o is a store URL (s3://, gs://...)."),
+    append_camera_motion: bool = typer.Option(False, "--append-camera-motion",
+                                              help="Append the clip's camera motion to its caption, e.g. \" The "
+                                                   "camera pans left.\" (from the camera_motion column; rows "
+                                                   "without it are left as they are)."),
 ) -> None:
     """Caption kept clips with a vision-language model; adds caption columns (and Open-Sora's `text`).
 
@@ -187,6 +191,7 @@ def caption_cmd(
     settings = CaptionSettings(backend=backend, model=model, base_url=base_url, frames=frames, mode=mode, lang=lang,
                                concurrency=concurrency, retry_failed=retry_failed, clip_timeout_s=clip_timeout,
                                max_units=max_length, backend_options=options if backend == "openai" else {},
+                               append_camera_motion=append_camera_motion,
                                storage_options=_storage_options(storage_options))
     try:
         with Progress(console=console, transient=True) as bar:

@@ -1,5 +1,5 @@
 """Procedural videos with known ground truth: hard cuts at known frames, static shots, black frames,
-blur, text overlays, odd sizes and frame rates.
+blur, text overlays, odd sizes and frame rates, known camera motions and frozen / noisy / small-subject shots.
 
 Used by the tests, the demo and the benchmarks, so nothing needs to be downloaded. Every shot has its own
 random texture and palette (a hard cut changes the whole picture), and moving shots pan over it at a fixed
@@ -17,12 +17,28 @@ import av
 import cv2
 import numpy as np
 
-SHOT_KINDS = ("moving", "static", "black", "blur", "text", "flash")
+SHOT_KINDS = ("moving", "static", "black", "blur", "text", "flash",
+              "pan", "tilt", "zoom", "roll", "shaky", "subject", "frozen", "noisy")
+#: kinds drawn by a virtual camera over a still texture (see :func:`_camera_frames`)
+CAMERA_KINDS = ("pan", "tilt", "zoom", "roll", "shaky")
 
 
 @dataclass(frozen=True)
 class Shot:
-    """One shot: ``frames`` long, of a given ``kind``; ``speed`` is the pan in pixels per frame."""
+    """One shot: ``frames`` long, of a given ``kind``; ``speed`` is the kind's rate, per kind:
+
+    - ``moving`` / ``text`` / ``blur``: content moves left by ``|speed|`` px/frame.
+    - ``pan``: the camera pans right by ``speed`` px/frame (content moves left; negative: pans left);
+      ``tilt``: the camera tilts down (content moves up; negative: tilts up).
+    - ``zoom``: zoom in (negative: out) moving the picture's top and bottom edges ``|speed|`` px/frame;
+      ``roll``: the picture turns about its centre, ``speed`` px/frame at the top and bottom edges.
+    - ``shaky``: a hand-held still camera: the view jumps by independent offsets of standard deviation
+      ``speed`` px in x and y every frame.
+    - ``subject``: a still background with a bright square covering 4 % of the frame moving right by
+      ``speed`` px/frame (bouncing at the edges): a still camera, not a frozen video.
+    - ``frozen``: one picture repeated (a frozen video); ``static`` is the same; ``noisy``: a still picture
+      with fresh Gaussian sensor noise of standard deviation ``speed`` luma levels in every frame.
+    """
 
     frames: int
     kind: str = "moving"
@@ -55,6 +71,12 @@ def shot_frames(shot: Shot, index: int, width: int, height: int):
         for _ in range(shot.frames):
             yield frame
         return
+    if shot.kind in CAMERA_KINDS:
+        yield from _camera_frames(shot, rng, width, height)
+        return
+    if shot.kind in ("subject", "frozen", "noisy"):
+        yield from _still_camera_frames(shot, rng, width, height)
+        return
     margin = int(abs(shot.speed) * shot.frames) + 2 if shot.kind in ("moving", "text") else 0
     tex = _texture(rng, height, width + margin)
     if shot.kind == "blur":
@@ -71,6 +93,56 @@ def shot_frames(shot: Shot, index: int, width: int, height: int):
         elif shot.kind == "flash" and t % 2 == 1:
             frame = 255 - frame
         yield frame
+
+
+def _camera_frames(shot: Shot, rng: np.random.Generator, width: int, height: int):
+    """A virtual camera over a still texture: frame t samples the texture at ``c_t + R(θ_t) q / s_t`` for the
+    output pixel at offset q from the centre (translation c_t, zoom s_t, roll θ_t), with sub-pixel accuracy."""
+    n, v, half = shot.frames, shot.speed, min(width, height) / 2
+    c = np.zeros((n, 2))
+    scale, theta = np.ones(n), np.zeros(n)
+    if shot.kind == "pan":
+        c[:, 0] = v * np.arange(n)
+    elif shot.kind == "tilt":
+        c[:, 1] = v * np.arange(n)
+    elif shot.kind == "zoom":   # s >= 1 throughout: the texture needs no margin for it
+        steps = np.arange(n) if v > 0 else np.arange(n)[::-1]
+        scale = (1 + abs(v) / half) ** steps
+    elif shot.kind == "roll":
+        theta = v / half * np.arange(n)
+    elif shot.kind == "shaky":
+        c = rng.normal(0.0, abs(v), size=(n, 2))
+    # a texture big enough for the whole path, turned or not (the rotated frame's corners reach its diagonal)
+    reach = np.hypot(width, height) / 2 if shot.kind == "roll" else max(width, height) / 2
+    pad = int(np.ceil(np.abs(c).max() + reach)) + 4
+    tex = _texture(rng, 2 * pad, 2 * pad)
+    out_c = np.array([(width - 1) / 2, (height - 1) / 2])
+    for t in range(n):
+        cos, sin = np.cos(theta[t]) / scale[t], np.sin(theta[t]) / scale[t]
+        a = np.array([[cos, -sin], [sin, cos]])
+        b = np.array([pad, pad]) + c[t] - a @ out_c
+        m = np.hstack([a, b[:, None]]).astype(np.float64)
+        yield cv2.warpAffine(tex, m, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+
+
+def _still_camera_frames(shot: Shot, rng: np.random.Generator, width: int, height: int):
+    """A still camera: a frozen picture, the same with sensor noise, or a small bright subject moving over it."""
+    tex = _texture(rng, height, width)
+    side = max(2, int(round(np.sqrt(0.04 * width * height))))   # the subject covers 4 % of the frame
+    y0 = (height - side) // 2
+    for t in range(shot.frames):
+        if shot.kind == "frozen":
+            yield tex
+        elif shot.kind == "noisy":
+            noise = rng.standard_normal(size=(height, width, 1), dtype=np.float32) * abs(shot.speed)  # luma noise
+            yield np.clip(tex + noise, 0, 255).astype(np.uint8)
+        else:
+            span = max(1, width - side)
+            x = int(round(width / 10 + t * abs(shot.speed))) % (2 * span)
+            x = x if x <= span else 2 * span - x                  # bounce at the edges
+            frame = tex.copy()
+            frame[y0:y0 + side, x:x + side] = 255
+            yield frame
 
 
 def make_video(path: str | Path, shots: Sequence[Shot], *, fps: Fraction | int | float = Fraction(25),
