@@ -18,6 +18,8 @@ from soraprep.curate.stage import Resources, Row, failed
 DERIVED = {"short_side": lambda r: None if r.get("height") is None or r.get("width") is None
            else min(r["height"], r["width"])}
 RATIO_COLUMNS = {"black_ratio", "static_ratio"}
+#: class-name columns: no numeric bounds (select by class downstream, e.g. in a DataFrame)
+TEXT_COLUMNS = {"camera_motion"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class Rule:
     required: bool = False
 
     def __post_init__(self) -> None:
+        if self.column in TEXT_COLUMNS:
+            raise ValueError(f"filter.{self.column} holds class names, not numbers: min/max cannot apply; remove "
+                             f"the rule (select classes downstream) or bound a numeric column such as camera_shake")
         for b in (self.min, self.max):
             if b is not None and (not isinstance(b, (int, float)) or isinstance(b, bool) or math.isnan(b)):
                 raise ValueError(f"filter.{self.column}: bounds must be numbers, got {b!r}")

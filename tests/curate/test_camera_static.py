@@ -114,3 +114,9 @@ def test_static_diff_is_refused_with_the_new_keys():
 def test_camera_phrases_cover_every_class():
     assert all(camera.camera_phrase(c).startswith("The camera ") for c in camera.CAMERA_CLASSES)
     assert camera.camera_phrase(None) == camera.camera_phrase("unknown") == ""
+
+
+def test_filter_refuses_bounds_on_the_class_column():
+    with pytest.raises(RecipeError, match="class names"):
+        validate({"filter": {"camera_motion": {"max": 1}}})
+    validate({"filter": {"camera_shake": {"max": 2.0}}})     # the numeric column can be bounded
