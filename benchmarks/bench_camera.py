@@ -1,0 +1,184 @@
+"""CPU cost of camera motion (motion scorer v2) and static v2 against the v1 scorers, in the one decode pass.
+
+    python benchmarks/bench_camera.py               # 20 s of 1280x720 25 fps footage, 3 repeats
+    python benchmarks/bench_camera.py --repeats 5
+
+The footage (cached in benchmarks/_work/) is five 4-s shots: pan, zoom, shaky, a small subject over a still
+background, a frozen picture. ``analyze`` (the real stage: decode once at 144 px, adaptive scene detection)
+runs with: no scorer (the decode + detection floor), each v1 scorer (the code before issue 14, defined
+below), each v2 scorer, and the default scorer set in both versions. CPU time = user + sys of this
+process (one thread: ``cv2.setNumThreads(1)`` as in a worker), best of the repeats; "per clip" divides by
+the clips the split makes. Prints a Markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from soraprep.curate.analyze import AnalyzeStage, ProbeStage
+from soraprep.curate.score import stage as _score_stage  # noqa: F401  (registers the built-in scorers)
+from soraprep.curate.score.base import SCORERS, nan_stat, register_scorer
+from soraprep.curate.score.frame_scorers import REF_SHORT_SIDE, PairScorer, _every
+from soraprep.curate.split import SplitStage
+
+WORK = Path(__file__).resolve().parent / "_work"
+
+
+# --- the v1 scorers, as they were before camera motion and static v2 (for the comparison only) -------------
+@register_scorer("motion_v1")
+@dataclass
+class MotionV1(PairScorer):
+    samples_per_s: float = 8.0
+    name = "motion_v1"
+    columns = ("motion_score",)
+    signal_names = ("flow_v1",)
+
+    def begin(self, num_frames: int, fps: float) -> None:
+        super().begin(num_frames, fps)
+        self._step = _every(fps, self.samples_per_s)
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+
+    def pair(self, index, prev, cur):
+        flow = self._dis.calc(prev, cur, None)
+        mag = float(np.mean(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)))
+        self._put("flow_v1", index, mag * REF_SHORT_SIDE / min(cur.shape))
+
+    def aggregate(self, signals, start, end):
+        return {"motion_score": nan_stat(signals["flow_v1"][start + 1:end])}
+
+
+@register_scorer("static_v1")
+@dataclass
+class StaticV1(PairScorer):
+    static_diff: float = 0.5
+    name = "static_v1"
+    columns = ("static_ratio",)
+    signal_names = ("frame_diff_v1",)
+
+    def pair(self, index, prev, cur):
+        self._put("frame_diff_v1", index, float(cv2.absdiff(cur, prev).mean()))
+
+    def aggregate(self, signals, start, end):
+        d = signals["frame_diff_v1"][start + 1:end]
+        return {"static_ratio": float(np.mean(d[~np.isnan(d)] < self.static_diff))}
+
+
+def footage() -> Path:
+    from soraprep.video.synth import Shot, make_video
+
+    path = WORK / "camera_720p.mp4"
+    if not path.exists():
+        shots = [Shot(100, "pan", speed=4, seed=1), Shot(100, "zoom", speed=3, seed=2),
+                 Shot(100, "shaky", speed=6, seed=3), Shot(100, "subject", speed=9, seed=4),
+                 Shot(100, "frozen", seed=5)]
+        make_video(path, shots, width=1280, height=720, preset="veryfast")
+    return path
+
+
+def run(path: Path, scorers: dict, repeats: int) -> tuple[float, float, int]:
+    """Best (wall s, CPU s) of ``repeats`` analyze passes, and the clips the split makes."""
+    best_wall = best_cpu = float("inf")
+    clips = 0
+    for _ in range(repeats):
+        stage = AnalyzeStage(scorers=scorers)
+        stage.setup()
+        rows = ProbeStage()([{"source": str(path), "video_id": "v"}])
+        t0, c0 = time.perf_counter(), time.process_time()
+        rows = stage(rows)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+        best_wall = min(best_wall, time.perf_counter() - t0)
+        assert not rows[0].get("error"), rows[0]["error"]
+        clips = len(SplitStage()(rows))
+    return best_wall, best_cpu, clips
+
+
+def per_pair(path: Path, n: int = 60) -> dict[str, float]:
+    """Median microseconds per frame pair of each scorer's own work on the half-size gray views (128x72)."""
+    from soraprep.curate.score import camera
+    from soraprep.video.io import decode
+
+    grays = []
+    for f in decode(str(path), start_frame=0, end_frame=n + 1, fmt="gray"):
+        grays.append(np.ascontiguousarray(cv2.resize(f.array, (128, 72), interpolation=cv2.INTER_AREA)))
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    flows = [dis.calc(a, b, None) for a, b in zip(grays, grays[1:])]
+    v2 = StaticScorerForTiming()
+
+    def each(fn, items) -> float:
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for it in items:
+                fn(*it)
+            times.append((time.perf_counter() - t) / len(items))
+        return 1e6 * statistics.median(times)
+
+    pairs = list(zip(grays, grays[1:]))
+    return {
+        "DIS flow (both versions)": each(lambda a, b: dis.calc(a, b, None), pairs),
+        "flow magnitude (v1 and v2)": each(lambda f: float(np.mean(np.sqrt(f[..., 0] ** 2 + f[..., 1] ** 2))),
+                                           [(f,) for f in flows]),
+        "camera statistics (v2 only)": each(lambda f: camera.global_flow(f, 2.0), [(f,) for f in flows]),
+        "static v1 pair": each(lambda a, b: float(cv2.absdiff(b, a).mean()), pairs),
+        "static v2 pair": each(v2.changed, pairs),
+    }
+
+
+class StaticScorerForTiming:
+    """The body of StaticScorer.pair without the signal buffer."""
+
+    def changed(self, prev, cur) -> float:
+        from soraprep.curate.score.frame_scorers import BLOCK
+
+        h, w = cur.shape
+        d = cv2.absdiff(cur, prev)
+        blocks = cv2.resize(d, (-(-w // BLOCK), -(-h // BLOCK)), interpolation=cv2.INTER_AREA)
+        return float(np.mean(blocks > 3.0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    cv2.setNumThreads(1)
+    path = footage()
+    print("| work per frame pair (128x72 half-size gray) | median µs |\n|---|---|")
+    for label, us in per_pair(path).items():
+        print(f"| {label} | {us:.0f} |")
+    print(flush=True)
+    cases = [
+        ("decode + scene detection, no scorer", {}),
+        ("motion v1 (flow magnitude)", {"motion_v1": {}}),
+        ("motion v2 (+ camera statistics)", {"motion": {}}),
+        ("static v1 (whole-frame mean difference)", {"static_v1": {}}),
+        ("static v2 (changed 16x16 blocks)", {"static": {}}),
+        ("default scorers, v1", {"motion_v1": {}, "sharpness": {}, "brightness": {}, "static_v1": {}}),
+        ("default scorers, v2", {"motion": {}, "sharpness": {}, "brightness": {}, "static": {}}),
+    ]
+    results = {}
+    for label, scorers in cases:
+        results[label] = run(path, scorers, args.repeats)
+        print(f"  {label}: wall {results[label][0]:.3f} s, CPU {results[label][1]:.3f} s", flush=True)
+    floor_cpu = results[cases[0][0]][1]
+    clips = results[cases[0][0]][2]
+    seconds = 500 / 25
+    print(f"\n{clips} clips, {seconds:.0f} s of 1280x720 25 fps, best of {args.repeats}, one thread; "
+          f"{', '.join(sorted(k for k in SCORERS if not k.endswith('_v1')))} registered\n")
+    print("| analyze with | wall (s) | CPU (s) | CPU over the floor (s) | ms CPU per clip | ms CPU per clip-second |")
+    print("|---|---|---|---|---|---|")
+    for label, _ in cases:
+        wall, cpu, _n = results[label]
+        extra = cpu - floor_cpu
+        print(f"| {label} | {wall:.2f} | {cpu:.2f} | {extra:+.2f} | {1000 * extra / clips:+.0f} | "
+              f"{1000 * extra / seconds:+.1f} |")
+
+
+if __name__ == "__main__":
+    main()
