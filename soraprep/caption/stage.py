@@ -61,6 +61,7 @@ class CaptionStage:
     batch_size: int = 64
     gpus: float = 0.0               # set 1 for the transformers backend on a GPU worker
     name = "caption"
+    run_args = ("out_dir",)     # the run's OUT, given by the runner (never a recipe key)
     columns = ()                # its columns are manifest.COLUMNS (caption*, text)
 
     def __post_init__(self) -> None:

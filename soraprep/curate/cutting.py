@@ -58,6 +58,7 @@ class CutStage:
     fallback_preset: str = "ultrafast"  # x264 preset when a copy/keyframe clip falls back to re-encoding:
                                         # 1.6x faster than veryfast at the same crf, larger files (a minority of clips)
     name = "cut"
+    run_args = ("out_dir",)             # the run's OUT, given by the runner (never a recipe key)
     resources = Resources(cpus=1)
     batch_size = 16
 

@@ -76,6 +76,7 @@ def parse_rules(spec: dict[str, Any]) -> list[Rule]:
 class FilterStage:
     rules: dict[str, Any] = field(default_factory=dict)
     name = "filter"
+    section_arg = "rules"  # the recipe section *is* the rule set: {column: {min, max, required}}
     resources = Resources(cpus=0.1)
     batch_size = 1024
 

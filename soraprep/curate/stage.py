@@ -5,6 +5,19 @@ recipe section). Construction is cheap and the object is picklable, so a runner 
 processes or Ray actors; ``setup()`` does the heavy work (loading models) once per worker; ``__call__``
 maps a batch of rows (dicts) to a batch of rows. Stages never import Ray: runners adapt them.
 
+Recipe keys are constructor arguments: a section ``split: {max_clip_s: 20}`` builds
+``SplitStage(max_clip_s=20)``. What a stage needs from *other* sections it declares itself, so the recipe
+loader has no per-stage special cases:
+
+* ``recipe_inputs(sections) -> dict`` (classmethod): arguments derived from the whole recipe, used where
+  the stage's own section does not set them (``split`` derives ``keyframe_split_s`` from ``cut``;
+  ``analyze`` its ``sample_every_s`` from the model stages' ``samples_every_s``; ``score`` its scorers from
+  ``analyze.scorers``);
+* ``section_arg = "rules"``: the whole section is that one argument (``filter``: keys are columns);
+* ``run_args = ("out_dir",)``: arguments the runner supplies when it builds the stage, never a recipe key;
+* ``settings = False``: the stage takes no section of its own (``score``);
+* ``requires = ("phash",)``: sections that must be present (``dedup``).
+
 Rows fail soft: a row that already carries an ``error`` passes through untouched, and a stage that fails
 on a row sets ``row["error"] = {"stage", "kind", "message"}`` instead of raising.
 """

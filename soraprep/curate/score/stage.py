@@ -23,6 +23,11 @@ class ScoreStage:
     name = "score"
     resources = Resources(cpus=0.1)
     batch_size = 64
+    settings = False  # no section of its own: it aggregates exactly the scorers `analyze` ran
+
+    @classmethod
+    def recipe_inputs(cls, sections: dict[str, Any]) -> dict[str, Any]:
+        return {"scorers": (sections.get("analyze") or {}).get("scorers") or {}}
 
     def __post_init__(self) -> None:
         self._scorers = build_scorers(self.scorers)
