@@ -14,8 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources, Row, error_dict, failed
+from soraprep.stages import Resources, Row, error_dict, failed, register
 from soraprep.video.cut import CUT_MODES, cut_clip
 from soraprep.video.io import VideoError
 

@@ -38,8 +38,8 @@ from typing import Any
 from soraprep.curate.cutting import thumb_path
 from soraprep.curate.runners.sources import StagedSources
 from soraprep.curate.runners.supervisor import Limits, Supervisor, stage_modules, workers_can_build
-from soraprep.curate.stage import error_dict
 from soraprep.manifest import read_table, table_rows, temp_path, write_manifest
+from soraprep.stages import error_dict
 from soraprep.storage import Store, is_remote
 
 _STATE: dict[str, Any] = {}
