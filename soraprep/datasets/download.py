@@ -39,9 +39,9 @@ from urllib.parse import urlparse
 
 from soraprep.datasets.common import MetadataError, youtube_id
 from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter, check_url
-from soraprep.datasets.sniff import VIDEO_EXTENSIONS
 from soraprep.manifest import MAX_ID_CHARS, cell_problem, read_manifest, row_problem, write_manifest
 from soraprep.types import RowError, Span
+from soraprep.video.sniff import VIDEO_EXTENSIONS
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
 MANIFEST_NAME = "manifest.parquet"

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from soraprep.datasets.sniff import HEAD_BYTES, sniff_container
+from soraprep.video.sniff import HEAD_BYTES, sniff_container
 
 USER_AGENT = "soraprep-download/0.1 (+https://github.com/soraprep)"
 CHUNK = 1 << 16
