@@ -41,8 +41,8 @@ from soraprep.caption.profiles import MODES, profile_for
 from soraprep.caption.prompts import LANGS, prompt_hash, prompt_set
 from soraprep.caption.summarize import caption_clip
 from soraprep.manifest import resolve_path
+from soraprep.manifest_store import resolve
 from soraprep.stages import error_dict
-from soraprep.storage.manifests import resolve
 from soraprep.storage.store import LOCAL_SCHEMES, is_remote, local_copy, url_scheme
 
 STAGE = "caption"

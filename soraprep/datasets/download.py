@@ -317,7 +317,7 @@ def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency
     remote_manifest = is_remote(str(manifest))
     try:
         if remote_manifest:
-            from soraprep.storage.manifests import read_rows
+            from soraprep.manifest_store import read_rows
 
             rows = read_rows(manifest, storage_options)
         else:
@@ -408,7 +408,7 @@ def _download(rows, manifest, manifest_dir: Path, out: Path, concurrency, rate_l
     if upload is None:
         report.output = str(write_manifest(out / MANIFEST_NAME, final, metadata=meta))
     else:
-        from soraprep.storage.manifests import write_rows
+        from soraprep.manifest_store import write_rows
 
         report.output = write_rows(upload.output, final, metadata=meta, storage_options=upload.store.storage_options)
     return report

@@ -217,7 +217,7 @@ def ingest(*, dataset: str, path: str | os.PathLike, out: str | os.PathLike, spl
         return report
     import tempfile
 
-    from soraprep.storage.manifests import put_file
+    from soraprep.manifest_store import put_file
 
     with tempfile.TemporaryDirectory(prefix="soraprep-ingest-") as tmp:
         local = Path(tmp) / name

@@ -47,8 +47,8 @@ from typing import Any
 
 from soraprep.export.clips import ClipReader, describe, ordered_map, selected
 from soraprep.manifest import PATH_COLUMNS, encode_path
+from soraprep.manifest_store import iter_rows, locate
 from soraprep.storage.files import publish, temp_path
-from soraprep.storage.manifests import iter_rows, locate
 from soraprep.storage.store import Store
 
 INDEX = "shards.json"

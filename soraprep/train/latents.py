@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from soraprep.manifest import read_manifest, resolve_path
+from soraprep.manifest_store import iter_rows, locate, resolve
 from soraprep.storage.files import atomic_write
-from soraprep.storage.manifests import iter_rows, locate, resolve
 from soraprep.storage.store import LOCAL_SCHEMES, Store, is_remote, join, local_copy, url_scheme
 from soraprep.train.autoencoder import Autoencoder, load_autoencoder
 
