@@ -11,7 +11,9 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from soraprep.cli import app
 from soraprep.datasets import ingest
 from soraprep.datasets.common import ParseContext, RecordError, as_id, check_span, parse_seconds, require
 from soraprep.datasets.download import download
@@ -100,6 +102,14 @@ def test_registered_adapter_ingests_into_a_valid_manifest(clipbank, metadata, tm
         "a1-0000": (10, 30), "a2-0000": (30, 50), "b1-0000": (0, 20)}
     for r in cut.values():
         assert probe(tmp_path / "dl" / r["path"]).num_frames == r["num_frames"] == 20
+
+
+def test_cli_finds_a_registered_adapter(clipbank, metadata, tmp_path):
+    res = CliRunner().invoke(app, ["ingest", "--dataset", NAME, str(metadata), "-o", str(tmp_path / "m.parquet")])
+    assert res.exit_code == 1, res.output  # 1: it ran, and two records became error rows
+    assert len(read_manifest(tmp_path / "m.parquet")) == 5
+    res = CliRunner().invoke(app, ["ingest", "--dataset", "clipbnk", str(metadata), "-o", str(tmp_path / "x.parquet")])
+    assert res.exit_code == 2 and NAME in res.output  # usage error, naming the registered datasets
 
 
 def test_names_are_unique(clipbank):
