@@ -5,7 +5,8 @@ fsspec URL (``s3://bucket/runs/r1``, ``gs://...``, ``memory://...``); keys are `
 relative to it. Everything soraprep writes goes through :meth:`Store.write_bytes` / :meth:`Store.put_file`,
 which are atomic on both kinds:
 
-- local: a temp file beside the target (``.soraprep-tmp-<pid>-...``), fsynced, then ``os.replace``;
+- local: a temp file beside the target (``.soraprep-tmp-<pid>-...``), fsynced, then ``os.replace``
+  (:func:`soraprep.storage.files.atomic_write`);
 - object store: one PUT of the whole object. An object store has no rename, but a PUT either lands whole
   or not at all, and readers never see a half-written object. Commits therefore write the object that
   *marks* a unit done (its rows) last, after every file it names (see curate/runners).
