@@ -26,8 +26,7 @@ from typing import Any
 
 from soraprep.caption.pipeline import Captioning, CaptionSettings, CaptionSummary
 from soraprep.caption.run import default_cache_path
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources
+from soraprep.stages import Resources, register
 
 _SETTINGS = [f.name for f in dataclasses.fields(CaptionSettings) if f.name != "storage_options"]  # curate stages see local clips
 

@@ -20,10 +20,9 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from soraprep.curate.registry import STAGES, register
 from soraprep.curate.score.base import FrameViews, build_scorers
 from soraprep.curate.split import build_detector
-from soraprep.curate.stage import Resources, Row, error_dict, failed
+from soraprep.stages import STAGES, Resources, Row, error_dict, failed, register
 from soraprep.types import fps_fraction
 from soraprep.video.io import MIN_SIDE, VideoError, analysis_size, decode, probe_with_index
 from soraprep.video.orient import rotate_array

@@ -12,8 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources, Row, failed
+from soraprep.stages import Resources, Row, failed, register
 
 DERIVED = {"short_side": lambda r: None if r.get("height") is None or r.get("width") is None
            else min(r["height"], r["width"])}

@@ -19,12 +19,7 @@ from typing import Any
 
 import yaml
 
-from soraprep.caption import stage as _caption_stage  # noqa: F401  (registers "caption"; imports no torch)
-from soraprep.curate import analyze, bucket, cutting, split  # noqa: F401  (register stages)
-from soraprep.curate import filter as _filter  # noqa: F401
-from soraprep.curate.registry import STAGES
-from soraprep.curate.score import clip_scores, dedup, ocr  # noqa: F401  (model-based scorers; import no torch)
-from soraprep.curate.score import stage as _score_stage  # noqa: F401
+from soraprep.curate.catalogue import STAGES  # the built-in stages, all registered
 
 #: Curation stages in pipeline order; any other registered stage (e.g. caption) may follow `bucket`.
 PIPELINE = ("probe", "analyze", "split", "score", "filter", "cut", "bucket")

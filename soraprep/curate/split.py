@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources, Row, failed
+from soraprep.stages import Resources, Row, failed, register
 
 DETECTORS: dict[str, type] = {}
 

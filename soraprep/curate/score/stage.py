@@ -10,10 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from soraprep.curate.registry import register
 from soraprep.curate.score import frame_scorers  # noqa: F401  (registers the built-in scorers)
 from soraprep.curate.score.base import build_scorers
-from soraprep.curate.stage import Resources, Row, failed
+from soraprep.stages import Resources, Row, failed, register
 
 
 @register("score")
