@@ -83,15 +83,17 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], o
 def safe_name(name: str, *, max_len: int = 80) -> str:
     """A flat, portable, deterministic file name for any id: ``'../a b/ç'`` -> ``'a_b_c-0361c8eb'``.
 
-    A name that is already safe (only ``[A-Za-z0-9._-]``, no leading or trailing ``.``/``_``/``-``, at most
+    A name that is already safe (only ``[a-z0-9._-]``, no leading or trailing ``.``/``_``/``-``, at most
     ``max_len`` characters) is kept as it is, so ordinary ids give readable names. Any other name is
     transliterated to ASCII, cleaned and shortened, and gets 8 hex digits of a hash of the original, so
-    two ids that clean to the same text never share a file (``'..'`` gives the hash alone).
+    two ids that clean to the same text never share a file (``'..'`` gives the hash alone). Upper-case
+    letters count as unsafe: case-sensitive ids (YouTube's ``abcDEF`` vs ``ABCdef``) would otherwise share
+    one file on a case-insensitive file system (macOS, Windows), so ``'Abc'`` -> ``'Abc-<hash>'``.
     """
     text = str(name)
     ascii_name = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     clean = _UNSAFE.sub("_", ascii_name).strip("._-")[:max_len].rstrip("._-")
-    if clean == text:
+    if clean == text and text == text.lower():
         return text
     digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{clean}-{digest}" if clean else digest

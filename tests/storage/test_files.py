@@ -15,8 +15,12 @@ from soraprep.storage.files import TMP_PREFIX, atomic_write, confined, safe_name
 
 def test_safe_name_keeps_safe_ids_and_hashes_the_rest():
     # ids that are already portable file names stay readable (curate's clips/<video_id>/<clip_id>.mp4)
-    for name in ("v_0001-00003", "clip-0007.mp4", "a1b2c3d4-0000", "A.b-c_d"):
+    for name in ("v_0001-00003", "clip-0007.mp4", "a1b2c3d4-0000", "a.b-c_d"):
         assert safe_name(name) == name
+    # case-sensitive ids never share a file on a case-insensitive file system (macOS, Windows)
+    ids = ("dQw4w9WgXcQ", "dqw4w9wgxcq", "DQW4W9WGXCQ")
+    assert len({safe_name(i).lower() for i in ids}) == 3
+    assert safe_name("Megamind-0001").startswith("Megamind-0001-")
     assert safe_name("../../etc/passwd") == "etc_passwd-936d7c04"
     assert safe_name("../a b/ç") == "a_b_c-0361c8eb"              # NFKD: ç -> c
     assert safe_name("a/b") != safe_name("a_b") == "a_b"         # cleaning alone never merges two ids
