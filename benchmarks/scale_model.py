@@ -83,7 +83,7 @@ def measure_cuts(rows: list[dict], out: Path) -> dict[str, dict[str, float]]:
     """CPU seconds per clip and per clip-second: the default cut (stream copy; a scene that starts away from a
     keyframe gets its keyframe-less head re-encoded with x264 ultrafast), pure stream copy (no fallback: such
     heads are dropped), and exact (every clip re-encoded)."""
-    from soraprep.curate.registry import STAGES
+    from soraprep.stages import STAGES
 
     kept = [r for r in rows if r.get("keep")]
     res = {}
@@ -113,8 +113,8 @@ def measure_cuts(rows: list[dict], out: Path) -> dict[str, dict[str, float]]:
 def measure_ocr(n_clips: int = 8, frames: int = 4, repeats: int = 2) -> dict[str, float]:
     from bench_scorers import sample_rows
 
-    from soraprep.curate.registry import STAGES
     from soraprep.curate.score.ocr import pick_samples
+    from soraprep.stages import STAGES
 
     rows = sample_rows(n_clips, frames)
     stage = STAGES["ocr"](frames=frames)

@@ -31,6 +31,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from soraprep.stages import error_dict
+
+# TMP_PREFIX and temp_path live in storage/files.py; re-exported for callers written against this module
+from soraprep.storage.files import TMP_PREFIX, atomic_write, temp_path  # noqa: F401
+
 SCHEMA_VERSION = 1
 META_VERSION = b"soraprep.schema_version"
 META_RECIPE = b"soraprep.recipe"
@@ -173,32 +178,12 @@ _ALWAYS = ("clip_id", "video_id", "source", "path", "text", "num_frames", "heigh
            "aspect_ratio", "resolution", "fps", "start_s", "end_s", "keep", "error")
 
 
-#: Prefix of every temporary file soraprep writes. A run's start-up clean-up deletes only names with this
-#: prefix, and only in the folders soraprep itself writes in OUT: never a user's ``.partial-*`` or ``*.tmp``.
-TMP_PREFIX = ".soraprep-tmp-"
-
-
-def temp_path(path: str | os.PathLike) -> Path:
-    """The temporary name under which ``path`` is written before an atomic rename onto it."""
-    path = Path(path)
-    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    write(tmp)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_manifest(path: str | os.PathLike, rows: Sequence[dict[str, Any]],
                    metadata: dict[str, str] | None = None, jsonl: bool = False) -> Path:
     """Atomically write ``rows`` to Parquet at ``path`` (and ``.jsonl`` beside it when asked)."""
     path = Path(path)
     table = rows_to_table(rows, metadata)
-    _atomic_write(path, lambda p: pq.write_table(table, p))
+    atomic_write(path, lambda p: pq.write_table(table, p))
     if jsonl:
         write_jsonl(path.with_suffix(".jsonl"), table.to_pylist())
     return path
@@ -218,7 +203,7 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path
                                       default=str)
                 fh.write(text + "\n")
 
-    _atomic_write(path, _w)
+    atomic_write(path, _w)
     return path
 
 
@@ -342,7 +327,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _line_error(path: Path, line: int, kind: str, message: str) -> dict[str, Any]:
-    return {"error": {"stage": "input", "kind": kind, "message": f"{path}:{line}: {message}"}}
+    return {"error": error_dict("input", kind, f"{path}:{line}: {message}")}
 
 
 def table_rows(table: pa.Table) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -21,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from soraprep.manifest import _ALWAYS, COLUMNS, META_VERSION, SCHEMA_VERSION, ManifestError, temp_path
+from soraprep.manifest import _ALWAYS, COLUMNS, META_VERSION, SCHEMA_VERSION, ManifestError
+from soraprep.storage.files import publish, temp_path
 from soraprep.storage.store import Store
 
 if TYPE_CHECKING:
@@ -137,9 +137,7 @@ class _Staged:
             if self.store.remote:
                 self.store.put_file(self.path, self.key)
             else:
-                with open(self.path, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(self.path, self.store.local_path(self.key))
+                publish(self.path, self.store.local_path(self.key))
         finally:
             self.discard()
 

@@ -33,18 +33,6 @@ def fps_fraction(value: Any) -> Fraction | None:
 
 
 @dataclass(frozen=True)
-class RowError:
-    """Why a row failed: the stage that failed, a short machine-readable kind, and a message."""
-
-    stage: str
-    kind: str
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"stage": self.stage, "kind": self.kind, "message": self.message[:2000]}
-
-
-@dataclass(frozen=True)
 class VideoInfo:
     """Container and stream metadata, read without decoding a single frame."""
 

@@ -23,7 +23,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+
+from soraprep.storage.files import atomic_write
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -223,9 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     srv = _Server(("127.0.0.1", a.port), cfg)
     port = srv.server_address[1]
     if a.port_file:
-        tmp = Path(a.port_file).with_suffix(".tmp")
-        tmp.write_text(str(port))
-        tmp.replace(a.port_file)
+        atomic_write(a.port_file, str(port), fsync=False)
     print(f"fake OpenAI-compatible server on http://127.0.0.1:{port}/v1", file=sys.stderr, flush=True)
     try:
         srv.serve_forever()

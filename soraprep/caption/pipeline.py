@@ -41,7 +41,8 @@ from soraprep.caption.profiles import MODES, profile_for
 from soraprep.caption.prompts import LANGS, prompt_hash, prompt_set
 from soraprep.caption.summarize import caption_clip
 from soraprep.manifest import resolve_path
-from soraprep.storage.manifests import resolve
+from soraprep.manifest_store import resolve
+from soraprep.stages import error_dict
 from soraprep.storage.store import LOCAL_SCHEMES, is_remote, local_copy, url_scheme
 
 STAGE = "caption"
@@ -334,7 +335,7 @@ class Captioning:
         rec = rec or {}
         return {"caption": caption, **self._base_cols(frames), "caption_tokens_in": rec.get("tokens_in"),
                 "caption_tokens_out": rec.get("tokens_out"), "caption_latency_s": rec.get("latency_s"),
-                "caption_error": {"stage": STAGE, "kind": kind, "message": str(message)[:2000]}}
+                "caption_error": error_dict(STAGE, kind, message)}
 
     def _columns(self, row: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
         s = self.settings

@@ -13,7 +13,7 @@ from soraprep import manifest_dataset as mds
 from soraprep.caption.pipeline import Captioning, CaptionSettings, CaptionSummary
 from soraprep.manifest import read_manifest, read_metadata, rows_to_table, write_jsonl, write_manifest
 from soraprep.manifest_parts import write_rows_dataset
-from soraprep.storage.manifests import ManifestRef, iter_rows, locate, read_meta, resolve, write_rows
+from soraprep.manifest_store import ManifestRef, iter_rows, locate, read_meta, resolve, write_rows
 from soraprep.storage.store import is_remote, join, split_url
 
 CACHE_ENV = "SORAPREP_CAPTION_CACHE"

@@ -26,8 +26,7 @@ from typing import Any
 
 from soraprep.caption.pipeline import Captioning, CaptionSettings, CaptionSummary
 from soraprep.caption.run import default_cache_path
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources
+from soraprep.stages import Resources, register
 
 _SETTINGS = [f.name for f in dataclasses.fields(CaptionSettings) if f.name != "storage_options"]  # curate stages see local clips
 
@@ -62,6 +61,7 @@ class CaptionStage:
     batch_size: int = 64
     gpus: float = 0.0               # set 1 for the transformers backend on a GPU worker
     name = "caption"
+    run_args = ("out_dir",)     # the run's OUT, given by the runner (never a recipe key)
     columns = ()                # its columns are manifest.COLUMNS (caption*, text)
 
     def __post_init__(self) -> None:

@@ -299,7 +299,7 @@ def export_cmd(
         check_out_file(out, "-o/--out")  # not a folder, not under a file
     try:
         if remote:
-            from soraprep.storage.manifests import locate, read_rows, resolve
+            from soraprep.manifest_store import locate, read_rows, resolve
 
             ref = locate(manifest, options)
             rows = read_rows(manifest, options)
@@ -356,7 +356,7 @@ def _local_output(out: str, options: dict):
         if not is_remote(out):
             yield out
             return
-        from soraprep.storage.manifests import put_file
+        from soraprep.manifest_store import put_file
 
         with tempfile.TemporaryDirectory(prefix="soraprep-export-") as tmp:
             local = Path(tmp) / Path(out.rstrip("/")).name

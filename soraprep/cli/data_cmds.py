@@ -51,10 +51,11 @@ def ingest(
     """
     from soraprep.datasets import MetadataError
     from soraprep.datasets import ingest as run_ingest
+    from soraprep.datasets.registry import dataset_names
     from soraprep.storage import StorageError, is_remote, parse_storage_options
 
-    if dataset not in INGEST_DATASETS:
-        fail_usage(f"--dataset {dataset!r} is not one of {'|'.join(INGEST_DATASETS)}")
+    if dataset not in dataset_names():  # the built-ins (INGEST_DATASETS, for --help) and any registered adapter
+        fail_usage(f"--dataset {dataset!r} is not one of {'|'.join(dataset_names())}")
     if not is_remote(output):
         check_out_file(output)
     try:

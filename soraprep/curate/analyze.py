@@ -20,10 +20,9 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from soraprep.curate.registry import register
 from soraprep.curate.score.base import FrameViews, build_scorers
 from soraprep.curate.split import build_detector
-from soraprep.curate.stage import Resources, Row, error_dict, failed
+from soraprep.stages import STAGES, Resources, Row, error_dict, failed, register
 from soraprep.types import fps_fraction
 from soraprep.video.io import MIN_SIDE, VideoError, analysis_size, decode, probe_with_index
 from soraprep.video.orient import rotate_array
@@ -113,12 +112,25 @@ class AnalyzeStage:
     thumb_every_s: float = 1.0
     thumb_height: int = 96
     max_thumbs: int = 600
-    sample_every_s: float = 0.0     # > 0: keep an RGB JPEG this often for model-based scorer stages
+    sample_every_s: float = 0.0     # > 0: keep an RGB JPEG this often for model-based scorer stages;
+                                    # derived from those stages' `samples_every_s` when unset (recipe_inputs)
     sample_short_side: int = 224
     max_samples: int = 3600
     name = "analyze"
     resources = Resources(cpus=1, memory_gb=1.0)
     batch_size = 1
+
+    @classmethod
+    def recipe_inputs(cls, sections: dict[str, Any]) -> dict[str, Any]:
+        """Model-based scorer stages read frames sampled by this one decode pass: keep them as often as the
+        most demanding of the recipe's stages asks (their ``samples_every_s``)."""
+        wanted = {n: getattr(STAGES.get(n), "samples_every_s", 0) for n in sections}
+        wanted = {n: w for n, w in wanted.items() if w}
+        own = (sections.get("analyze") or {}).get("sample_every_s")
+        if wanted and own is not None and not own > 0:
+            raise ValueError(f"analyze.sample_every_s is {own!r} but {', '.join(wanted)} read(s) frames sampled by "
+                             f"the decode pass: remove the key (it is derived) or set it > 0")
+        return {"sample_every_s": min(wanted.values())} if wanted else {}
 
     def __post_init__(self) -> None:
         if self.short_side < 32:

@@ -173,8 +173,7 @@ def write_part(task: PartTask) -> dict[str, Any]:
     part's index entry: file, rows, kept, errors, units, first/last unit, bytes, global_s."""
     import importlib
 
-    import soraprep.curate.recipe  # noqa: F401 - registers the built-in stages (a fresh worker process)
-    from soraprep.curate.registry import STAGES
+    from soraprep.curate.catalogue import STAGES  # the built-in stages (a fresh worker process)
 
     for _name, _kw, module in task.stages:
         importlib.import_module(module)  # a stage defined outside soraprep registers on import
@@ -245,7 +244,7 @@ def assemble(store: Store, keys: list[str], recipe, map_fn: Callable[[Callable, 
     ``lambda fn, xs: ray.get([ray.remote(fn).remote(x) for x in xs])``). ``metadata`` defaults to
     :func:`manifest_metadata` of ``recipe``. Returns the index and the stage timings summed over the units
     (plus ``global``)."""
-    from soraprep.curate.registry import STAGES
+    from soraprep.stages import STAGES
 
     if metadata is None:
         metadata = manifest_metadata(recipe)

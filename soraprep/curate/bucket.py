@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources, Row, failed
+from soraprep.stages import Resources, Row, failed, register
 
 #: resolution class -> (short side at 16:9, area in pixels); the area defines the class
 RESOLUTIONS = {"144p": 144 * 256, "240p": 240 * 426, "360p": 360 * 640, "480p": 480 * 854,

@@ -9,41 +9,26 @@ either end (or leave nothing) is re-encoded exactly instead, when ``fallback_exa
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources, Row, error_dict, failed
+from soraprep.stages import Resources, Row, error_dict, failed, register
+from soraprep.storage.files import confined, safe_name
 from soraprep.video.cut import CUT_MODES, cut_clip
 from soraprep.video.io import VideoError
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
 
 
-def safe_name(name: str, max_len: int = 96) -> str:
-    """A file-name-safe, deterministic version of ``name`` (a short hash keeps distinct ids distinct)."""
-    clean = _SAFE.sub("_", str(name)).lstrip(".") or "x"
-    if clean != name or len(clean) > max_len:
-        clean = f"{clean[: max_len - 9]}-{hashlib.sha1(str(name).encode()).hexdigest()[:8]}"
-    return clean
-
-
-def confined(root: Path, *parts: str) -> Path:
-    """``root / parts`` with each part sanitised; raises if the result would escape ``root``."""
-    root = root.resolve()
-    path = root.joinpath(*[safe_name(p) for p in parts])
-    if root not in path.resolve().parents:
-        raise ValueError(f"refusing to write outside {root}: {path}")
-    return path
+def clip_path(out: Path, video_id: str, clip_id: str) -> Path:
+    """Where a kept clip's file lives: ``OUT/clips/<video_id>/<clip_id>.mp4``, names through :func:`safe_name`."""
+    return confined(out, "clips", safe_name(video_id), f"{safe_name(clip_id)}.mp4")
 
 
 def thumb_path(out: Path, clip_id: str) -> Path:
     """Where a clip's report thumbnail lives (written by the runner, read by the report)."""
-    return confined(Path(out), "thumbs", f"{clip_id}.jpg")
+    return confined(out, "thumbs", f"{safe_name(clip_id)}.jpg")
 
 
 @register("cut")
@@ -58,6 +43,7 @@ class CutStage:
     fallback_preset: str = "ultrafast"  # x264 preset when a copy/keyframe clip falls back to re-encoding:
                                         # 1.6x faster than veryfast at the same crf, larger files (a minority of clips)
     name = "cut"
+    run_args = ("out_dir",)             # the run's OUT, given by the runner (never a recipe key)
     resources = Resources(cpus=1)
     batch_size = 16
 
@@ -89,7 +75,7 @@ class CutStage:
 
     def _cut(self, row: Row) -> None:
         root = Path(self.out_dir)
-        dst = confined(root, "clips", row["video_id"], f"{row['clip_id']}.mp4")
+        dst = clip_path(root, row["video_id"], row["clip_id"])
         a, b = row["start_frame"], row["end_frame"]
         index = row.get("_index")
         fps = row.get("fps") or 25.0

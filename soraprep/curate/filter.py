@@ -12,8 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources, Row, failed
+from soraprep.stages import Resources, Row, failed, register
 
 DERIVED = {"short_side": lambda r: None if r.get("height") is None or r.get("width") is None
            else min(r["height"], r["width"])}
@@ -81,6 +80,7 @@ def parse_rules(spec: dict[str, Any]) -> list[Rule]:
 class FilterStage:
     rules: dict[str, Any] = field(default_factory=dict)
     name = "filter"
+    section_arg = "rules"  # the recipe section *is* the rule set: {column: {min, max, required}}
     resources = Resources(cpus=0.1)
     batch_size = 1024
 

@@ -30,8 +30,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from soraprep.manifest import TMP_PREFIX, cell_problem, read_manifest, resolve_path, row_problem
+from soraprep.manifest import cell_problem, read_manifest, resolve_path, row_problem
+from soraprep.stages import error_dict
 from soraprep.storage import StorageError, Store, is_remote, join, local_copy, split_url, url_scheme
+from soraprep.storage.files import TMP_PREFIX
 from soraprep.video.io import not_a_file, video_id_for
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
@@ -89,7 +91,7 @@ def unit_key(source: str, start_s: float | None, end_s: float | None, base_id: s
 
 
 def _error(stage_kind: str, message: str) -> dict[str, str]:
-    return {"stage": "input", "kind": stage_kind, "message": message}
+    return error_dict("input", stage_kind, message)
 
 
 def _file_unit(path: Path, problem: tuple[str, str] | None = None) -> dict[str, Any]:

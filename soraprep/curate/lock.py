@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from soraprep.manifest import TMP_PREFIX
+from soraprep.storage.files import TMP_PREFIX
 
 
 class OutInUseError(RuntimeError):

@@ -250,7 +250,7 @@ def apply_global(rows: list[dict[str, Any]], rec: Recipe, timings: dict[str, flo
     bucket labels only kept clips). Deterministic over committed units, so resume still yields the
     same manifest. ``rethreshold`` calls this before its own filter instead (``refilter=False``).
     """
-    from soraprep.curate.registry import STAGES
+    from soraprep.stages import STAGES
 
     names = rec.global_stage_names()
     if not names:

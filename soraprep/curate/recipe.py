@@ -19,12 +19,7 @@ from typing import Any
 
 import yaml
 
-from soraprep.caption import stage as _caption_stage  # noqa: F401  (registers "caption"; imports no torch)
-from soraprep.curate import analyze, bucket, cutting, split  # noqa: F401  (register stages)
-from soraprep.curate import filter as _filter  # noqa: F401
-from soraprep.curate.registry import STAGES
-from soraprep.curate.score import clip_scores, dedup, ocr  # noqa: F401  (model-based scorers; import no torch)
-from soraprep.curate.score import stage as _score_stage  # noqa: F401
+from soraprep.curate.catalogue import STAGES  # the built-in stages, all registered
 
 #: Curation stages in pipeline order; any other registered stage (e.g. caption) may follow `bucket`.
 PIPELINE = ("probe", "analyze", "split", "score", "filter", "cut", "bucket")
@@ -72,33 +67,15 @@ class Recipe:
         return validate(sections, self.source)
 
     def stage_kwargs(self, name: str) -> dict[str, Any]:
-        kw = dict(self.sections.get(name, {}))
-        if name == "score":  # the score stage aggregates what analyze's scorers gathered
-            kw = {"scorers": self.sections.get("analyze", {}).get("scorers", {})}
-        elif name == "filter":  # the section *is* the rule set: {column: {min, max}}
-            kw = {"rules": kw}
-        elif name == "split" and "keyframe_split_s" not in kw:
-            # stream-copy cuts: split a scene at its first keyframe when that is more than max_snap_s in,
-            # so only the head is re-encoded (exact and none cuts need no such split)
-            cut = self.sections.get("cut", {})
-            if cut.get("mode", "copy") in ("copy", "keyframe") and cut.get("fallback_exact", True):
-                kw["keyframe_split_s"] = float(cut.get("max_snap_s", 1.0))
-                # ... but never into a part the duration filter would drop (that scene is re-encoded whole)
-                rule = self.sections.get("filter", {}).get("duration_s")
-                min_s = rule.get("min") if isinstance(rule, dict) else None
-                if isinstance(min_s, (int, float)) and not isinstance(min_s, bool) and min_s > 0:
-                    kw.setdefault("min_part_s", float(min_s))
-        return kw
-
-    def effective_kwargs(self, name: str) -> dict[str, Any]:
-        """The arguments stage ``name`` really runs with (``out_dir`` aside)."""
-        kw = self.stage_kwargs(name)
-        if name == "analyze":  # model-based scorers need sampled frames from the one decode pass
-            wanted = [getattr(STAGES[n], "samples_every_s", 0) for n in self.stage_names()]
-            wanted = [w for w in wanted if w]
-            if wanted and not kw.get("sample_every_s"):
-                kw["sample_every_s"] = min(wanted)
-        return kw
+        """The constructor arguments of stage ``name`` (run arguments such as ``out_dir`` aside): its own
+        section's keys, over what the stage derives from the other sections (``recipe_inputs``); a stage
+        with ``section_arg`` takes its whole section as that one argument (``filter``: ``rules``)."""
+        cls = STAGES[name]
+        own = dict(self.sections.get(name) or {})
+        if getattr(cls, "section_arg", None):
+            own = {cls.section_arg: own}
+        derive = getattr(cls, "recipe_inputs", None)
+        return {**(derive(self.sections) if derive else {}), **own}
 
     def analysis_stage_names(self) -> list[str]:
         """The per-video stages that decode or score (probe ... model scorers): redoing them costs a decode."""
@@ -113,7 +90,7 @@ class Recipe:
     def fingerprints(self) -> dict[str, str]:
         """Stage -> hash of everything it runs with; analysis stages also hash :data:`ANALYSIS_VERSION`.
         Plus ``analysis`` and ``decision``: the hashes of each part's stages (what a rerun compares)."""
-        fps = {name: _digest({"stage": name, "kwargs": {k: v for k, v in self.effective_kwargs(name).items()
+        fps = {name: _digest({"stage": name, "kwargs": {k: v for k, v in self.stage_kwargs(name).items()
                                                         if k not in _EXECUTION_ONLY},
                               "version": ANALYSIS_VERSION if name in self.analysis_stage_names() else 0})
                for name in self.stage_names()}
@@ -125,8 +102,8 @@ class Recipe:
         """Instantiate the stages (cheap; heavy work happens in each stage's ``setup()``)."""
         stages = []
         for name in self.stage_names():
-            kw = self.effective_kwargs(name)
-            if "out_dir" in {f.name for f in fields(STAGES[name])}:
+            kw = self.stage_kwargs(name)
+            if "out_dir" in getattr(STAGES[name], "run_args", ()):
                 kw["out_dir"] = str(out_dir)  # cut writes there; caption resolves relative clip paths there
             stages.append(STAGES[name](**kw))
         return stages
@@ -291,6 +268,9 @@ def validate(sections: dict[str, Any], source: str = "recipe") -> Recipe:
         if name not in STAGES or name in ("probe",):
             raise RecipeError(f"{source}: unknown section {name!r}{_suggest(name, STAGES)}; "
                               f"sections are: {', '.join(s for s in STAGES if s not in ('probe', 'score'))}")
+        if getattr(STAGES[name], "settings", True) is False and body:
+            raise RecipeError(f"{source}: section {name!r} takes no settings (it aggregates what `analyze.scorers` "
+                              f"gathers): configure the scorers under analyze.scorers and remove `{name}:`")
         if body is None:
             sections[name] = {}
         elif not isinstance(body, dict):
@@ -301,8 +281,11 @@ def validate(sections: dict[str, Any], source: str = "recipe") -> Recipe:
         for need in getattr(cls, "requires", ()):  # e.g. dedup compares the hashes the phash stage writes
             if need not in sections:
                 raise RecipeError(f"{source}: section {name!r} needs section {need!r}: add `{need}: {{}}`")
-        kw = recipe.stage_kwargs(name)
-        known = {f.name for f in fields(cls)} - {"out_dir"}
+        try:
+            kw = recipe.stage_kwargs(name)
+        except (TypeError, ValueError) as exc:
+            raise RecipeError(f"{source}: {exc}") from exc
+        known = {f.name for f in fields(cls)} - set(getattr(cls, "run_args", ()))
         hints = typing.get_type_hints(cls)
         for key, value in kw.items():
             if key not in known:

@@ -1,22 +1,6 @@
-"""Name -> stage class registry, filled by a tiny decorator (no metaclasses, no import magic)."""
+"""Moved to :mod:`soraprep.stages` (neutral ground for curate and caption); kept so that stage modules
+written against the old path still import. New code imports ``soraprep.stages``."""
 
-from __future__ import annotations
+from soraprep.stages.registry import STAGES, register
 
-from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
-
-STAGES: dict[str, type] = {}
-
-
-def register(name: str) -> Callable[[T], T]:
-    """Register a stage class under ``name``; refuses duplicates so two stages never shadow each other."""
-
-    def deco(cls: T) -> T:
-        if name in STAGES:
-            raise ValueError(f"stage {name!r} is already registered by {STAGES[name].__qualname__}")
-        STAGES[name] = cls  # type: ignore[assignment]
-        return cls
-
-    return deco
+__all__ = ["STAGES", "register"]

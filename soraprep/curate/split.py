@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources, Row, failed
+from soraprep.stages import Resources, Row, failed, register
 
 DETECTORS: dict[str, type] = {}
 
@@ -152,11 +151,26 @@ class SplitStage:
     trim_start_s: float = 0.0
     trim_end_s: float = 0.0
     keyframe_tolerance_s: float = 1.0
-    keyframe_split_s: float | None = None   # see _split_at_first_keyframe; the recipe sets it for copy cuts
+    keyframe_split_s: float | None = None   # see _split_at_first_keyframe; derived from `cut` (recipe_inputs)
     min_part_s: float = 0.0                 # ... and this, from filter.duration_s.min
     name = "split"
     resources = Resources(cpus=0.1)
     batch_size = 1
+
+    @classmethod
+    def recipe_inputs(cls, sections: dict[str, Any]) -> dict[str, Any]:
+        """Stream-copy cuts: split a scene at its first keyframe when that is more than ``cut.max_snap_s``
+        in, so only the head is re-encoded (exact and none cuts need no such split) — but never into a
+        part the duration filter would drop (such a scene is re-encoded whole)."""
+        cut = sections.get("cut") or {}
+        if cut.get("mode", "copy") not in ("copy", "keyframe") or not cut.get("fallback_exact", True):
+            return {}
+        out: dict[str, Any] = {"keyframe_split_s": float(cut.get("max_snap_s", 1.0))}
+        rule = (sections.get("filter") or {}).get("duration_s")
+        min_s = rule.get("min") if isinstance(rule, dict) else None
+        if isinstance(min_s, (int, float)) and not isinstance(min_s, bool) and min_s > 0:
+            out["min_part_s"] = float(min_s)
+        return out
 
     def __post_init__(self) -> None:
         if self.max_clip_s is not None and self.max_clip_s <= 0:

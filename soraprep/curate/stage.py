@@ -1,45 +1,6 @@
-"""The stage protocol: the narrow contract between pipeline steps and the runners that execute them.
+"""Moved to :mod:`soraprep.stages` (neutral ground for curate and caption); kept so that stage modules
+written against the old path still import. New code imports ``soraprep.stages``."""
 
-A stage is a small object whose constructor arguments are its configuration (they are the keys of a
-recipe section). Construction is cheap and the object is picklable, so a runner can ship it to worker
-processes or Ray actors; ``setup()`` does the heavy work (loading models) once per worker; ``__call__``
-maps a batch of rows (dicts) to a batch of rows. Stages never import Ray: runners adapt them.
+from soraprep.stages.protocol import MAX_ERROR_MESSAGE, Resources, Row, Stage, error_dict, failed
 
-Rows fail soft: a row that already carries an ``error`` passes through untouched, and a stage that fails
-on a row sets ``row["error"] = {"stage", "kind", "message"}`` instead of raising.
-"""
-
-from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
-
-Row = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one worker of a stage needs; runners map this to processes, ``num_cpus``/``num_gpus``."""
-
-    cpus: float = 1.0
-    gpus: float = 0.0
-    memory_gb: float = 1.0
-
-
-@runtime_checkable
-class Stage(Protocol):
-    name: str
-    resources: Resources
-    batch_size: int
-
-    def setup(self) -> None: ...
-
-    def __call__(self, batch: list[Row]) -> list[Row]: ...
-
-
-def error_dict(stage: str, kind: str, message: str) -> dict[str, str]:
-    return {"stage": stage, "kind": kind, "message": str(message)[:2000]}
-
-
-def failed(row: Row) -> bool:
-    return bool(row.get("error"))
+__all__ = ["MAX_ERROR_MESSAGE", "Resources", "Row", "Stage", "error_dict", "failed"]

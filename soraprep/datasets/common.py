@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from soraprep.types import RowError
+from soraprep.stages import error_dict
 
 #: Largest cell a parser will hand to ``ast.literal_eval`` (a guard against pathological input).
 MAX_LITERAL_CHARS = 5_000_000
@@ -58,7 +58,7 @@ class ParseContext:
             "clip_id": clip_id, "video_id": video_id, "source": source, "text": None,
             "start_s": None, "end_s": None, "dataset": self.dataset, "license": self.license,
             "meta_line": line,
-            "error": RowError("ingest", kind, f"{where}: {message}").to_dict(),
+            "error": error_dict("ingest", kind, f"{where}: {message}"),
         }
         if clip_index is not None:
             row["clip_index"] = clip_index

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import threading
-import unicodedata
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,34 +38,15 @@ from urllib.parse import urlparse
 
 from soraprep.datasets.common import MetadataError, youtube_id
 from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter, check_url
-from soraprep.datasets.sniff import VIDEO_EXTENSIONS
 from soraprep.manifest import MAX_ID_CHARS, cell_problem, read_manifest, row_problem, write_manifest
-from soraprep.types import RowError, Span
+from soraprep.stages import error_dict
+from soraprep.storage.files import atomic_write, confined, safe_name
+from soraprep.types import Span
+from soraprep.video.sniff import VIDEO_EXTENSIONS
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
 MANIFEST_NAME = "manifest.parquet"
 YOUTUBE_HOST = "www.youtube.com"  # the --rate-limit key for every YouTube URL
-
-
-def safe_name(name: str, *, max_len: int = 80) -> str:
-    """A flat, portable, deterministic file name for any id: ``'../a b/ç'`` -> ``'a_b_c-1f0e3dad'``.
-
-    Only ``[A-Za-z0-9._-]``, no leading dot (no hidden files, no ``..``), and a hash of the original
-    so two ids that clean to the same text never share a file.
-    """
-    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_name).strip("._-")[:max_len].rstrip("._-")
-    return f"{clean}-{digest}" if clean else digest
-
-
-def inside(root: Path, rel: str) -> Path:
-    """``root / rel``, refusing anything that would land outside ``root``."""
-    root = root.resolve()
-    path = (root / rel).resolve()
-    if path != root and root not in path.parents:
-        raise ValueError(f"refusing to write {rel!r} outside {root}")
-    return path
 
 
 def classify(source: str) -> str:
@@ -166,7 +146,7 @@ class _Job:
             self._count("local")
             return path
         check_url(self.source)  # a malformed URL fails here as invalid_url, before a file name is made from it
-        dst = inside(self.out, f"videos/{_video_file_name(self.rows[0], self.source)}")
+        dst = confined(self.out, "videos", _video_file_name(self.rows[0], self.source))
         if kind == "youtube":
             had = any(p for p in dst.parent.glob(dst.stem + ".*") if not p.name.endswith((".part", ".ytdl", ".validator")))
             path = _ytdlp(self.source, dst, self.fetcher.limiter)
@@ -181,7 +161,7 @@ class _Job:
             video = self.fetch()
         except FetchError as exc:
             return [_fail(r, exc.kind, str(exc)) for r in self.rows]
-        except ValueError as exc:  # inside(): a path that would resolve outside OUT (e.g. via a symlink)
+        except ValueError as exc:  # confined(): a path that would resolve outside OUT (e.g. via a symlink)
             return [_fail(r, "unsafe_path", str(exc)) for r in self.rows]
         except OSError as exc:  # the local side: disk full, permissions (network errors are FetchErrors)
             return [_fail(r, "io_error", f"{self.source}: {exc}") for r in self.rows]
@@ -233,8 +213,8 @@ class _Job:
                 name = safe_name(f"{row.get('video_id')}-{start_frame}-{src_hash}")
             suffix = "" if mode == "exact" else f".{mode}"  # modes never overwrite each other's clips
             try:
-                dst = inside(self.out, f"clips/{name}{suffix}.mp4")
-                done = inside(self.out, f"clips/.done/{name}{suffix}.json")
+                dst = confined(self.out, "clips", f"{name}{suffix}.mp4")
+                done = confined(self.out, "clips", ".done", f"{name}{suffix}.json")
             except ValueError as exc:
                 return _fail(out, "unsafe_path", str(exc))
             wanted = [start_frame, end_frame, str(video.name)]
@@ -299,7 +279,7 @@ def _storable_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fail(row: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
-    return dict(row, error=RowError("download", kind, message).to_dict())
+    return dict(row, error=error_dict("download", kind, message))
 
 
 def _read_done(path: Path) -> dict[str, Any] | None:
@@ -310,10 +290,7 @@ def _read_done(path: Path) -> dict[str, Any] | None:
 
 
 def _write_done(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(record), fsync=False)
 
 
 def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency: int = 4,
@@ -340,7 +317,7 @@ def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency
     remote_manifest = is_remote(str(manifest))
     try:
         if remote_manifest:
-            from soraprep.storage.manifests import read_rows
+            from soraprep.manifest_store import read_rows
 
             rows = read_rows(manifest, storage_options)
         else:
@@ -431,7 +408,7 @@ def _download(rows, manifest, manifest_dir: Path, out: Path, concurrency, rate_l
     if upload is None:
         report.output = str(write_manifest(out / MANIFEST_NAME, final, metadata=meta))
     else:
-        from soraprep.storage.manifests import write_rows
+        from soraprep.manifest_store import write_rows
 
         report.output = write_rows(upload.output, final, metadata=meta, storage_options=upload.store.storage_options)
     return report

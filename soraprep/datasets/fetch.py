@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from soraprep.datasets.sniff import HEAD_BYTES, sniff_container
+from soraprep.storage.files import publish
+from soraprep.video.sniff import HEAD_BYTES, sniff_container
 
 USER_AGENT = "soraprep-download/0.1 (+https://github.com/soraprep)"
 CHUNK = 1 << 16
@@ -235,7 +236,7 @@ class HttpFetcher:
             if not progressed:
                 self._pause(failures, url, deadline)
         self._verify(url, part)
-        os.replace(part, dst)
+        publish(part, dst, fsync=False)  # the .partial- file kept for Range resume becomes the video
         _validator_file(part).unlink(missing_ok=True)
         return FetchResult(dst, dst.stat().st_size, attempts, resumed)
 

@@ -1,6 +1,6 @@
 """A folder of your own videos -> one manifest row per video (the whole video is the clip).
 
-Files are recognised by their content (magic bytes, see :mod:`soraprep.datasets.sniff`), then probed
+Files are recognised by their content (magic bytes, see :mod:`soraprep.video.sniff`), then probed
 (container metadata, no decoding): a video without an extension is found, and a ``.mp4`` that is really
 a text or HTML file becomes an error row rather than a crash later. Other files (``.txt``, ``.json``,
 images) are not videos and are not rows; an entry named like a video that is not a regular file (FIFO,
@@ -20,7 +20,7 @@ from typing import Any
 
 from soraprep.datasets.common import MetadataError, ParseContext
 from soraprep.datasets.registry import register
-from soraprep.datasets.sniff import VIDEO_EXTENSIONS, sniff_file
+from soraprep.video.sniff import VIDEO_EXTENSIONS, sniff_file
 
 
 def iter_files(root: Path) -> Iterator[Path]:

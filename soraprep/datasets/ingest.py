@@ -24,7 +24,9 @@ import pyarrow as pa
 from soraprep.datasets.common import SPLITS, MetadataError, ParseContext, split_from_filename
 from soraprep.datasets.registry import get_spec
 from soraprep.manifest import rows_to_table, write_manifest
-from soraprep.types import RowError, fps_fraction
+from soraprep.stages import error_dict
+from soraprep.storage.files import publish, temp_path
+from soraprep.types import fps_fraction
 
 #: rows per Parquet row group when streaming a manifest out
 CHUNK_ROWS = 50_000
@@ -99,8 +101,8 @@ def _iter_rows(dataset: str, path: str | os.PathLike, split: str | None, limit: 
         if cid in seen:
             seen[cid] += 1
             row = dict(row, clip_id=f"{cid}-dup{seen[cid]}",
-                       error=RowError("ingest", "duplicate_clip",
-                                      f"{path}:{row.get('meta_line')}: clip {cid!r} appears more than once").to_dict())
+                       error=error_dict("ingest", "duplicate_clip",
+                                        f"{path}:{row.get('meta_line')}: clip {cid!r} appears more than once"))
         else:
             seen[cid] = 0
         if row.get("error"):
@@ -160,7 +162,7 @@ def _write_streaming(out: Path, rows: Iterator[dict[str, Any]], metadata: dict[s
     import pyarrow.parquet as pq
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp = temp_path(out)
     writer = schema = None
     try:
         while True:
@@ -186,9 +188,7 @@ def _write_streaming(out: Path, rows: Iterator[dict[str, Any]], metadata: dict[s
             return
         writer.close()
         writer = None
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
+        publish(tmp, out)
     finally:
         if writer is not None:
             writer.close()
@@ -217,7 +217,7 @@ def ingest(*, dataset: str, path: str | os.PathLike, out: str | os.PathLike, spl
         return report
     import tempfile
 
-    from soraprep.storage.manifests import put_file
+    from soraprep.manifest_store import put_file
 
     with tempfile.TemporaryDirectory(prefix="soraprep-ingest-") as tmp:
         local = Path(tmp) / name

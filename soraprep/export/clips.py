@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from soraprep.storage.manifests import resolve
+from soraprep.manifest_store import resolve
 from soraprep.storage.store import Store, is_remote, split_url
 
 T = TypeVar("T")
@@ -117,7 +117,7 @@ def _same_place(a: str, b: str) -> bool:
 def check_output(manifest: str, out: str, storage_options: dict[str, Any] | None = None) -> None:
     """Refuse (ManifestError) an export folder that is the manifest's own folder, run folder or dataset."""
     from soraprep.manifest import ManifestError
-    from soraprep.storage.manifests import locate
+    from soraprep.manifest_store import locate
 
     ref = locate(manifest, storage_options)
     for taken in (ref.base, ref.url):

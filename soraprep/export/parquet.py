@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from soraprep.manifest import FSBYTES, PATH_COLUMNS, encode_path
-from soraprep.storage.manifests import iter_tables, locate, resolve
+from soraprep.manifest_store import iter_tables, locate, resolve
 from soraprep.storage.store import Store, is_remote
 
 INDEX = "_index.json"

@@ -46,8 +46,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from soraprep.export.clips import ClipReader, describe, ordered_map, selected
-from soraprep.manifest import PATH_COLUMNS, encode_path, temp_path
-from soraprep.storage.manifests import iter_rows, locate
+from soraprep.manifest import PATH_COLUMNS, encode_path
+from soraprep.manifest_store import iter_rows, locate
+from soraprep.storage.files import publish, temp_path
 from soraprep.storage.store import Store
 
 INDEX = "shards.json"
@@ -279,7 +280,7 @@ class _Exporter:
             if self.out.remote:
                 self.out.put_file(tmp, plan.name)   # one upload: the shard appears whole or not at all
             else:
-                os.replace(tmp, local)
+                publish(tmp, local, fsync=False)  # fsynced above
         finally:
             tmp.unlink(missing_ok=True)
         entry = {"name": plan.name, "samples": samples, "bytes": size, "first": plan.samples[0].key,

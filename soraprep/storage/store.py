@@ -5,7 +5,8 @@ fsspec URL (``s3://bucket/runs/r1``, ``gs://...``, ``memory://...``); keys are `
 relative to it. Everything soraprep writes goes through :meth:`Store.write_bytes` / :meth:`Store.put_file`,
 which are atomic on both kinds:
 
-- local: a temp file beside the target (``.soraprep-tmp-<pid>-...``), fsynced, then ``os.replace``;
+- local: a temp file beside the target (``.soraprep-tmp-<pid>-...``), fsynced, then ``os.replace``
+  (:func:`soraprep.storage.files.atomic_write`);
 - object store: one PUT of the whole object. An object store has no rename, but a PUT either lands whole
   or not at all, and readers never see a half-written object. Commits therefore write the object that
   *marks* a unit done (its rows) last, after every file it names (see curate/runners).
@@ -28,6 +29,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
+
+from soraprep.storage.files import atomic_write
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 #: URL schemes soraprep treats as local paths.
@@ -249,38 +252,15 @@ class Store:
 
     def get_file(self, key: str, local: str | os.PathLike) -> Path:
         """Copy ``key`` to the local file ``local`` atomically (a temp name, then rename)."""
-        from soraprep.manifest import temp_path
-
-        local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path(local)
-        try:
-            if self.remote:
-                self.fs.get_file(self._fresh(key), str(tmp))
-            else:
-                shutil.copyfile(self.local_path(key), tmp)
-            os.replace(tmp, local)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return local
+        if self.remote:
+            return atomic_write(local, lambda tmp: self.fs.get_file(self._fresh(key), str(tmp)), fsync=False)
+        return atomic_write(local, lambda tmp: shutil.copyfile(self.local_path(key), tmp), fsync=False)
 
     # -- writing (atomic)
     def write_bytes(self, key: str, data: bytes) -> str:
         """Write ``data`` as ``key`` atomically; returns its URL."""
         if not self.remote:
-            from soraprep.manifest import temp_path
-
-            path = self.local_path(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_path(path)
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            atomic_write(self.local_path(key), data)
         else:
             self.fs.pipe_file(self._full(key), data)  # one PUT: lands whole or not at all
         return self.url(key)
@@ -291,18 +271,10 @@ class Store:
     def put_file(self, local: str | os.PathLike, key: str) -> str:
         """Copy the local file ``local`` to ``key`` atomically; returns its URL."""
         if not self.remote:
-            from soraprep.manifest import temp_path
-
             path = self.local_path(key)
             if Path(local).resolve() == path.resolve():
                 return str(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_path(path)
-            try:
-                shutil.copyfile(local, tmp)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            atomic_write(path, lambda tmp: shutil.copyfile(local, tmp), fsync=False)
         else:  # s3fs uploads large files in parts; the object appears only when the upload completes
             self.fs.put_file(str(local), self._full(key))
         return self.url(key)

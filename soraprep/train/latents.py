@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,8 @@ import numpy as np
 import torch
 
 from soraprep.manifest import read_manifest, resolve_path
-from soraprep.storage.manifests import iter_rows, locate, resolve
+from soraprep.manifest_store import iter_rows, locate, resolve
+from soraprep.storage.files import atomic_write
 from soraprep.storage.store import LOCAL_SCHEMES, Store, is_remote, join, local_copy, url_scheme
 from soraprep.train.autoencoder import Autoencoder, load_autoencoder
 
@@ -52,14 +52,7 @@ class EncodeResult:
 
 
 def _atomic_save(obj: Any, path: Path, *, as_json: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if as_json:
-        tmp.write_text(json.dumps(obj, indent=1))
-    else:
-        torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1) if as_json else lambda tmp: torch.save(obj, tmp))
 
 
 def _target(row: dict[str, Any], frames: int | None, size: tuple[int, int] | None) -> tuple[int, int, int] | None:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from soraprep.storage.files import atomic_write
 from soraprep.train.config import ConfigError, TrainConfig
 from soraprep.train.data import BatchPlan, LatentData, micro_positions, model_inputs, step_draws
 from soraprep.train.setup import (
@@ -231,10 +232,8 @@ class Trainer:
         """Rank 0 writes ``OUT/checkpoints/step-XXXXXXX.pt`` atomically; every rank waits for it."""
         path = Path(self.cfg.out) / CKPT_DIR / f"step-{self.step:07d}.pt"
         if self.rank == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            torch.save(self.checkpoint_dict(), tmp)
-            os.replace(tmp, path)
+            ckpt = self.checkpoint_dict()
+            atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
             if self.cfg.keep_checkpoints:
                 for old in checkpoints(self.cfg.out)[: -self.cfg.keep_checkpoints]:
                     old.unlink(missing_ok=True)

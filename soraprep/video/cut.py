@@ -33,6 +33,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from soraprep.storage.files import publish, temp_path
 from soraprep.video.io import (
     _VOP,
     PacketIndex,
@@ -65,15 +66,11 @@ class CutResult:
 
 
 def _tmp_path(dst: Path) -> Path:
-    from soraprep.manifest import temp_path  # the one soraprep temp-file namespace (see TMP_PREFIX)
-
-    return temp_path(dst)
+    return temp_path(dst)  # the one soraprep temp-file namespace (storage/files.py)
 
 
 def _publish(tmp: Path, dst: Path) -> None:
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dst)
+    publish(tmp, dst)
 
 
 def cut_clip(src: str | os.PathLike, dst: str | os.PathLike, *, start_frame: int, end_frame: int,

@@ -98,7 +98,7 @@ def open_container(path: str | os.PathLike):
         container = av.open(path, metadata_errors="ignore")
     except av.error.InvalidDataError as exc:
         if "://" not in path:
-            from soraprep.datasets.sniff import sniff_file
+            from soraprep.video.sniff import sniff_file
 
             family = sniff_file(path)
             if family is not None:  # a video container's header, but FFmpeg cannot open the rest

@@ -12,8 +12,8 @@ from soraprep.caption.fake_server import FakeChatServer
 from soraprep.caption.run import CACHE_ENV
 from soraprep.cli import app
 from soraprep.manifest import read_manifest
+from soraprep.manifest_store import read_rows
 from soraprep.storage import Store
-from soraprep.storage.manifests import read_rows
 
 VARIES = ("caption_latency_s",)
 

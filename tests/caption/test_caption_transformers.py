@@ -92,9 +92,8 @@ def test_profile_backend_mismatch_and_bad_path_fail_loud(tiny_llava, tmp_path):
 
 def test_stage_is_registered_picklable_and_captions_a_batch(tiny_llava, manifest):
     from soraprep.caption.stage import CaptionStage
-    from soraprep.curate.registry import STAGES
-    from soraprep.curate.stage import Stage
     from soraprep.manifest import read_manifest
+    from soraprep.stages import STAGES, Stage
 
     assert STAGES["caption"] is CaptionStage
     stage = CaptionStage(backend="transformers", model=str(tiny_llava), frames=2, min_units=0, max_new_tokens=4,

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources
+from soraprep.stages import Resources, register
 
 
 @register("gpu_probe")

@@ -24,8 +24,8 @@ from soraprep.curate.pipeline import curate, rethreshold
 from soraprep.curate.recipe import RecipeError, validate
 from soraprep.curate.score.dedup import DedupStage, PhashStage, first_duplicates, hamming, phash
 from soraprep.curate.score.ocr import OcrStage, text_area
-from soraprep.curate.stage import error_dict
 from soraprep.manifest import read_manifest
+from soraprep.stages import error_dict
 from soraprep.video.synth import Shot, make_video, shot_frames
 
 try:  # phash, dedup and OCR need no torch: their tests run without it (only the CLIP ones skip)

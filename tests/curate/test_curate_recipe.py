@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from soraprep.cli import app
 from soraprep.curate.recipe import RecipeError, load_recipe
-from soraprep.curate.stage import Stage
+from soraprep.stages import Stage
 
 
 @pytest.mark.parametrize("name", ["default", "opensora-like"])
@@ -95,9 +95,8 @@ def test_stage_setup_failure_stops_the_run_loudly(media, tmp_path, workers):
 
     from soraprep.curate.pipeline import curate
     from soraprep.curate.recipe import validate
-    from soraprep.curate.registry import STAGES, register
     from soraprep.curate.runners.local import StageSetupError
-    from soraprep.curate.stage import Resources
+    from soraprep.stages import STAGES, Resources, register
 
     @register("test_broken_model")
     @dataclass

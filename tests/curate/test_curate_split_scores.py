@@ -105,8 +105,7 @@ def test_model_scorer_stage_gets_sampled_frames_and_runs_before_filter(media, tm
 
     from soraprep.curate.pipeline import curate
     from soraprep.curate.recipe import validate
-    from soraprep.curate.registry import STAGES, register
-    from soraprep.curate.stage import Resources
+    from soraprep.stages import STAGES, Resources, register
 
     @register("test_mean_luma")
     @dataclass

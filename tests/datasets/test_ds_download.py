@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 
 from soraprep.cli import app
 from soraprep.datasets import ingest
-from soraprep.datasets.download import classify, download, inside, safe_name
+from soraprep.datasets.download import classify, download
 from soraprep.datasets.fetch import HttpFetcher, RateLimiter
 from soraprep.manifest import read_manifest, write_manifest
+from soraprep.storage.files import confined, safe_name
 from soraprep.video.io import probe
 from soraprep.video.synth import Shot, make_video
 
@@ -160,7 +161,7 @@ def test_safe_names_and_sources():
     assert re.fullmatch(r"[0-9a-f]{8}", safe_name(".."))
     assert len(safe_name("x" * 1000)) <= 80 + 9
     with pytest.raises(ValueError):
-        inside(Path("/tmp/out"), "../x")
+        confined(Path("/tmp/out"), "../x")
     assert [classify(s) for s in ("https://a/b.mp4", "https://youtu.be/dQw4w9WgXcQ", "rel/v.mp4", "/abs/v.mp4",
                                   "C:\\v.mp4", "ftp://h/v", "file:///v", "s3://b/v")] == [
         "http", "youtube", "local", "local", "local", "unsupported", "unsupported", "unsupported"]

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from soraprep.cli import app
 from soraprep.datasets import MetadataError, ingest_rows
-from soraprep.datasets.sniff import sniff_container, sniff_file
 from soraprep.manifest import read_manifest
+from soraprep.video.sniff import sniff_container, sniff_file
 from soraprep.video.synth import Shot, make_video
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "datasets"

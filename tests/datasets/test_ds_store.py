@@ -15,8 +15,8 @@ from soraprep.datasets import ingest
 from soraprep.datasets.download import download
 from soraprep.datasets.fetch import HttpFetcher, RateLimiter
 from soraprep.manifest import read_manifest
+from soraprep.manifest_store import read_rows
 from soraprep.storage import Store, local_copy
-from soraprep.storage.manifests import read_rows
 from soraprep.video.io import probe
 from soraprep.video.synth import Shot, make_video
 

@@ -15,8 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources, Row
+from soraprep.stages import Resources, Row, register
 
 
 @register("fault")

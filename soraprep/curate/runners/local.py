@@ -38,9 +38,10 @@ from typing import Any
 from soraprep.curate.cutting import thumb_path
 from soraprep.curate.runners.sources import StagedSources
 from soraprep.curate.runners.supervisor import Limits, Supervisor, stage_modules, workers_can_build
-from soraprep.curate.stage import error_dict
-from soraprep.manifest import read_table, table_rows, temp_path, write_manifest
+from soraprep.manifest import read_table, table_rows, write_manifest
+from soraprep.stages import error_dict
 from soraprep.storage import Store, is_remote
+from soraprep.storage.files import atomic_write
 
 _STATE: dict[str, Any] = {}
 
@@ -358,11 +359,7 @@ def _write_thumbs(out: Path, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         thumb = r.get("_thumb")
         if thumb and r.get("clip_id"):
-            p = thumb_path(out, r["clip_id"])
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_path(p)
-            tmp.write_bytes(thumb)
-            os.replace(tmp, p)
+            atomic_write(thumb_path(out, r["clip_id"]), thumb, fsync=False)
 
 
 def attach_indexes(rows: list[dict[str, Any]]) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from soraprep.curate.runners import local, workspace
-from soraprep.curate.stage import error_dict
+from soraprep.stages import error_dict
 from soraprep.storage import Store
 
 Item = dict[str, Any]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from soraprep.curate.recipe import PIPELINE, Recipe, RecipeError
-from soraprep.curate.stage import Resources
+from soraprep.stages import Resources
 
 GIB = 1024 ** 3
 #: clips a unit (video) is assumed to yield, to size a model pool's Ray batches (units) from its stage's
@@ -68,7 +68,7 @@ def model_stage_names(recipe: Recipe) -> list[str]:
     """The stages that get their own pool: the recipe's extra ``phase = "score"`` stages that read the sampled
     frames (they declare ``samples_every_s``), and any extra stage after the first of them (order is kept).
     Extra stages before the first one run in the analysis pool's worker, with the decode-once stages."""
-    from soraprep.curate.registry import STAGES
+    from soraprep.stages import STAGES
 
     extras = [n for n in recipe.analysis_stage_names() if n not in PIPELINE]
     first = next((i for i, n in enumerate(extras) if getattr(STAGES[n], "samples_every_s", 0)), len(extras))

@@ -23,7 +23,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from soraprep.curate.stage import error_dict
+from soraprep.stages import error_dict
 from soraprep.storage import is_remote, local_copy
 
 _PATH_COLUMNS = ("source", "path")

@@ -354,7 +354,7 @@ class Supervisor:
 def workers_can_build(recipe) -> bool:
     """Whether a fresh worker process can find every stage of ``recipe`` by importing its module: not so
     for a stage class defined inside a function or in a notebook's ``__main__``."""
-    from soraprep.curate.registry import STAGES
+    from soraprep.stages import STAGES
 
     for name in set(recipe.sections) | set(recipe.stage_names()):
         cls = STAGES.get(name)
@@ -365,7 +365,7 @@ def workers_can_build(recipe) -> bool:
 
 def stage_modules(recipe) -> list[str]:
     """Modules defining the recipe's stages that a fresh worker would not import by itself."""
-    from soraprep.curate.registry import STAGES
+    from soraprep.stages import STAGES
 
     names = set(recipe.sections) | set(recipe.stage_names())
     return sorted({STAGES[n].__module__ for n in names if n in STAGES

@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from soraprep.curate.registry import register
 from soraprep.curate.score.ocr import decode_sample, pick_samples
-from soraprep.curate.stage import Resources, Row, error_dict, failed
+from soraprep.stages import Resources, Row, error_dict, failed, register
 
 VERSION = "1"
 DTYPES = ("float32", "float16", "bfloat16")

@@ -28,9 +28,8 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from soraprep.curate.registry import register
 from soraprep.curate.score.ocr import decode_sample
-from soraprep.curate.stage import Resources, Row, error_dict, failed
+from soraprep.stages import Resources, Row, error_dict, failed, register
 
 VERSION = "1"
 

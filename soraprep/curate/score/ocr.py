@@ -28,8 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from soraprep.curate.registry import register
-from soraprep.curate.stage import Resources, Row, error_dict, failed
+from soraprep.stages import Resources, Row, error_dict, failed, register
 
 VERSION = "1"
 

@@ -10,10 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from soraprep.curate.registry import register
 from soraprep.curate.score import frame_scorers  # noqa: F401  (registers the built-in scorers)
 from soraprep.curate.score.base import build_scorers
-from soraprep.curate.stage import Resources, Row, failed
+from soraprep.stages import Resources, Row, failed, register
 
 
 @register("score")
@@ -23,6 +22,11 @@ class ScoreStage:
     name = "score"
     resources = Resources(cpus=0.1)
     batch_size = 64
+    settings = False  # no section of its own: it aggregates exactly the scorers `analyze` ran
+
+    @classmethod
+    def recipe_inputs(cls, sections: dict[str, Any]) -> dict[str, Any]:
+        return {"scorers": (sections.get("analyze") or {}).get("scorers") or {}}
 
     def __post_init__(self) -> None:
         self._scorers = build_scorers(self.scorers)

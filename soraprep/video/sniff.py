@@ -1,7 +1,8 @@
 """Recognise video containers by their first bytes (magic numbers), not by file name.
 
 Used by the folder scanner (a ``.mp4`` that is really an HTML error page is not a video; a video
-without an extension is one) and by the downloader (servers answer dead links with HTML and status 200).
+without an extension is one), by the downloader (servers answer dead links with HTML and status 200) and by
+:func:`soraprep.video.io.probe` (a damaged container is told from a file that is not a video at all).
 A match means "a container that can hold video"; the probe then checks that a video stream is there.
 """
 
