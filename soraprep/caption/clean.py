@@ -194,12 +194,25 @@ def score_text(row: dict[str, Any], *, columns: dict[str, str] | None = None, fp
     return (", ".join(parts) + ".") if parts else ""
 
 
-def with_camera_motion(caption: str, label: str | None) -> str:
-    """Append the camera-motion sentence of a ``camera_motion`` class (``"A cat." -> "A cat. The camera pans
-    left."``); the caption is unchanged when the label is missing or unknown."""
-    from soraprep.curate.score.camera import camera_phrase   # numpy only
+#: a sentence per ``camera_motion`` class (soraprep.curate.score.camera.CAMERA_CLASSES)
+CAMERA_PHRASES = {
+    "static": "The camera is static.",
+    "pan_left": "The camera pans left.",
+    "pan_right": "The camera pans right.",
+    "tilt_up": "The camera tilts up.",
+    "tilt_down": "The camera tilts down.",
+    "zoom_in": "The camera zooms in.",
+    "zoom_out": "The camera zooms out.",
+    "roll": "The camera rolls.",
+    "shaky": "The camera is shaky.",
+    "mixed": "The camera moves in several ways.",
+}
 
-    return with_score_text(caption, camera_phrase(label))
+
+def with_camera_motion(caption: str, label: str | None) -> str:
+    """Append the sentence of a ``camera_motion`` class (``"A cat." -> "A cat. The camera pans left."``);
+    the caption is unchanged when the label is missing or unknown."""
+    return with_score_text(caption, CAMERA_PHRASES.get(label or "", ""))
 
 
 def with_score_text(caption: str, suffix: str) -> str:

@@ -28,6 +28,13 @@ def _manifest(tmp_path, clips):
     return path
 
 
+def test_a_sentence_for_every_camera_class():
+    from soraprep.caption.clean import CAMERA_PHRASES
+    from soraprep.curate.score.camera import CAMERA_CLASSES
+
+    assert set(CAMERA_PHRASES) == set(CAMERA_CLASSES)
+
+
 def test_with_camera_motion():
     assert with_camera_motion("A dog runs.", "pan_left") == "A dog runs. The camera pans left."
     assert with_camera_motion("A dog runs.", "static") == "A dog runs. The camera is static."

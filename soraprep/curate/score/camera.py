@@ -107,22 +107,3 @@ def classify(stats: dict[str, np.ndarray], *, move_px: float, shake_px: float,
     label = {"pan": ("pan_right", "pan_left"), "tilt": ("tilt_down", "tilt_up"),
              "zoom": ("zoom_out", "zoom_in"), "roll": ("roll", "roll")}[kind][int(sign)]
     return label, shake
-
-
-def camera_phrase(label: str | None) -> str:
-    """Caption sentence for a class (``"The camera pans left."``); "" for None or an unknown label."""
-    return _PHRASES.get(label or "", "")
-
-
-_PHRASES = {
-    "static": "The camera is static.",
-    "pan_left": "The camera pans left.",
-    "pan_right": "The camera pans right.",
-    "tilt_up": "The camera tilts up.",
-    "tilt_down": "The camera tilts down.",
-    "zoom_in": "The camera zooms in.",
-    "zoom_out": "The camera zooms out.",
-    "roll": "The camera rolls.",
-    "shaky": "The camera is shaky.",
-    "mixed": "The camera moves in several ways.",
-}
