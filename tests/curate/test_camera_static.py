@@ -115,3 +115,16 @@ def test_filter_refuses_bounds_on_the_class_column():
     with pytest.raises(RecipeError, match="class names"):
         validate({"filter": {"camera_motion": {"max": 1}}})
     validate({"filter": {"camera_shake": {"max": 2.0}}})     # the numeric column can be bounded
+
+
+def test_columns_reach_the_manifest(tmp_path):
+    from soraprep.curate.pipeline import curate
+    from soraprep.manifest import read_manifest
+
+    src = tmp_path / "in"
+    make_video(src / "two.mp4", [Shot(40, "pan", speed=-3, seed=1), Shot(40, "frozen", seed=2)])
+    curate([str(src)], tmp_path / "out", workers=1)
+    rows = sorted(read_manifest(tmp_path / "out" / "manifest.parquet"), key=lambda r: r["start_frame"])
+    assert [r["camera_motion"] for r in rows] == ["pan_left", "static"]
+    assert rows[0]["camera_shake"] < 0.5 and rows[1]["static_ratio"] == 1.0
+    assert rows[1]["keep"] is False and "static_ratio" in rows[1]["filter_reason"]   # frozen: dropped
