@@ -2,6 +2,7 @@
 
     python benchmarks/bench_camera.py               # 20 s of 1280x720 25 fps footage, 3 repeats
     python benchmarks/bench_camera.py --repeats 5
+    python benchmarks/bench_camera.py --curate-vs /work/main   # + bench_curate's workload, this tree vs another
 
 The footage (cached in benchmarks/_work/) is five 4-s shots: pan, zoom, shaky, a small subject over a still
 background, a frozen picture. ``analyze`` (the real stage: decode once at 144 px, adaptive scene detection)
@@ -9,11 +10,16 @@ runs with: no scorer (the decode + detection floor), each v1 scorer (the code be
 below), each v2 scorer, and the default scorer set in both versions. CPU time = user + sys of this
 process (one thread: ``cv2.setNumThreads(1)`` as in a worker), best of the repeats; "per clip" divides by
 the clips the split makes. Prints a Markdown table for BENCHMARKS.md.
+
+``--curate-vs DIR`` also runs ``bench_curate.py``'s end-to-end workload (10 x 60 s 720p, `soraprep curate
+--workers 2`) with this tree's soraprep and with DIR's (e.g. a checkout of main before this change),
+interleaved, ``--rounds`` times each, and prints best CPU times and ratios to the bare-decode baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -143,9 +149,47 @@ class StaticScorerForTiming:
         return float(np.mean(blocks > 3.0))
 
 
+def curate_vs(other: Path, rounds: int) -> None:
+    """Interleaved end-to-end curate CPU time: this tree vs ``other`` (PYTHONPATH of the curate subprocess)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_curate as bc
+
+    here = Path(__file__).resolve().parents[1]
+    paths = bc.make_inputs(10, 60, 1280, 720, "bench")
+    for p in paths:
+        p.read_bytes()
+    res: dict[str, list[tuple[float, float]]] = {"base": [], "this tree": [], str(other): []}
+    saved = os.environ.get("PYTHONPATH")
+    try:
+        for r in range(rounds):
+            if r < 2:
+                w, _, c = bc.baseline(paths)
+                res["base"].append((w, c))
+            sides = [("this tree", here), (str(other), other)]
+            for name, root in sides if r % 2 == 0 else sides[::-1]:
+                os.environ["PYTHONPATH"] = str(root)
+                res[name].append(bc.curate_cli(paths[0].parent, bc.WORK / "out"))
+                print(f"  {name}: wall {res[name][-1][0]:.1f} s, CPU {res[name][-1][1]:.1f} s", flush=True)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    base = min(c for _, c in res["base"])
+    print("\n| | best CPU (s) | CPU ratio vs bare decode | runs, CPU (s) |\n|---|---|---|---|")
+    for name, runs in res.items():
+        best = min(c for _, c in runs)
+        print(f"| {name} | {best:.1f} | {best / base:.2f} | {' / '.join(f'{c:.1f}' for _, c in runs)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--curate-vs", type=Path, default=None, metavar="DIR",
+                    help="also compare `soraprep curate` end to end against the soraprep in DIR")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     cv2.setNumThreads(1)
     path = footage()
@@ -178,6 +222,9 @@ def main() -> None:
         extra = cpu - floor_cpu
         print(f"| {label} | {wall:.2f} | {cpu:.2f} | {extra:+.2f} | {1000 * extra / clips:+.0f} | "
               f"{1000 * extra / seconds:+.1f} |")
+
+    if args.curate_vs is not None:
+        curate_vs(args.curate_vs.resolve(), args.rounds)
 
 
 if __name__ == "__main__":
