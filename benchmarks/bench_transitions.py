@@ -43,6 +43,7 @@ def detectors() -> dict[str, dict]:
 def run(count: int, width: int, height: int) -> list[tuple]:
     from soraprep.curate import transnet
     from soraprep.curate.analyze import AnalyzeStage, ProbeStage
+    from soraprep.curate.split import SplitStage
     from soraprep.video.transitions import make_transition_video, score_boundaries, sequence
 
     t0 = time.perf_counter()
@@ -65,10 +66,24 @@ def run(count: int, width: int, height: int) -> list[tuple]:
                 dt = time.perf_counter() - t
                 an = rows[0]["_analysis"]
                 s = score_boundaries(truth, an["cuts"], an.get("transitions") or [])
-                results.append((label, kind, frames, s, dt, truth.num_frames))
+                spans = [(c["start_frame"], c["end_frame"]) for c in SplitStage(max_clip_s=None)(rows)]
+                leak, crossing = clip_quality(truth, spans)
+                results.append((label, kind, frames, s, dt, truth.num_frames, leak, crossing))
                 print(f"{label:28s} {kind:8s} {frames:2d}  P={s.precision:.2f} R={s.recall:.2f} "
-                      f"({s.true_positives}/{s.truth}, {s.detected} found)  {dt:.2f} s", flush=True)
+                      f"({s.true_positives}/{s.truth}, {s.detected} found)  {dt:.2f} s  "
+                      f"transition frames in clips {leak:.0%}, clips spanning 2 shots {crossing}", flush=True)
     return results
+
+
+def clip_quality(truth, spans: list[tuple[int, int]]) -> tuple[float, int]:
+    """Share of true transition frames that ended up in a clip, and clips that run across a boundary
+    (hold frames of two shots beyond 1 frame of slack)."""
+    covered = {f for a, b in spans for f in range(a, b)}
+    trans = [f for _, a, b in truth.transitions for f in range(a, b)]
+    leak = sum(f in covered for f in trans) / len(trans) if trans else 0.0
+    bounds = [(c, c) for c in truth.cuts] + [(a, b) for _, a, b in truth.transitions]
+    crossing = sum(any(x < a - 1 and y > b + 1 for a, b in bounds) for x, y in spans)
+    return leak, crossing
 
 
 def table(results: list[tuple]) -> str:
@@ -80,6 +95,11 @@ def table(results: list[tuple]) -> str:
         cells = [f"{r[3].precision:.2f} / {r[3].recall:.2f}" for r in rows]
         per_k = 1000 * sum(r[4] for r in rows) / sum(r[5] for r in rows)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {per_k:.1f} |")
+    lines += ["", "transition frames left inside clips / clips spanning two shots (split with max_clip_s: null):", "",
+              "| detector | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for label in dict.fromkeys(r[0] for r in results):
+        cells = [f"{r[6]:.0%} / {r[7]}" if r[2] else f"- / {r[7]}" for r in results if r[0] == label]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

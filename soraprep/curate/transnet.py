@@ -85,7 +85,7 @@ def load_model(device: str = "cpu"):
 
 
 def boundaries_from_predictions(single: np.ndarray, many: np.ndarray, *, threshold: float = 0.5,
-                                merge_gap: int = 4, max_cut_frames: int = 2) -> tuple[list[int], list[tuple[int, int]]]:
+                                merge_gap: int = 8, max_cut_frames: int = 2) -> tuple[list[int], list[tuple[int, int]]]:
     """Per-frame probabilities (both heads) -> hard cuts (first frame of the new shot) and gradual
     transitions ``[a, b)``, in positions of the frames given."""
     score = np.maximum(single, many)
@@ -108,7 +108,7 @@ def boundaries_from_predictions(single: np.ndarray, many: np.ndarray, *, thresho
 class TransNetBackend:
     """Detector backend (``process`` per frame, ``finish``, then ``transitions()``) over TransNetV2."""
 
-    def __init__(self, fps: Fraction, threshold: float = 0.5, merge_gap: int = 4, max_cut_frames: int = 2,
+    def __init__(self, fps: Fraction, threshold: float = 0.5, merge_gap: int = 8, max_cut_frames: int = 2,
                  device: str = "cpu", torch_threads: int | None = 1):
         if not 0.0 < threshold < 1.0:
             raise ValueError("transnetv2 threshold must be in (0, 1) (the package's default is 0.5)")
