@@ -71,18 +71,18 @@ def run(count: int, width: int, height: int) -> list[tuple]:
                 results.append((label, kind, frames, s, dt, truth.num_frames, leak, crossing))
                 print(f"{label:28s} {kind:8s} {frames:2d}  P={s.precision:.2f} R={s.recall:.2f} "
                       f"({s.true_positives}/{s.truth}, {s.detected} found)  {dt:.2f} s  "
-                      f"transition frames in clips {leak:.0%}, clips spanning 2 shots {crossing}", flush=True)
+                      f"transition frames in clips {leak:.0%}, boundaries inside a clip {crossing}", flush=True)
     return results
 
 
 def clip_quality(truth, spans: list[tuple[int, int]]) -> tuple[float, int]:
-    """Share of true transition frames that ended up in a clip, and clips that run across a boundary
-    (hold frames of two shots beyond 1 frame of slack)."""
+    """Share of true transition frames that ended up in a clip, and true boundaries (cuts, transitions)
+    that some clip runs across (it holds frames of both shots beyond 1 frame of slack)."""
     covered = {f for a, b in spans for f in range(a, b)}
     trans = [f for _, a, b in truth.transitions for f in range(a, b)]
     leak = sum(f in covered for f in trans) / len(trans) if trans else 0.0
     bounds = [(c, c) for c in truth.cuts] + [(a, b) for _, a, b in truth.transitions]
-    crossing = sum(any(x < a - 1 and y > b + 1 for a, b in bounds) for x, y in spans)
+    crossing = sum(any(x < a - 1 and y > b + 1 for x, y in spans) for a, b in bounds)
     return leak, crossing
 
 
@@ -95,7 +95,7 @@ def table(results: list[tuple]) -> str:
         cells = [f"{r[3].precision:.2f} / {r[3].recall:.2f}" for r in rows]
         per_k = 1000 * sum(r[4] for r in rows) / sum(r[5] for r in rows)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {per_k:.1f} |")
-    lines += ["", "transition frames left inside clips / clips spanning two shots (split with max_clip_s: null):", "",
+    lines += ["", "transition frames left inside clips / boundaries a clip runs across (split, max_clip_s: null):", "",
               "| detector | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
     for label in dict.fromkeys(r[0] for r in results):
         cells = [f"{r[6]:.0%} / {r[7]}" if r[2] else f"- / {r[7]}" for r in results if r[0] == label]
