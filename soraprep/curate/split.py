@@ -1,7 +1,9 @@
 """Scene splitting: detector backends (fed by the shared decode pass) and the ``split`` stage.
 
 Detectors are PySceneDetect's ``content`` and ``adaptive`` detectors, driven frame by frame with the
-small BGR views of the ``analyze`` pass (so splitting costs no extra decode), or ``none``. The ``split``
+small BGR views of the ``analyze`` pass (so splitting costs no extra decode), TransNetV2 (``transnetv2``,
+curate/transnet.py) and ``adaptive+transnetv2`` (curate/transitions.py), which also report gradual
+transitions whose frames go to no clip, or ``none``. The ``split``
 stage turns the cut frames into clip rows: scenes longer than ``max_clip_s`` are split into equal parts
 (each boundary moved to a keyframe when one lies within ``keyframe_tolerance_s``, so stream-copy cutting
 loses nothing), a scene whose first keyframe comes more than ``keyframe_split_s`` after its start is split
