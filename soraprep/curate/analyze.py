@@ -224,8 +224,11 @@ class AnalyzeStage:
                 seen[f.index - start] = True
         if n == 0:
             raise VideoError("no_frames_decoded", "the decoder returned no frame (unsupported codec or damaged stream)")
+        transitions: list[tuple[int, int]] = []
         if detector is not None:
             cuts += detector.finish(last)
+            if hasattr(detector, "transitions"):  # gradual transitions (curate/transitions.py): in no clip
+                transitions = [(int(a), int(b)) for a, b in detector.transitions() if a <= last and b > start]
         decoded_end = last + 1
         if decoded_end < end:
             # the stream stops early (truncated/damaged): clips end at the last frame really decoded
@@ -235,6 +238,7 @@ class AnalyzeStage:
             # listed frames the decoder rejected (damaged packets): each clip counts its own (damaged_frames)
             "missing": (np.flatnonzero(~seen[: decoded_end - start]) + start).tolist(),
             "cuts": sorted({c for c in cuts if start < c < decoded_end}),
+            "transitions": transitions,
             "signals": {k: v for s in scorers for k, v in s.finish().items()},
             "thumbs": thumbs,
             "samples": samples,
