@@ -171,6 +171,9 @@ class _Tally:
         self.mac(name, "attention", 2 * n_seq * n_q * n_kv * dim, repeat=repeat)
 
 
+Tally = _Tally  # public name: a new model family's ``count()`` hook walks its model with one (docs/architecture.md)
+
+
 # ------------------------------------------------------------------------------------------------
 # Activation bookkeeping per sub-layer (elements per token, in units of the width D unless noted)
 # ------------------------------------------------------------------------------------------------

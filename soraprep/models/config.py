@@ -162,7 +162,7 @@ def register_config(cls: type[ModelConfig]) -> type[ModelConfig]:
 CONFIG_TYPES: dict[str, type[ModelConfig]] = {}
 
 
-def _image_latent(data: Any) -> tuple[int, int]:
+def square_image_latent(data: Any) -> tuple[int, int]:
     """(channels, side) of the data's latents for a square image model; ValueError with the fix if not."""
     shapes = data.latent_shapes  # [(C, T', H', W')], largest first
     c, t, h, _ = shapes[0]
@@ -254,7 +254,7 @@ class DiTConfig(ModelConfig):
         return self.learn_sigma and self.family != "SiT"
 
     def fit_data(self, args, data, caption_dropout, fixed):
-        c, h = _image_latent(data)
+        c, h = square_image_latent(data)
         fixed("in_channels", c)
         fixed("input_size", h)
         if data.has_text:
@@ -357,7 +357,7 @@ class UViTConfig(ModelConfig):
         return self.num_classes > 0
 
     def fit_data(self, args, data, caption_dropout, fixed):
-        c, h = _image_latent(data)
+        c, h = square_image_latent(data)
         if data.has_text:
             raise ValueError("U-ViT here is class-conditional only: encode without --text-encoder, or use a DiT "
                              "(pooled text) or VideoDiT (caption cross-attention)")
