@@ -123,7 +123,7 @@ class Geometry:
         if type(cfg).__name__ == "UViTConfig":
             layers = 2 * (cfg.depth // 2) + 1  # in-blocks, mid-block, out-blocks
         heads = fields.get("num_heads") or fields.get("num_attention_heads")
-        hidden = getattr(cfg, "hidden_size", None) or fields.get("embed_dim")
+        hidden = getattr(cfg, "hidden_size", None)
         attn = [t for t in count.terms if t.component == "attention"]
         groups = {_group(t.name) for t in attn} or {"blocks"}
         families = {_family(g) for g in groups} | {"blocks"}
