@@ -168,6 +168,10 @@ class UViTConfig(ModelConfig):
         return (self.input_size // self.patch_size) ** 2 + (2 if self.num_classes > 0 else 1)
 
     # U-ViT's own names, read-only (code written against the old fields keeps working).
+    @property
+    def sequential_blocks(self) -> int:
+        return 2 * (self.depth // 2) + 1  # in-blocks, mid-block, out-blocks
+
     img_size = property(lambda self: self.input_size)
     in_chans = property(lambda self: self.in_channels)
     embed_dim = property(lambda self: self.hidden_size)

@@ -102,6 +102,12 @@ class ModelConfig:
         raise TypeError(f"no FLOP counter for {type(self).__name__}: override count() (see soraprep.estimate.flops)")
 
     @property
+    def sequential_blocks(self) -> int | None:
+        """Transformer blocks a sample passes through one after another (what pipeline stages split), when the
+        config's depth fields do not say it directly; None: the estimator sums the depth fields."""
+        return None
+
+    @property
     def conditioning(self) -> str:
         return "none"
 
