@@ -25,6 +25,7 @@ knowledge of the architecture.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -305,10 +306,40 @@ def count_video_dit(cfg, *, name: str = "VideoDiT") -> ModelCount:
 # ------------------------------------------------------------------------------------------------
 
 
+#: config_type -> counter(cfg, name) -> ModelCount. The estimator reads the models' configs, never the
+#: reverse: a model family plugs in by registering its counter here (from its counter's own module).
+COUNTERS: dict[str, Callable[..., ModelCount]] = {}
+
+
+def register_counter(config_type: str) -> Callable[[Callable[..., ModelCount]], Callable[..., ModelCount]]:
+    """``@register_counter("dit")`` on ``fn(cfg, name=None) -> ModelCount``; refuses a second counter."""
+
+    def deco(fn: Callable[..., ModelCount]) -> Callable[..., ModelCount]:
+        if config_type in COUNTERS and COUNTERS[config_type] is not fn:
+            raise ValueError(f"a FLOP counter for config_type {config_type!r} is already registered")
+        COUNTERS[config_type] = fn
+        return fn
+
+    return deco
+
+
 def count_model(cfg, *, name: str | None = None) -> ModelCount:
-    """Count any soraprep model config: each config says which counter walks it (``ModelConfig.count``),
-    so a new model family plugs in without an edit here."""
-    count = getattr(cfg, "count", None)
-    if count is None:
-        raise TypeError(f"no FLOP counter for {type(cfg).__name__}; expected a soraprep.models.config.ModelConfig")
-    return count(name=name)
+    """Count any soraprep model config with the counter registered for its ``config_type``, so a new model
+    family plugs in without an edit here."""
+    from soraprep.estimate import flops_joint, flops_video, vae  # noqa: F401  (register their counters)
+
+    kind = getattr(cfg, "config_type", None)
+    if kind not in COUNTERS:
+        raise TypeError(f"no FLOP counter for {type(cfg).__name__} (config_type {kind!r}): register one with "
+                        f"soraprep.estimate.flops.register_counter({kind!r})")
+    return COUNTERS[kind](cfg, name=name)
+
+
+@register_counter("dit")
+def _count_dit(cfg, name: str | None = None) -> ModelCount:
+    return count_dit(cfg, name=name or cfg.family)
+
+
+@register_counter("uvit")
+def _count_uvit(cfg, name: str | None = None) -> ModelCount:
+    return count_uvit(cfg, name=name or "U-ViT")

@@ -84,10 +84,6 @@ class DiTConfig(ModelConfig):
 
         return DiT(self)
 
-    def count(self, name: str | None = None) -> Any:
-        from soraprep.estimate.flops import count_dit
-
-        return count_dit(self, name=name or self.family)
 
     @property
     def conditioning(self) -> str:
@@ -117,7 +113,7 @@ class DiTConfig(ModelConfig):
         return self.replace(**args)
 
     def condition_inputs(self, batch, drop):
-        from soraprep.train.data import pool_text
+        from soraprep.models.layers import pool_text
 
         kw = {"y": pool_text(batch["text"], batch["mask"]) if self.text_dim > 0 else _labels(batch)}
         if drop is not None:
@@ -183,10 +179,6 @@ class UViTConfig(ModelConfig):
 
         return UViT(self)
 
-    def count(self, name: str | None = None) -> Any:
-        from soraprep.estimate.flops import count_uvit
-
-        return count_uvit(self, name=name or "U-ViT")
 
     @property
     def conditioning(self) -> str:
@@ -340,10 +332,6 @@ class VideoDiTConfig(ModelConfig):
 
         return VideoDiT(self)
 
-    def count(self, name: str | None = None) -> Any:
-        from soraprep.estimate.flops import count_video_dit
-
-        return count_video_dit(self, name=name or "VideoDiT")
 
     @property
     def label_classes(self) -> int:
@@ -429,10 +417,6 @@ class VQVAEConfig(ModelConfig):
 
         return VQVAE(self)
 
-    def count(self, name: str | None = None) -> Any:
-        from soraprep.estimate.vae import count_vqvae
-
-        return count_vqvae(self, name=name or "VQVAE")
 
     def with_latent(self, t: int, h: int, w: int, channels: int | None = None):
         return self.replace(input_size=(t, h, w), **({"in_channels": channels} if channels else {}))

@@ -24,13 +24,14 @@ class ModelConfig:
     trainer and the sampler never ask *which* family a config is.
 
     A new family is one model file, one config subclass decorated with :func:`register_config` that
-    overrides the hooks below, presets added to :data:`PRESETS`, and a test (docs/architecture.md,
+    overrides the hooks below, presets added to :data:`PRESETS`, its FLOP counter registered for its
+    ``config_type`` in the estimator (``soraprep.estimate.flops.register_counter``: the estimator reads the
+    models, never the reverse), and a test (docs/architecture.md,
     "How to add a model preset family").
 
     Hooks (defaults suit a model that can be built and counted but not trained as a diffusion model):
 
     - ``build()``: the torch module (import torch and the model file lazily, inside the method).
-    - ``count(name)``: the compute estimator's :class:`~soraprep.estimate.flops.ModelCount` (FLOPs, params).
     - ``latent_layout``: ``"image"`` (N, C, H, W) square latents | ``"video"`` (N, C, T, H, W), any size |
       ``"pixels"`` (an autoencoder on (N, 3, T, H, W) clips).
     - ``conditioning`` (``"class"`` | ``"text"`` | ``"none"``) and ``text_input`` (``"tokens"``: caption tokens
@@ -98,8 +99,6 @@ class ModelConfig:
     def build(self) -> Any:
         raise TypeError(f"{type(self).__name__} does not say how to build its model: override build()")
 
-    def count(self, name: str | None = None) -> Any:
-        raise TypeError(f"no FLOP counter for {type(self).__name__}: override count() (see soraprep.estimate.flops)")
 
     @property
     def sequential_blocks(self) -> int | None:

@@ -117,10 +117,6 @@ class MMDiTConfig(_VideoGrid, ModelConfig):
 
         return MMDiT(self)
 
-    def count(self, name: str | None = None) -> Any:
-        from soraprep.estimate.flops_joint import count_mmdit
-
-        return count_mmdit(self, name=name or "MMDiT")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,10 +168,6 @@ class CogVideoXConfig(_VideoGrid, ModelConfig):
 
         return CogVideoX(self)
 
-    def count(self, name: str | None = None) -> Any:
-        from soraprep.estimate.flops_joint import count_cogvideox
-
-        return count_cogvideox(self, name=name or "CogVideoX")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -131,12 +131,6 @@ def step_draws(seed: int, step: int, positions: range, *, latent_shape: tuple[in
     return {"drop": torch.stack(drop), "u": torch.stack(u), "noise": torch.stack(noise)}
 
 
-def pool_text(text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean over caption tokens: (N, S, D), (N, S) -> (N, D) (for DiT's pooled-text conditioning)."""
-    m = mask.to(text.dtype).unsqueeze(-1)
-    return (text * m).sum(1) / m.sum(1).clamp(min=1)
-
-
 def model_inputs(model_config: Any, batch: dict[str, torch.Tensor], drop: torch.Tensor | None
                  ) -> tuple[torch.Tensor, dict[str, Any]]:
     """(x, model_kwargs) for any soraprep backbone. ``drop`` (N,) marks samples trained with the null

@@ -48,7 +48,7 @@ def _cfg_wrapper(model, cfg_scale: float):
 def _conditions(model, mc, data: dict[str, Any], *, prompts, class_labels, num_samples, text_encoder, device):
     """(n, conditional kwargs, unconditional kwargs or None). The config says what conditions its model:
     ``conditioning`` / ``text_input`` / ``label_classes`` / ``null_condition`` (``ModelConfig`` hooks)."""
-    from soraprep.train.data import pool_text
+    from soraprep.models.layers import pool_text
 
     if mc.conditioning == "text":
         if not prompts:

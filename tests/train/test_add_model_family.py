@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from train_helpers import make_latents
 
+from soraprep.estimate.flops import Activations, ModelCount, Tally, register_counter
 from soraprep.models import MODELS, PRESETS, ModelConfig, build_model, register_config, register_preset
 from soraprep.models.config import CONFIG_TYPES, square_image_latent
 
@@ -86,22 +87,6 @@ class PatchMLPConfig(ModelConfig):
     def build(self) -> Any:
         return PatchMLP(self)
 
-    def count(self, name: str | None = None) -> Any:
-        from soraprep.estimate.flops import Activations, ModelCount, Tally
-
-        n, d, h = self.num_tokens, self.hidden_size, self.mlp_hidden
-        patch = self.patch_size**2 * self.in_channels
-        t = Tally()
-        t.linear("x_embedder", n, patch, d)
-        t.linear("t_embedder", 1, self.freq_dim, d, kind="per_sample", component="conditioning")
-        t.param("y_embedder", (self.num_classes + 1) * d, "lookup")
-        t.linear("fc1", n, d, h)
-        t.linear("fc2", n, h, patch)
-        io = self.in_channels * self.input_size**2
-        act = Activations(none=io + n * (d + 2 * h), selective=io + n * (d + h), full_stored=io, full_working=n * 2 * h)
-        return ModelCount(name or "PatchMLP", self, (self.in_channels, 1, self.input_size, self.input_size), n, 0,
-                          tuple(t.params), tuple(t.terms), act)
-
     @property
     def conditioning(self) -> str:
         return "class"
@@ -127,8 +112,31 @@ class PatchMLPConfig(ModelConfig):
         return {"y": y if drop is None else y.masked_fill(drop, self.num_classes)}
 
 
+
+
 # ---------------------------------------------------------------------------------------------------------
-# 3. its presets, and the test
+# 3. its FLOP counter, registered in the estimator (would be soraprep/estimate/flops_patch_mlp.py)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@register_counter("test_patch_mlp")
+def count_patch_mlp(cfg: PatchMLPConfig, name: str | None = None) -> ModelCount:
+    n, d, h = cfg.num_tokens, cfg.hidden_size, cfg.mlp_hidden
+    patch = cfg.patch_size**2 * cfg.in_channels
+    t = Tally()
+    t.linear("x_embedder", n, patch, d)
+    t.linear("t_embedder", 1, cfg.freq_dim, d, kind="per_sample", component="conditioning")
+    t.param("y_embedder", (cfg.num_classes + 1) * d, "lookup")
+    t.linear("fc1", n, d, h)
+    t.linear("fc2", n, h, patch)
+    io = cfg.in_channels * cfg.input_size**2
+    act = Activations(none=io + n * (d + 2 * h), selective=io + n * (d + h), full_stored=io, full_working=n * 2 * h)
+    return ModelCount(name or "PatchMLP", cfg, (cfg.in_channels, 1, cfg.input_size, cfg.input_size), n, 0,
+                      tuple(t.params), tuple(t.terms), act)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. its presets, and the test
 # ---------------------------------------------------------------------------------------------------------
 
 
