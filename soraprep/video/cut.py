@@ -414,7 +414,7 @@ class CutPolicy:
         dst = Path(dst)
         wanted = [int(start_frame), int(end_frame), Path(src).name]
         if marker is not None:
-            done = _resumed(Path(marker), dst, wanted)
+            done = _resumed(Path(marker), dst, wanted, self.mode)
             if done is not None:
                 return done
         index = index if index is not None else scan_packets(str(src))
@@ -452,7 +452,7 @@ def _seconds(res: CutResult, index: PacketIndex | None) -> dict:
     return {"start_s": start_s, "end_s": end_s}
 
 
-def _resumed(marker: Path, dst: Path, wanted: list) -> CutResult | None:
+def _resumed(marker: Path, dst: Path, wanted: list, mode: str) -> CutResult | None:
     """The clip a previous run recorded in ``marker`` for the same request, when its file is still there."""
     import json
 
@@ -462,11 +462,11 @@ def _resumed(marker: Path, dst: Path, wanted: list) -> CutResult | None:
         return None
     if not isinstance(rec, dict) or rec.get("requested") != wanted or not rec.get("path"):
         return None
-    path = dst.parent / Path(str(rec["path"])).name   # older markers stored the path relative to OUT
+    path = dst.parent / Path(str(rec["path"])).name   # older (download) markers: relative to OUT, no mode
     if not path.is_file():
         return None
     return CutResult(str(path), int(rec["start_frame"]), int(rec["end_frame"]), int(rec["num_frames"]),
-                     str(rec.get("mode") or "exact"), rec.get("width"), rec.get("height"), rec.get("start_s"),
+                     str(rec.get("mode") or mode), rec.get("width"), rec.get("height"), rec.get("start_s"),
                      rec.get("end_s"), resumed=True)
 
 
