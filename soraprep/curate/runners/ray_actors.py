@@ -70,7 +70,7 @@ def stored_analysis(out: Store, key: str, fingerprints: dict[str, str]) -> list[
 
 def error_state(store: Store, recipe_hash: str, fingerprints: dict[str, str] | None) -> WorkerState:
     """The state :func:`commit_unit` needs for error items and retried units (no stages)."""
-    return WorkerState(out=store.root if not store.remote else Path(tempfile.gettempdir()), store=store,
+    return WorkerState(out=Path(store.root) if not store.remote else Path(tempfile.gettempdir()), store=store,
                        recipe_hash=recipe_hash, fingerprints=dict(fingerprints or {}))
 
 
