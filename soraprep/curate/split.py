@@ -101,7 +101,7 @@ def build_detector(config: dict[str, Any], fps: Fraction):
         raise ValueError(f"scene detector {name!r}: {exc}") from exc
 
 
-def scene_spans(start: int, end: int, cuts: list[int], *, fps: float, max_clip_s: float | None,
+def scene_spans(start: int, end: int, cuts: list[int], *, fps: Fraction | float, max_clip_s: float | None,
                 trim_start_s: float, trim_end_s: float, keyframes: np.ndarray | None = None,
                 keyframe_tolerance_s: float = 1.0,
                 keyframe_split_s: float | None = None, min_part_s: float = 0.0,
@@ -134,7 +134,7 @@ def _split_at_first_keyframe(span: tuple[int, int], keyframes: np.ndarray, max_g
     return [span]
 
 
-def _split_long(a: int, b: int, fps: float, max_clip_s: float | None, keyframes, tol_s: float):
+def _split_long(a: int, b: int, fps: Fraction | float, max_clip_s: float | None, keyframes, tol_s: float):
     if not max_clip_s or fps <= 0 or (b - a) <= max_clip_s * fps:
         return [(a, b)]
     # no clip can be shorter than one frame: at 1 frame / 30 s (or max_clip_s: 0.001) max_clip_s * fps < 1,
@@ -210,7 +210,7 @@ class SplitStage:
 
     def _split(self, row: Row) -> list[Row]:
         an, index, info = row["_analysis"], row["_index"], row["_info"]
-        fps = float(info.fps)
+        fps = info.fps   # a Fraction from probe
         keyframes = np.flatnonzero(index.keyframe)
         spans = scene_spans(an["start"], an["end"], an["cuts"], fps=fps, max_clip_s=self.max_clip_s,
                             trim_start_s=self.trim_start_s, trim_end_s=self.trim_end_s, keyframes=keyframes,
