@@ -38,13 +38,12 @@ from soraprep.storage.files import TMP_PREFIX, atomic_write, temp_path  # noqa: 
 
 SCHEMA_VERSION = 1
 META_VERSION = b"soraprep.schema_version"
-META_RECIPE = b"soraprep.recipe"
 
 ERROR_TYPE = pa.struct([("stage", pa.string()), ("kind", pa.string()), ("message", pa.string())])
 
 #: Known columns, in manifest order, with their Arrow types.
 COLUMNS: dict[str, pa.DataType] = {
-    "clip_id": pa.string(),          # deterministic: f"{video_id}-{clip_index:04d}" (or the dataset's id)
+    "clip_id": pa.string(),          # deterministic: f"{base}-{clip_index:04d}", base = the input's clip id or video id
     "video_id": pa.string(),         # stable id of the source video
     "source": pa.string(),           # input video path or URL
     "path": pa.string(),             # clip file (cut modes) or the source itself (--cut none)
@@ -54,9 +53,9 @@ COLUMNS: dict[str, pa.DataType] = {
     "width": pa.int64(),
     "aspect_ratio": pa.float64(),    # height / width (Open-Sora convention)
     "resolution": pa.int64(),        # height * width (Open-Sora convention)
-    "fps": pa.float64(),
+    "fps": pa.float64(),             # nominal rate as a float (Open-Sora); in memory a Fraction (types.fps_columns)
     "fps_rational": pa.string(),     # exact rate, e.g. "30000/1001"
-    "start_s": pa.float64(),         # span in the source video: seconds ...
+    "start_s": pa.float64(),         # span in the source video: seconds from its first frame (video.span) ...
     "end_s": pa.float64(),
     "start_frame": pa.int64(),       # ... and frames, half-open [start_frame, end_frame)
     "end_frame": pa.int64(),

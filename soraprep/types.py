@@ -1,8 +1,9 @@
 """Typed records that flow between soraprep's parts.
 
-Frame rates are :class:`fractions.Fraction` (``30000/1001`` stays exact); spans carry seconds *and*
-frame indices. Records are frozen dataclasses; the manifest stores them as flat columns (see
-:mod:`soraprep.manifest`).
+Frame rates are :class:`fractions.Fraction` (``30000/1001`` stays exact) from probe to cut; only the
+manifest's two columns (``fps`` float, ``fps_rational`` text, :func:`fps_columns`) hold other types. Spans
+are converted between seconds and frames in one place, :mod:`soraprep.video.span`. Records are frozen
+dataclasses; the manifest stores them as flat columns (see :mod:`soraprep.manifest`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ def fps_fraction(value: Any) -> Fraction | None:
     if hasattr(value, "numerator") and hasattr(value, "denominator"):
         return Fraction(int(value.numerator), int(value.denominator))
     return Fraction(float(value)).limit_denominator(1001)
+
+
+def fps_columns(fps: Fraction | None) -> dict[str, Any]:
+    """The manifest's two frame-rate columns for ``fps``: ``fps`` (float, for filters and Open-Sora's CSV)
+    and ``fps_rational`` (the exact rate as text, ``"30000/1001"``). Read back with :func:`fps_fraction`."""
+    if fps is None:
+        return {"fps": None, "fps_rational": None}
+    return {"fps": float(fps), "fps_rational": str(fps)}
 
 
 @dataclass(frozen=True)
@@ -61,51 +70,3 @@ class VideoInfo:
         d["fps"] = str(self.fps)
         d["time_base"] = str(self.time_base)
         return d
-
-
-@dataclass(frozen=True)
-class Span:
-    """A half-open span ``[start_frame, end_frame)`` of a source video, also in seconds."""
-
-    start_frame: int
-    end_frame: int
-    fps: Fraction
-
-    def __post_init__(self) -> None:
-        if self.end_frame < self.start_frame:
-            raise ValueError(f"span ends before it starts: {self.start_frame}..{self.end_frame}")
-
-    @property
-    def num_frames(self) -> int:
-        return self.end_frame - self.start_frame
-
-    @property
-    def start_s(self) -> float:
-        return float(self.start_frame / self.fps)
-
-    @property
-    def end_s(self) -> float:
-        return float(self.end_frame / self.fps)
-
-    @property
-    def duration_s(self) -> float:
-        return float(self.num_frames / self.fps)
-
-    @classmethod
-    def from_seconds(cls, start_s: float, end_s: float, fps: Fraction) -> Span:
-        """Frames whose start time lies in ``[start_s, end_s)``."""
-        import math
-
-        eps = 1e-6
-        return cls(math.ceil(start_s * fps - eps), max(math.ceil(start_s * fps - eps), math.ceil(end_s * fps - eps)), fps)
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One clip of one source video: the unit every manifest row describes."""
-
-    clip_id: str
-    video_id: str
-    source: str
-    span: Span
-    index: int = 0              # position of the clip within its source, in time order

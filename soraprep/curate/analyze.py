@@ -23,9 +23,10 @@ from av.video.reformatter import VideoReformatter
 from soraprep.curate.score.base import FrameViews, build_scorers
 from soraprep.curate.split import build_detector
 from soraprep.stages import STAGES, Resources, Row, error_dict, failed, register
-from soraprep.types import fps_fraction
+from soraprep.types import fps_columns
 from soraprep.video.io import MIN_SIDE, VideoError, analysis_size, decode, probe_with_index
 from soraprep.video.orient import rotate_array
+from soraprep.video.span import span_frames
 
 _PLANAR_8BIT = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv410p"}
 
@@ -76,20 +77,17 @@ class ProbeStage:
             except VideoError as exc:
                 row["error"] = error_dict("probe", exc.kind, exc.message)
                 continue
-            row.update(height=info.height, width=info.width, codec=info.codec, fps=float(info.fps),
-                       fps_rational=str(info.fps))
+            row.update(height=info.height, width=info.width, codec=info.codec, **fps_columns(info.fps))
             if row.get("_span_s"):
                 self._span_frames(row)
         return batch
 
     @staticmethod
     def _span_frames(row: Row) -> None:
-        """Input span in seconds -> frames whose start time lies in [start_s, end_s)."""
-        index = row["_index"]
-        times = (index.pts - index.start_pts).astype(np.float64) * float(index.time_base)
+        """Input span in seconds -> frames whose start time lies in [start_s, end_s) (video.span: the one
+        conversion, from the demuxed timestamps; ``download`` uses the same)."""
         start_s, end_s = row["_span_s"]
-        a = int(np.searchsorted(times, (start_s or 0.0) - 1e-6)) if start_s is not None else 0
-        b = int(np.searchsorted(times, end_s - 1e-6)) if end_s is not None else len(index)
+        a, b = span_frames(start_s, end_s, index=row["_index"])
         if b <= a:
             row["error"] = error_dict("probe", "empty_span", f"span {start_s}..{end_s} s holds no frame "
                                       f"(video lasts {row['_info'].duration_s:.2f} s)")
@@ -161,7 +159,7 @@ class AnalyzeStage:
         end = min(end, len(index))
         if end <= start:
             raise VideoError("empty_span", f"input span {start}..{end} holds no frames")
-        fps = fps_fraction(info.fps)
+        fps = info.fps   # a Fraction from probe (video.io), never a float or a default
         rotation = getattr(info, "rotation", 0) or 0   # thumbnails and samples are shown upright
         detector = build_detector(self.detector, fps)
         scorers = build_scorers(self.scorers)
@@ -224,8 +222,11 @@ class AnalyzeStage:
                 seen[f.index - start] = True
         if n == 0:
             raise VideoError("no_frames_decoded", "the decoder returned no frame (unsupported codec or damaged stream)")
+        transitions: list[tuple[int, int]] = []
         if detector is not None:
             cuts += detector.finish(last)
+            if hasattr(detector, "transitions"):  # gradual transitions (curate/transitions.py): in no clip
+                transitions = [(int(a), int(b)) for a, b in detector.transitions() if a <= last and b > start]
         decoded_end = last + 1
         if decoded_end < end:
             # the stream stops early (truncated/damaged): clips end at the last frame really decoded
@@ -235,6 +236,7 @@ class AnalyzeStage:
             # listed frames the decoder rejected (damaged packets): each clip counts its own (damaged_frames)
             "missing": (np.flatnonzero(~seen[: decoded_end - start]) + start).tolist(),
             "cuts": sorted({c for c in cuts if start < c < decoded_end}),
+            "transitions": transitions,
             "signals": {k: v for s in scorers for k, v in s.finish().items()},
             "thumbs": thumbs,
             "samples": samples,

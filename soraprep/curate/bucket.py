@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from soraprep.stages import Resources, Row, failed, register
 
-#: resolution class -> (short side at 16:9, area in pixels); the area defines the class
+#: resolution class -> its area in pixels (short side x long side at 16:9); the area defines the class
 RESOLUTIONS = {"144p": 144 * 256, "240p": 240 * 426, "360p": 360 * 640, "480p": 480 * 854,
                "720p": 720 * 1280, "1080p": 1080 * 1920}
 ASPECTS = [9 / 21, 9 / 16, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 16 / 9]

@@ -1,7 +1,9 @@
 """Scene splitting: detector backends (fed by the shared decode pass) and the ``split`` stage.
 
 Detectors are PySceneDetect's ``content`` and ``adaptive`` detectors, driven frame by frame with the
-small BGR views of the ``analyze`` pass (so splitting costs no extra decode), or ``none``. The ``split``
+small BGR views of the ``analyze`` pass (so splitting costs no extra decode), TransNetV2 (``transnetv2``,
+curate/transnet.py) and ``adaptive+transnetv2`` (curate/transitions.py), which also report gradual
+transitions whose frames go to no clip, or ``none``. The ``split``
 stage turns the cut frames into clip rows: scenes longer than ``max_clip_s`` are split into equal parts
 (each boundary moved to a keyframe when one lies within ``keyframe_tolerance_s``, so stream-copy cutting
 loses nothing), a scene whose first keyframe comes more than ``keyframe_split_s`` after its start is split
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from soraprep.curate.transitions import scene_ranges
 from soraprep.stages import Resources, Row, failed, register
 
 DETECTORS: dict[str, type] = {}
@@ -67,6 +70,20 @@ def _content(fps: Fraction, threshold: float = 27.0, min_scene_len: int = 8, lum
                                                luma_only=luma_only), fps)
 
 
+@_register_detector("transnetv2")
+def _transnetv2(fps: Fraction, **params):
+    from soraprep.curate.transnet import TransNetBackend  # torch only when chosen (extra: transnet)
+
+    return TransNetBackend(fps, **params)
+
+
+@_register_detector("adaptive+transnetv2")
+def _adaptive_transnetv2(fps: Fraction, **params):
+    from soraprep.curate.transitions import CombinedBackend
+
+    return CombinedBackend(fps, **params)
+
+
 @_register_detector("none")
 def _none(fps: Fraction):
     return None
@@ -84,14 +101,15 @@ def build_detector(config: dict[str, Any], fps: Fraction):
         raise ValueError(f"scene detector {name!r}: {exc}") from exc
 
 
-def scene_spans(start: int, end: int, cuts: list[int], *, fps: float, max_clip_s: float | None,
+def scene_spans(start: int, end: int, cuts: list[int], *, fps: Fraction | float, max_clip_s: float | None,
                 trim_start_s: float, trim_end_s: float, keyframes: np.ndarray | None = None,
                 keyframe_tolerance_s: float = 1.0,
-                keyframe_split_s: float | None = None, min_part_s: float = 0.0) -> list[tuple[int, int]]:
-    """Frame spans ``[a, b)`` of the clips: scenes between cuts, trimmed, long ones split into equal parts."""
-    bounds = [start] + [c for c in cuts if start < c < end] + [end]
+                keyframe_split_s: float | None = None, min_part_s: float = 0.0,
+                transitions: list[tuple[int, int]] | tuple = ()) -> list[tuple[int, int]]:
+    """Frame spans ``[a, b)`` of the clips: scenes between cuts (frames of gradual ``transitions`` in
+    none, see curate/transitions.py), trimmed, long ones split into equal parts."""
     spans = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in scene_ranges(start, end, cuts, transitions):
         a2, b2 = a + int(round(trim_start_s * fps)), b - int(round(trim_end_s * fps))
         if b2 <= a2:
             spans.append((a, b))  # too short to trim: keep the scene whole, the duration filter decides
@@ -116,7 +134,7 @@ def _split_at_first_keyframe(span: tuple[int, int], keyframes: np.ndarray, max_g
     return [span]
 
 
-def _split_long(a: int, b: int, fps: float, max_clip_s: float | None, keyframes, tol_s: float):
+def _split_long(a: int, b: int, fps: Fraction | float, max_clip_s: float | None, keyframes, tol_s: float):
     if not max_clip_s or fps <= 0 or (b - a) <= max_clip_s * fps:
         return [(a, b)]
     # no clip can be shorter than one frame: at 1 frame / 30 s (or max_clip_s: 0.001) max_clip_s * fps < 1,
@@ -192,12 +210,13 @@ class SplitStage:
 
     def _split(self, row: Row) -> list[Row]:
         an, index, info = row["_analysis"], row["_index"], row["_info"]
-        fps = float(info.fps)
+        fps = info.fps   # a Fraction from probe
         keyframes = np.flatnonzero(index.keyframe)
         spans = scene_spans(an["start"], an["end"], an["cuts"], fps=fps, max_clip_s=self.max_clip_s,
                             trim_start_s=self.trim_start_s, trim_end_s=self.trim_end_s, keyframes=keyframes,
                             keyframe_tolerance_s=self.keyframe_tolerance_s,
-                            keyframe_split_s=self.keyframe_split_s, min_part_s=self.min_part_s)
+                            keyframe_split_s=self.keyframe_split_s, min_part_s=self.min_part_s,
+                            transitions=an.get("transitions") or ())
         base = row.get("_base_id") or row["video_id"]
         thumbs = an["thumbs"]
         thumb_idx = np.array(sorted(thumbs), dtype=np.int64)

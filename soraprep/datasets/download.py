@@ -40,8 +40,8 @@ from soraprep.datasets.common import MetadataError, youtube_id
 from soraprep.datasets.fetch import FetchError, HttpFetcher, RateLimiter, check_url
 from soraprep.manifest import MAX_ID_CHARS, cell_problem, read_manifest, row_problem, write_manifest
 from soraprep.stages import error_dict
-from soraprep.storage.files import atomic_write, confined, safe_name
-from soraprep.types import Span
+from soraprep.storage.files import confined, safe_name
+from soraprep.types import fps_columns
 from soraprep.video.sniff import VIDEO_EXTENSIONS
 
 CUT_MODES = ("none", "copy", "keyframe", "exact")
@@ -182,26 +182,22 @@ class _Job:
             return str(path)
 
     def _cut_row(self, row: dict[str, Any], video: Path, info, index) -> dict[str, Any]:
-        from soraprep.video.cut import cut_clip
+        from soraprep.video.cut import CutPolicy
         from soraprep.video.io import VideoError
+        from soraprep.video.span import span_frames, span_seconds
 
         out = dict(row)
         # the downloaded file becomes the source (curation reads `source` + span); the URL is kept
-        out.update({"source": self._rel(video), "source_url": row["source"], "fps": float(info.fps),
-                    "fps_rational": str(info.fps), "codec": info.codec})
+        out.update({"source": self._rel(video), "source_url": row["source"], **fps_columns(info.fps),
+                    "codec": info.codec})
         start_s, end_s = row.get("start_s"), row.get("end_s")
-        if start_s is None and end_s is None:
-            span = Span(0, info.num_frames, info.fps)
-            whole = True
-        else:
-            span = Span.from_seconds(float(start_s or 0.0), float(end_s if end_s is not None else info.duration_s),
-                                     info.fps)
-            whole = False
-        end_frame = min(span.end_frame, info.num_frames)
-        if span.start_frame >= info.num_frames or end_frame <= span.start_frame:
+        whole = start_s is None and end_s is None
+        # seconds -> frames exactly as curate does it: from the demuxed timestamps (VFR-safe, video.span)
+        start_frame, end_frame = span_frames(start_s, end_s, index=index, num_frames=info.num_frames)
+        if start_frame >= info.num_frames or end_frame <= start_frame:
             return _fail(out, "span_outside_video", f"span {start_s}..{end_s} s is outside {video} "
                                                     f"({info.num_frames} frames at {info.fps} fps)")
-        start_frame, mode = span.start_frame, self.cut
+        mode = self.cut
         width, height = info.width, info.height
         if whole or mode == "none":
             path, mode = video, "none"
@@ -217,33 +213,25 @@ class _Job:
                 done = confined(self.out, "clips", ".done", f"{name}{suffix}.json")
             except ValueError as exc:
                 return _fail(out, "unsafe_path", str(exc))
-            wanted = [start_frame, end_frame, str(video.name)]
-            record = _read_done(done)
-            if record and record.get("requested") == wanted and (self.out / record["path"]).exists():
-                self._count("clips_skipped")
-            else:
-                try:
-                    res = cut_clip(str(video), dst, start_frame=start_frame, end_frame=end_frame, mode=mode,
-                                   index=index)
-                except VideoError as exc:
-                    return _fail(out, exc.kind, f"{video} frames {start_frame}..{end_frame}: {exc.message}")
-                record = {"path": self._rel(Path(res.path)), "start_frame": res.start_frame,
-                          "end_frame": res.end_frame, "num_frames": res.num_frames, "width": res.width,
-                          "height": res.height, "requested": wanted}
-                _write_done(done, record)
-                self._count("clips_cut")
-            path = self.out / record["path"]
-            start_frame, end_frame = record["start_frame"], record["end_frame"]
-            width, height = record.get("width") or width, record.get("height") or height
+            try:  # the cut policy curate's cut stage uses: copy -> exact fallback, resume marker
+                res = CutPolicy(mode=mode).cut(video, dst, start_frame=start_frame, end_frame=end_frame,
+                                               index=index, marker=done)
+            except VideoError as exc:
+                return _fail(out, exc.kind, f"{video} frames {start_frame}..{end_frame}: {exc.message}")
+            self._count("clips_skipped" if res.resumed else "clips_cut")
+            path, mode = Path(res.path), res.mode
+            start_frame, end_frame = res.start_frame, res.end_frame
+            width, height = res.width or width, res.height or height
         num_frames = end_frame - start_frame
+        span_start_s, span_end_s = span_seconds(start_frame, end_frame, index=index)
         out.update({
             "path": self._rel(path), "cut_mode": mode, "start_frame": start_frame, "end_frame": end_frame,
-            "num_frames": num_frames, "duration_s": float(num_frames / info.fps),
+            "num_frames": num_frames, "duration_s": span_end_s - span_start_s,
             "width": width, "height": height, "aspect_ratio": height / width if width else None,
             "resolution": height * width,
         })
         if not whole:  # the span really held (snapping may move it inwards)
-            out["start_s"], out["end_s"] = float(start_frame / info.fps), float(end_frame / info.fps)
+            out["start_s"], out["end_s"] = span_start_s, span_end_s
         return out
 
 
@@ -280,17 +268,6 @@ def _storable_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def _fail(row: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
     return dict(row, error=error_dict("download", kind, message))
-
-
-def _read_done(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_done(path: Path, record: dict[str, Any]) -> None:
-    atomic_write(path, json.dumps(record), fsync=False)
 
 
 def download(*, manifest: str | os.PathLike, out: str | os.PathLike, concurrency: int = 4,

@@ -20,6 +20,7 @@ from typing import Any
 
 from soraprep.datasets.common import MetadataError, ParseContext
 from soraprep.datasets.registry import register
+from soraprep.types import fps_columns
 from soraprep.video.sniff import VIDEO_EXTENSIONS, sniff_file
 
 
@@ -85,7 +86,7 @@ def parse(ctx: ParseContext) -> Iterator[dict[str, Any]]:
         row.update({
             "num_frames": info.num_frames, "height": info.height, "width": info.width,
             "aspect_ratio": info.height / info.width if info.width else None,
-            "resolution": info.height * info.width, "fps": float(info.fps), "fps_rational": str(info.fps),
+            "resolution": info.height * info.width, **fps_columns(info.fps),
             "duration_s": info.duration_s, "codec": info.codec, "container": container,
         })
         yield row

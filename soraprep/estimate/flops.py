@@ -25,6 +25,7 @@ knowledge of the architecture.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,6 +172,9 @@ class _Tally:
         self.mac(name, "attention", 2 * n_seq * n_q * n_kv * dim, repeat=repeat)
 
 
+Tally = _Tally  # public name: a new model family's ``count()`` hook walks its model with one (docs/architecture.md)
+
+
 # ------------------------------------------------------------------------------------------------
 # Activation bookkeeping per sub-layer (elements per token, in units of the width D unless noted)
 # ------------------------------------------------------------------------------------------------
@@ -249,8 +253,8 @@ def _finish(t: _Tally, cfg, name: str, *, latent, tokens: int, text_tokens: int,
 
 def count_uvit(cfg, *, name: str = "U-ViT") -> ModelCount:
     """Official U-ViT (baofff/U-ViT ``libs/uvit.py``): time/label tokens, learned pos_embed, long skips."""
-    d, p, c = cfg.embed_dim, cfg.patch_size, cfg.in_chans
-    side = cfg.img_size // p
+    d, p, c = cfg.hidden_size, cfg.patch_size, cfg.in_channels
+    side = cfg.input_size // p
     n_patch = side * side
     n = cfg.num_tokens  # patches + extras (time token, label token)
     h = int(d * cfg.mlp_ratio)
@@ -277,11 +281,11 @@ def count_uvit(cfg, *, name: str = "U-ViT") -> ModelCount:
     t.linear("decoder_pred", n, d, p * p * c)  # applied to every token; extras are dropped afterwards
     if cfg.conv:
         t.param("final_layer", c * c * 9 + c, "per_token")
-        t.mac("final_layer", "conv", cfg.img_size * cfg.img_size * c * c * 9)
+        t.mac("final_layer", "conv", cfg.input_size * cfg.input_size * c * c * 9)
     none_b = 6 * d + 2 * d + 2 * h
     sel_b = 5 * d + d + h
     skip_act = L_half * n * 2 * d if cfg.skip else 0
-    return _finish(t, cfg, name, latent=(c, 1, cfg.img_size, cfg.img_size), tokens=n, text_tokens=0, d=d,
+    return _finish(t, cfg, name, latent=(c, 1, cfg.input_size, cfg.input_size), tokens=n, text_tokens=0, d=d,
                    block_act=(none_b, sel_b), depth=n_blocks, out=p * p * c, extra_act=skip_act)
 
 
@@ -298,27 +302,44 @@ def count_video_dit(cfg, *, name: str = "VideoDiT") -> ModelCount:
 
 
 # ------------------------------------------------------------------------------------------------
-# Dispatch
+# Dispatch: the config's own hook
 # ------------------------------------------------------------------------------------------------
 
 
+#: config_type -> counter(cfg, name) -> ModelCount. The estimator reads the models' configs, never the
+#: reverse: a model family plugs in by registering its counter here (from its counter's own module).
+COUNTERS: dict[str, Callable[..., ModelCount]] = {}
+
+
+def register_counter(config_type: str) -> Callable[[Callable[..., ModelCount]], Callable[..., ModelCount]]:
+    """``@register_counter("dit")`` on ``fn(cfg, name=None) -> ModelCount``; refuses a second counter."""
+
+    def deco(fn: Callable[..., ModelCount]) -> Callable[..., ModelCount]:
+        if config_type in COUNTERS and COUNTERS[config_type] is not fn:
+            raise ValueError(f"a FLOP counter for config_type {config_type!r} is already registered")
+        COUNTERS[config_type] = fn
+        return fn
+
+    return deco
+
+
 def count_model(cfg, *, name: str | None = None) -> ModelCount:
-    """Count any soraprep model config (DiTConfig, UViTConfig, VideoDiTConfig, VQVAEConfig)."""
-    from soraprep.estimate import vae as _vae
-    from soraprep.models import config as mc
+    """Count any soraprep model config with the counter registered for its ``config_type``, so a new model
+    family plugs in without an edit here."""
+    from soraprep.estimate import flops_joint, flops_video, vae  # noqa: F401  (register their counters)
 
-    if isinstance(cfg, mc.DiTConfig):
-        return count_dit(cfg, name=name or cfg.family)
-    if isinstance(cfg, mc.UViTConfig):
-        return count_uvit(cfg, name=name or "U-ViT")
-    if isinstance(cfg, mc.VideoDiTConfig):
-        return count_video_dit(cfg, name=name or "VideoDiT")
-    if isinstance(cfg, mc.VQVAEConfig):
-        return _vae.count_vqvae(cfg, name=name or "VQVAE")
-    if getattr(cfg, "config_type", "") in ("mmdit", "cogvideox"):  # joint text-video attention models
-        from soraprep.estimate.flops_joint import count_joint
-
-        return count_joint(cfg, name=name)
-    raise TypeError(f"no FLOP counter for {type(cfg).__name__}; expected one of the soraprep.models.config classes")
+    kind = getattr(cfg, "config_type", None)
+    if kind not in COUNTERS:
+        raise TypeError(f"no FLOP counter for {type(cfg).__name__} (config_type {kind!r}): register one with "
+                        f"soraprep.estimate.flops.register_counter({kind!r})")
+    return COUNTERS[kind](cfg, name=name)
 
 
+@register_counter("dit")
+def _count_dit(cfg, name: str | None = None) -> ModelCount:
+    return count_dit(cfg, name=name or cfg.family)
+
+
+@register_counter("uvit")
+def _count_uvit(cfg, name: str | None = None) -> ModelCount:
+    return count_uvit(cfg, name=name or "U-ViT")

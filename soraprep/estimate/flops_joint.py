@@ -27,7 +27,7 @@ Activation elements per token (flash attention, no ``S x S`` scores), in units o
 
 from __future__ import annotations
 
-from soraprep.estimate.flops import Activations, ModelCount, _Tally
+from soraprep.estimate.flops import Activations, ModelCount, _Tally, register_counter
 
 # ------------------------------------------------------------------------------------------------
 # MM-DiT
@@ -190,3 +190,13 @@ def count_joint(cfg, *, name: str | None = None) -> ModelCount:
     if cfg.config_type == "cogvideox":
         return count_cogvideox(cfg, name=name or "CogVideoX")
     raise TypeError(f"no joint-attention counter for {type(cfg).__name__}")
+
+
+@register_counter("mmdit")
+def _count_mmdit(cfg, name: str | None = None) -> ModelCount:
+    return count_mmdit(cfg, name=name or "MMDiT")
+
+
+@register_counter("cogvideox")
+def _count_cogvideox(cfg, name: str | None = None) -> ModelCount:
+    return count_cogvideox(cfg, name=name or "CogVideoX")

@@ -13,13 +13,18 @@ their parameters are of kind ``per_frame`` / ``per_token``. Conventions: :mod:`s
 
 from __future__ import annotations
 
-from soraprep.estimate.flops import Activations, ModelCount, _Tally
+from soraprep.estimate.flops import Activations, ModelCount, _Tally, register_counter
 
 
 def _block_axes(cfg) -> list[str]:
     if cfg.attention == "alternating":
         return ["spatial" if i % 2 == 0 else "temporal" for i in range(cfg.depth)]
     return [cfg.attention] * cfg.depth
+
+
+@register_counter("video_dit")
+def _count(cfg, name: str | None = None) -> ModelCount:
+    return count_video_dit(cfg, name=name or "VideoDiT")
 
 
 def count_video_dit(cfg, *, name: str = "VideoDiT") -> ModelCount:

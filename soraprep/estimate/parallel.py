@@ -119,11 +119,10 @@ class Geometry:
         term per attention kind per group of identical blocks, with the repeat folded in)."""
         cfg = count.config
         fields = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
-        layers: int | None = sum(int(v) for k, v in fields.items() if k in LAYER_FIELDS and isinstance(v, int))
-        if type(cfg).__name__ == "UViTConfig":
-            layers = 2 * (cfg.depth // 2) + 1  # in-blocks, mid-block, out-blocks
+        layers: int | None = getattr(cfg, "sequential_blocks", None) or \
+            sum(int(v) for k, v in fields.items() if k in LAYER_FIELDS and isinstance(v, int))
         heads = fields.get("num_heads") or fields.get("num_attention_heads")
-        hidden = getattr(cfg, "hidden_size", None) or fields.get("embed_dim")
+        hidden = getattr(cfg, "hidden_size", None)
         attn = [t for t in count.terms if t.component == "attention"]
         groups = {_group(t.name) for t in attn} or {"blocks"}
         families = {_family(g) for g in groups} | {"blocks"}

@@ -97,13 +97,9 @@ def load_config(*, model: str | None = None, config_path: str | None = None) -> 
 
 
 def _family(cfg) -> str:
-    from soraprep.models import config as mc
-
-    if isinstance(cfg, mc.VQVAEConfig):
-        return "vqvae"
-    if isinstance(cfg, mc.VideoDiTConfig) or getattr(cfg, "config_type", "") in ("mmdit", "cogvideox"):
-        return "video"
-    return "image"
+    """The config's latent layout (``ModelConfig.latent_layout``): image, video, or vqvae (pixels)."""
+    layout = cfg.latent_layout
+    return "vqvae" if layout == "pixels" else layout
 
 
 def _suggest(value: int, multiple: int) -> str:
@@ -120,7 +116,7 @@ def default_pixels(cfg, compression: tuple[int, int, int]) -> tuple[int, int, in
     if fam == "video":
         lt, lh, lw = cfg.input_size
         return (lt if t == 1 else 1 + (lt - 1) * t, lh * s_h, lw * s_w)
-    side = cfg.input_size if hasattr(cfg, "input_size") else cfg.img_size
+    side = cfg.input_size
     return (1, side * s_h, side * s_w)
 
 
@@ -152,15 +148,7 @@ def shaped_config(cfg, *, frames: int, height: int, width: int, compression: tup
         if lh % p:
             raise ValueError(f"latent side {lh} (= {height} px / {s_h}) is not divisible by patch size {p}: "
                              f"use a height/width that is a multiple of {p * s_h} (e.g. {_suggest(height, p * s_h)})")
-        if hasattr(cfg, "img_size"):  # U-ViT
-            changes = {"img_size": lh}
-            if latent_channels:
-                changes["in_chans"] = latent_channels
-        else:
-            changes = {"input_size": lh}
-            if latent_channels:
-                changes["in_channels"] = latent_channels
-        return cfg.replace(**changes)
+        return cfg.with_latent(1, lh, lw, channels=latent_channels)
     pt, ph, pw = cfg.patch_size
     for name, n, p, px, s in (("frames", lt, pt, frames, t), ("height", lh, ph, height, s_h),
                               ("width", lw, pw, width, s_w)):
@@ -170,10 +158,7 @@ def shaped_config(cfg, *, frames: int, height: int, width: int, compression: tup
         if n % p:
             raise ValueError(f"latent {name} {n} (= {px} px / {s}) is not divisible by patch size {p}: use a "
                              f"--{name} that is a multiple of {p * s} (e.g. {_suggest(px, p * s)})")
-    changes = {"input_size": (lt, lh, lw)}
-    if latent_channels:
-        changes["in_channels"] = latent_channels
-    return cfg.replace(**changes)
+    return cfg.with_latent(lt, lh, lw, channels=latent_channels)
 
 
 def read_buckets(manifest: str) -> list[tuple[int, int, int, int]]:
@@ -485,7 +470,7 @@ def estimate(
         fwd_ = 2 * sum(s.weight * s.count.forward_macs for s in shapes)
         work_ = (4 if rec == "full" else 3) * fwd_ + (enc_per_sample if online_encoders else 0.0)
         f = efficiency.Features(
-            width=float(getattr(cfg, "hidden_size", None) or getattr(cfg, "embed_dim", None) or 1152),
+            width=float(getattr(cfg, "hidden_size", None) or 1152),
             tokens=sum(s.weight * s.count.forward_macs * s.count.tokens for s in shapes)
             / max(1, sum(s.weight * s.count.forward_macs for s in shapes)),
             hopper=gpu_spec.name in efficiency.HOPPER, recompute_full=rec == "full",

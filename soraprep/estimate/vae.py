@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from soraprep.estimate.flops import Activations, ModelCount, _Tally
+from soraprep.estimate.flops import Activations, ModelCount, _Tally, register_counter
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -38,6 +38,11 @@ def _res_stack(t: _Tally, prefix: str, c: int, n_layers: int, voxels: int, shape
     t.mac(f"{prefix}.axial.core", "attention", voxels * 2 * c * sum(shape), repeat=n_layers)
     # kept per voxel and layer: BN/ReLU/conv in-outs (~3c + 3 c/2 + 3c) and q, k, v, out, fc-out per axis
     return n_layers * voxels * (6 * c + 3 * (c // 2) + 3 * 5 * c) + 2 * voxels * c
+
+
+@register_counter("vqvae")
+def _count(cfg, name: str | None = None) -> ModelCount:
+    return count_vqvae(cfg, name=name or "VQVAE")
 
 
 def count_vqvae(cfg, *, name: str = "VQVAE", input_size: tuple[int, int, int] | None = None) -> ModelCount:

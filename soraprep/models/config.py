@@ -3,8 +3,10 @@
 Torch-free on purpose: the compute estimator (:mod:`soraprep.estimate`) reads these configs without
 importing torch, and every checkpoint stores ``config.to_dict()`` so a model can be rebuilt from it.
 
-Stability contract (other packages read these): field names never change once committed; new fields
-are only added with a default. Sizes are in *latent* units for diffusion models (a 256-px image through
+Stability contract (other packages read these): new fields are only added with a default; a field that is
+renamed keeps its old name in the config's ``aliases`` (read by ``from_dict`` / ``replace``), so saved
+configs still load. Behaviour that differs between families lives in each config's hooks
+(:class:`~soraprep.models.config_base.ModelConfig`). Sizes are in *latent* units for diffusion models (a 256-px image through
 the SD VAE is a 4 x 32 x 32 latent, so ``input_size=32``).
 
 Example::
@@ -16,61 +18,29 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-
-class _ConfigMixin:
-    """``to_dict`` / ``from_dict`` / ``replace`` shared by all configs (tuples <-> lists for JSON/YAML)."""
-
-    config_type: ClassVar[str] = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"config_type": self.config_type}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            v = getattr(self, f.name)
-            d[f.name] = list(v) if isinstance(v, tuple) else v
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]):
-        d = dict(d)
-        kind = d.pop("config_type", cls.config_type)
-        if kind != cls.config_type:
-            raise ValueError(f"config_type {kind!r} cannot be read by {cls.__name__} (expects {cls.config_type!r})")
-        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise TypeError(f"{cls.__name__} has no field(s) {unknown}; valid fields: {sorted(names)}")
-        for k, v in d.items():
-            if isinstance(v, list):
-                d[k] = tuple(v)
-        return cls(**d)
-
-    def replace(self, **changes: Any):
-        """Copy with some fields changed; unknown names raise TypeError listing the valid ones."""
-        names = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; valid: {sorted(names)}"
-            )
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
+from soraprep.models.config_base import (  # noqa: F401  (re-exported: the public names of the config API)
+    CONDITIONINGS,
+    CONFIG_TYPES,
+    LAYOUTS,
+    ModelConfig,
+    _check,
+    _ConfigMixin,
+    _labels,
+    register_config,
+    square_image_latent,
+)
 
 # ------------------------------------------------------------------------------------------------
 # DiT / SiT (image latents)
 # ------------------------------------------------------------------------------------------------
 
 
+@register_config
 @dataclass(frozen=True)
-class DiTConfig(_ConfigMixin):
+class DiTConfig(ModelConfig):
     """Diffusion Transformer with adaLN-Zero (Peebles & Xie, 2023); SiT uses the same backbone.
 
     Field names equal the official ``DiT(...)`` constructor arguments, plus ``text_dim`` and ``family``.
@@ -106,25 +76,74 @@ class DiTConfig(_ConfigMixin):
     def num_tokens(self) -> int:
         return (self.input_size // self.patch_size) ** 2
 
+    # ---- hooks (see ModelConfig) ----
+    text_input: ClassVar[str] = "pooled"  # text: one pooled caption vector (N, text_dim)
+
+    def build(self) -> Any:
+        from soraprep.models.dit import DiT
+
+        return DiT(self)
+
+
+    @property
+    def conditioning(self) -> str:
+        return "text" if self.text_dim > 0 else "class" if self.num_classes > 0 else "none"
+
+    @property
+    def label_classes(self) -> int:
+        return self.num_classes if self.text_dim <= 0 else 0
+
+    @property
+    def null_condition(self) -> bool:
+        return self.class_dropout_prob > 0
+
+    @property
+    def learns_sigma(self) -> bool:  # SiT's forward drops the sigma half
+        return self.learn_sigma and self.family != "SiT"
+
+    def fit_data(self, args, data, caption_dropout, fixed):
+        c, h = square_image_latent(data)
+        fixed("in_channels", c)
+        fixed("input_size", h)
+        if data.has_text:
+            fixed("text_dim", data.text_shape[1])
+        else:
+            args.setdefault("num_classes", max(1, int(data.index.get("num_classes") or 0)))
+        args["class_dropout_prob"] = caption_dropout
+        return self.replace(**args)
+
+    def condition_inputs(self, batch, drop):
+        from soraprep.models.layers import pool_text
+
+        kw = {"y": pool_text(batch["text"], batch["mask"]) if self.text_dim > 0 else _labels(batch)}
+        if drop is not None:
+            kw["force_drop_ids"] = drop.long()
+        return kw
+
 
 # ------------------------------------------------------------------------------------------------
 # U-ViT
 # ------------------------------------------------------------------------------------------------
 
 
+@register_config
 @dataclass(frozen=True)
-class UViTConfig(_ConfigMixin):
-    """U-ViT (Bao et al., 2023): time and condition as tokens, long skips. Names as in ``libs/uvit.py``."""
+class UViTConfig(ModelConfig):
+    """U-ViT (Bao et al., 2023): time and condition as tokens, long skips. Architecture as ``libs/uvit.py``;
+    the size fields use the names every soraprep config uses (U-ViT's own ``img_size`` / ``in_chans`` /
+    ``embed_dim`` are accepted as aliases, so configs saved before the rename still load)."""
 
     config_type: ClassVar[str] = "uvit"
+    aliases: ClassVar[dict[str, str]] = {"img_size": "input_size", "in_chans": "in_channels",
+                                         "embed_dim": "hidden_size"}
 
-    img_size: int = 32  # latent side length
+    input_size: int = 32  # latent side length (U-ViT: img_size)
     patch_size: int = 2  # patch side
-    in_chans: int = 4  # latent channels
-    embed_dim: int = 1152  # transformer width D
+    in_channels: int = 4  # latent channels (U-ViT: in_chans)
+    hidden_size: int = 1152  # transformer width D (U-ViT: embed_dim)
     depth: int = 28  # depth // 2 input blocks + 1 mid block + depth // 2 output blocks
     num_heads: int = 16  # attention heads
-    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * embed_dim
+    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * hidden_size
     qkv_bias: bool = False  # bias on the fused qkv projection
     qk_scale: float | None = None  # attention scale; None -> head_dim ** -0.5
     mlp_time_embed: bool = False  # MLP on the sinusoidal time embedding (else used directly as a token)
@@ -134,15 +153,61 @@ class UViTConfig(_ConfigMixin):
     skip: bool = True  # long skip connections fused by Linear(2D, D)
 
     def __post_init__(self) -> None:
-        _check(self.img_size % self.patch_size == 0,
-               f"img_size={self.img_size} must be divisible by patch_size={self.patch_size}")
-        _check(self.embed_dim % self.num_heads == 0,
-               f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}")
+        _check(self.input_size % self.patch_size == 0,
+               f"input_size={self.input_size} must be divisible by patch_size={self.patch_size}")
+        _check(self.hidden_size % self.num_heads == 0,
+               f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
 
     @property
     def num_tokens(self) -> int:
         """Sequence length: patches + time token + label token (if conditional)."""
-        return (self.img_size // self.patch_size) ** 2 + (2 if self.num_classes > 0 else 1)
+        return (self.input_size // self.patch_size) ** 2 + (2 if self.num_classes > 0 else 1)
+
+    # U-ViT's own names, read-only (code written against the old fields keeps working).
+    @property
+    def sequential_blocks(self) -> int:
+        return 2 * (self.depth // 2) + 1  # in-blocks, mid-block, out-blocks
+
+    img_size = property(lambda self: self.input_size)
+    in_chans = property(lambda self: self.in_channels)
+    embed_dim = property(lambda self: self.hidden_size)
+
+    # ---- hooks (see ModelConfig) ----
+
+    def build(self) -> Any:
+        from soraprep.models.uvit import UViT
+
+        return UViT(self)
+
+
+    @property
+    def conditioning(self) -> str:
+        return "class" if self.num_classes > 0 else "none"
+
+    @property
+    def label_classes(self) -> int:  # the last of num_classes rows is the null label
+        return max(0, self.num_classes - 1)
+
+    @property
+    def null_condition(self) -> bool:
+        return self.num_classes > 0
+
+    def fit_data(self, args, data, caption_dropout, fixed):
+        c, h = square_image_latent(data)
+        if data.has_text:
+            raise ValueError("U-ViT here is class-conditional only: encode without --text-encoder, or use a DiT "
+                             "(pooled text) or VideoDiT (caption cross-attention)")
+        fixed("in_channels", c)
+        fixed("input_size", h)
+        num_classes = int(data.index.get("num_classes") or 0)
+        args.setdefault("num_classes", num_classes + 1 if num_classes else 0)  # + the null label
+        return self.replace(**args)
+
+    def condition_inputs(self, batch, drop):
+        if self.num_classes <= 0:
+            return {}
+        labels = _labels(batch)
+        return {"y": labels if drop is None else labels.masked_fill(drop, self.num_classes - 1)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,8 +215,9 @@ class UViTConfig(_ConfigMixin):
 # ------------------------------------------------------------------------------------------------
 
 
+@register_config
 @dataclass(frozen=True)
-class VideoDiTConfig(_ConfigMixin):
+class VideoDiTConfig(ModelConfig):
     """DiT over spacetime patches of video latents, text-conditioned by cross-attention.
 
     ``input_size`` is the *default* latent size (used by the compute estimator and for tests); forward
@@ -258,6 +324,53 @@ class VideoDiTConfig(_ConfigMixin):
     def mlp_hidden_size(self) -> int:
         return self.mlp_hidden or int(self.hidden_size * self.mlp_ratio)
 
+    # ---- hooks (see ModelConfig); ``conditioning`` is a field here ----
+    latent_layout: ClassVar[str] = "video"
+
+    def build(self) -> Any:
+        from soraprep.models.video_dit import VideoDiT
+
+        return VideoDiT(self)
+
+
+    @property
+    def label_classes(self) -> int:
+        return self.num_classes if self.conditioning == "class" else 0
+
+    @property
+    def null_condition(self) -> bool:
+        return self.conditioning != "none" and self.caption_dropout_prob > 0
+
+    @property
+    def learns_sigma(self) -> bool:
+        return self.learn_sigma
+
+    def fit_data(self, args, data, caption_dropout, fixed):
+        c, t, h, w = data.latent_shapes[0]  # largest bucket: the default size (forward takes any)
+        fixed("in_channels", c)
+        args.setdefault("input_size", (t, h, w))
+        cond = args.setdefault("conditioning", "text" if data.has_text else "class" if data.has_labels else "none")
+        if cond == "text":
+            if not data.has_text:
+                raise ValueError("conditioning 'text' needs caption embeddings: encode with --text-encoder")
+            s, d = data.text_shape
+            fixed("text_dim", d)
+            fixed("text_len", s)
+        if cond == "class":
+            args.setdefault("num_classes", max(1, int(data.index.get("num_classes") or 0)))
+        args["caption_dropout_prob"] = caption_dropout
+        return self.replace(**args)
+
+    def condition_inputs(self, batch, drop):
+        kw: dict[str, Any] = {}
+        if self.conditioning == "text":
+            kw.update(y=batch["text"], mask=batch["mask"])
+        elif self.conditioning == "class":
+            kw["y"] = _labels(batch)
+        if drop is not None and self.conditioning != "none":
+            kw["force_drop_ids"] = drop.long()
+        return kw
+
 
 # name -> (scalars embedded, output width as a fraction of hidden_size): Open-Sora's SizeEmbedder uses
 MICRO_CONDITIONS = {"fps": (1, 1), "fl": (1, 1), "csize": (2, 3), "ar": (1, 3)}
@@ -268,8 +381,9 @@ MICRO_CONDITIONS = {"fps": (1, 1), "fl": (1, 1), "csize": (2, 3), "ar": (1, 3)}
 # ------------------------------------------------------------------------------------------------
 
 
+@register_config
 @dataclass(frozen=True)
-class VQVAEConfig(_ConfigMixin):
+class VQVAEConfig(ModelConfig):
     """VideoGPT-style VQ-VAE (Yan et al., 2021). Names follow VideoGPT's ``VQVAE`` arguments."""
 
     config_type: ClassVar[str] = "vqvae"
@@ -295,8 +409,17 @@ class VQVAEConfig(_ConfigMixin):
     def latent_size(self) -> tuple[int, int, int]:
         return tuple(n // d for n, d in zip(self.input_size, self.downsample, strict=True))  # type: ignore[return-value]
 
+    # ---- hooks (see ModelConfig): an autoencoder, built and counted, not trained by soraprep.train ----
+    latent_layout: ClassVar[str] = "pixels"
 
-CONFIG_TYPES: dict[str, type] = {c.config_type: c for c in (DiTConfig, UViTConfig, VideoDiTConfig, VQVAEConfig)}
+    def build(self) -> Any:
+        from soraprep.models.vqvae import VQVAE
+
+        return VQVAE(self)
+
+
+    def with_latent(self, t: int, h: int, w: int, channels: int | None = None):
+        return self.replace(input_size=(t, h, w), **({"in_channels": channels} if channels else {}))
 
 
 def config_from_dict(d: dict[str, Any]):
@@ -314,7 +437,7 @@ def config_from_dict(d: dict[str, Any]):
 # DiT sizes (paper Table 1): width, depth, heads.
 _DIT_SIZES = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
 
-PRESETS: dict[str, Any] = {}
+PRESETS: dict[str, ModelConfig] = {}
 
 for _size, (_d, _depth, _heads) in _DIT_SIZES.items():
     for _p in (2, 4, 8):
@@ -329,8 +452,8 @@ for _size, (_d, _depth, _heads) in _DIT_SIZES.items():
     )
 
 # U-ViT ImageNet 256 (latent 32x32): configs/imagenet256_uvit_{huge,large}.py of baofff/U-ViT.
-PRESETS["U-ViT-H/2"] = UViTConfig(embed_dim=1152, depth=28, num_heads=16, conv=False)
-PRESETS["U-ViT-L/2"] = UViTConfig(embed_dim=1024, depth=20, num_heads=16, conv=True)
+PRESETS["U-ViT-H/2"] = UViTConfig(hidden_size=1152, depth=28, num_heads=16, conv=False)
+PRESETS["U-ViT-L/2"] = UViTConfig(hidden_size=1024, depth=20, num_heads=16, conv=True)
 
 # VideoGPT VQ-VAE: the default arguments (21,141,619 parameters) and the other released strides.
 PRESETS["VQVAE-videogpt"] = VQVAEConfig()
@@ -338,6 +461,16 @@ PRESETS["VQVAE-videogpt-4x2x2"] = VQVAEConfig(downsample=(4, 2, 2))
 PRESETS["VQVAE-videogpt-2x4x4"] = VQVAEConfig(downsample=(2, 4, 4))
 
 del _size, _d, _depth, _heads, _p
+
+
+def register_preset(name: str, config: ModelConfig) -> ModelConfig:
+    """Add a preset (and so a ``MODELS`` constructor); refuses a name already taken."""
+    if name in PRESETS:
+        raise ValueError(f"model preset {name!r} is already registered")
+    if type(config).config_type not in CONFIG_TYPES:
+        raise ValueError(f"{type(config).__name__} is not registered: decorate it with @register_config")
+    PRESETS[name] = config
+    return config
 
 
 def get_config(name: str, **overrides: Any):

@@ -12,7 +12,7 @@ attend jointly with the visual tokens, instead of being cross-attended to):
   video tokens.
 
 Torch-free (the estimator reads these). Registered into :data:`soraprep.models.config.PRESETS` and
-``config_from_dict`` by the import at the end of ``config.py``. Sizes are in latent units, as for
+``config_from_dict`` (``@register_config``) by the import at the end of ``config.py``. Sizes are in latent units, as for
 ``VideoDiTConfig``: ``input_size`` is the default latent (frames, height, width), ``patch_size`` a
 (t, h, w) triple, so the estimator's shape handling (``plan.shaped_config``) treats them as video models.
 
@@ -22,9 +22,9 @@ Every preset cites the file its hyperparameters come from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from soraprep.models.config import CONFIG_TYPES, PRESETS, _check, _ConfigMixin
+from soraprep.models.config import PRESETS, ModelConfig, _check, register_config
 
 POS_EMBEDS = ("rope", "sincos", "learned", "none")
 
@@ -46,6 +46,7 @@ class _VideoGrid:
 
     # The estimator's data-prep step asks for ``conditioning == "text"`` to charge text encoding.
     conditioning: ClassVar[str] = "text"
+    latent_layout: ClassVar[str] = "video"
 
     @property
     def out_channels(self) -> int:  # every published model of these families predicts in_channels
@@ -68,8 +69,9 @@ class _VideoGrid:
 # ------------------------------------------------------------------------------------------------
 
 
+@register_config
 @dataclass(frozen=True)
-class MMDiTConfig(_VideoGrid, _ConfigMixin):
+class MMDiTConfig(_VideoGrid, ModelConfig):
     """MM-DiT: ``depth_double`` double-stream blocks, then ``depth_single`` single-stream blocks.
 
     Field names follow Flux's ``FluxParams`` where one exists (``hidden_size``, ``num_heads``,
@@ -110,14 +112,21 @@ class MMDiTConfig(_VideoGrid, _ConfigMixin):
         """Transformer blocks in sequence (double + single), for code that walks any config's depth."""
         return self.depth_double + self.depth_single
 
+    def build(self) -> Any:
+        from soraprep.models.mmdit import MMDiT
+
+        return MMDiT(self)
+
+
 
 # ------------------------------------------------------------------------------------------------
 # CogVideoX (expert adaLN, text in the full 3D attention)
 # ------------------------------------------------------------------------------------------------
 
 
+@register_config
 @dataclass(frozen=True)
-class CogVideoXConfig(_VideoGrid, _ConfigMixin):
+class CogVideoXConfig(_VideoGrid, ModelConfig):
     """CogVideoX transformer (diffusers ``CogVideoXTransformer3DModel``; names as its arguments where
     they exist: ``num_attention_heads x attention_head_dim`` is the width, ``time_embed_dim``...)."""
 
@@ -154,8 +163,12 @@ class CogVideoXConfig(_VideoGrid, _ConfigMixin):
     def depth(self) -> int:
         return self.num_layers
 
+    def build(self) -> Any:
+        from soraprep.models.cogvideox import CogVideoX
 
-CONFIG_TYPES.update({c.config_type: c for c in (MMDiTConfig, CogVideoXConfig)})
+        return CogVideoX(self)
+
+
 
 # ------------------------------------------------------------------------------------------------
 # Presets (published hyperparameters; the default input_size is each model's headline resolution)

@@ -315,3 +315,9 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)  # (N, D) each
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, L, patch_numel * C_out)
+
+
+def pool_text(text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean over caption tokens: (N, S, D), (N, S) -> (N, D) (for DiT's pooled-text conditioning)."""
+    m = mask.to(text.dtype).unsqueeze(-1)
+    return (text * m).sum(1) / m.sum(1).clamp(min=1)

@@ -1,54 +1,24 @@
-"""``MODELS``: preset name -> constructor, filled by a tiny decorator. Torch is imported lazily."""
+"""``MODELS``: preset name -> constructor, a live view of :data:`~soraprep.models.config.PRESETS`.
+
+There is no second table to keep in step: a preset added to ``PRESETS`` (``register_preset``) is at once
+a constructor here, and ``build_model`` asks the config to build itself (``ModelConfig.build``), so this
+module never names a model family. Torch is imported by the config's ``build()``, when a model is built.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from soraprep.models.config import PRESETS, DiTConfig, UViTConfig, VideoDiTConfig, VQVAEConfig
-
-MODELS: dict[str, Callable[..., Any]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a constructor under ``name``; refuses duplicates."""
-
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        MODELS[name] = fn
-        return fn
-
-    return deco
+from soraprep.models.config import PRESETS
 
 
 def build_model(config: Any) -> Any:
     """Build the torch module a config describes (used to rebuild from a checkpoint's saved config)."""
-    if isinstance(config, DiTConfig):
-        from soraprep.models.dit import DiT
-
-        return DiT(config)
-    if isinstance(config, UViTConfig):
-        from soraprep.models.uvit import UViT
-
-        return UViT(config)
-    if isinstance(config, VideoDiTConfig):
-        from soraprep.models.video_dit import VideoDiT
-
-        return VideoDiT(config)
-    if isinstance(config, VQVAEConfig):
-        from soraprep.models.vqvae import VQVAE
-
-        return VQVAE(config)
-    if getattr(config, "config_type", "") == "mmdit":
-        from soraprep.models.mmdit import MMDiT
-
-        return MMDiT(config)
-    if getattr(config, "config_type", "") == "cogvideox":
-        from soraprep.models.cogvideox import CogVideoX
-
-        return CogVideoX(config)
-    raise TypeError(f"no model for config of type {type(config).__name__}")
+    build = getattr(config, "build", None)
+    if build is None:
+        raise TypeError(f"no model for config of type {type(config).__name__}: configs derive from ModelConfig")
+    return build()
 
 
 def _preset_constructor(name: str) -> Callable[..., Any]:
@@ -61,5 +31,22 @@ def _preset_constructor(name: str) -> Callable[..., Any]:
     return construct
 
 
-for _name in PRESETS:
-    register(_name)(_preset_constructor(_name))
+class _Models(Mapping[str, Callable[..., Any]]):
+    """Read-only mapping over ``PRESETS``: ``MODELS[name](**overrides)`` builds that preset."""
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        if name not in PRESETS:
+            raise KeyError(name)
+        return _preset_constructor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(PRESETS)
+
+    def __len__(self) -> int:
+        return len(PRESETS)
+
+    def __repr__(self) -> str:
+        return f"MODELS({len(self)} presets)"
+
+
+MODELS: Mapping[str, Callable[..., Any]] = _Models()

@@ -51,10 +51,10 @@ class UViT(nn.Module):
         super().__init__()
         config = (config or UViTConfig()).replace(**kwargs) if kwargs else (config or UViTConfig())
         self.config = config
-        d, self.in_chans, self.patch_size = config.embed_dim, config.in_chans, config.patch_size
+        d, self.in_chans, self.patch_size = config.hidden_size, config.in_channels, config.patch_size
         self.embed_dim = d
         block_kw = dict(qkv_bias=config.qkv_bias, qk_scale=config.qk_scale, use_checkpoint=config.use_checkpoint)
-        self.patch_embed = PatchEmbed(config.patch_size, config.in_chans, d)
+        self.patch_embed = PatchEmbed(config.patch_size, config.in_channels, d)
         self.time_embed = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d)) \
             if config.mlp_time_embed else nn.Identity()
         if config.num_classes > 0:
@@ -69,8 +69,8 @@ class UViT(nn.Module):
             for _ in range(config.depth // 2)
         ])
         self.norm = nn.LayerNorm(d)
-        self.decoder_pred = nn.Linear(d, config.patch_size**2 * config.in_chans)
-        self.final_layer = nn.Conv2d(config.in_chans, config.in_chans, 3, padding=1) if config.conv else nn.Identity()
+        self.decoder_pred = nn.Linear(d, config.patch_size**2 * config.in_channels)
+        self.final_layer = nn.Conv2d(config.in_channels, config.in_channels, 3, padding=1) if config.conv else nn.Identity()
         self.initialize_weights()
 
     def initialize_weights(self) -> None:

@@ -131,38 +131,15 @@ def step_draws(seed: int, step: int, positions: range, *, latent_shape: tuple[in
     return {"drop": torch.stack(drop), "u": torch.stack(u), "noise": torch.stack(noise)}
 
 
-def pool_text(text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean over caption tokens: (N, S, D), (N, S) -> (N, D) (for DiT's pooled-text conditioning)."""
-    m = mask.to(text.dtype).unsqueeze(-1)
-    return (text * m).sum(1) / m.sum(1).clamp(min=1)
-
-
 def model_inputs(model_config: Any, batch: dict[str, torch.Tensor], drop: torch.Tensor | None
                  ) -> tuple[torch.Tensor, dict[str, Any]]:
     """(x, model_kwargs) for any soraprep backbone. ``drop`` (N,) marks samples trained with the null
-    caption / label (classifier-free guidance); None when the model has no null condition."""
-    from soraprep.models.config import DiTConfig, UViTConfig, VideoDiTConfig
-
+    caption / label (classifier-free guidance); None when the model has no null condition. The config
+    says what its forward takes (``latent_layout``, ``ModelConfig.condition_inputs``)."""
     x = batch["latents"]  # (N, C, T', H', W')
-    n = x.shape[0]
-    labels = batch.get("labels", torch.zeros(n, dtype=torch.long))
-    kw: dict[str, Any] = {}
-    if isinstance(model_config, VideoDiTConfig):
-        if model_config.conditioning == "text":
-            kw.update(y=batch["text"], mask=batch["mask"])
-        elif model_config.conditioning == "class":
-            kw["y"] = labels
-        if drop is not None and model_config.conditioning != "none":
-            kw["force_drop_ids"] = drop.long()
-        return x, kw
-    if x.shape[2] != 1:
-        raise ValueError(f"{type(model_config).__name__} is an image model but the latents have {x.shape[2]} "
-                         "frames: encode with --frames 1, or train a VideoDiT-* / STDiT-* preset")
-    x = x[:, :, 0]  # (N, C, H, W)
-    if isinstance(model_config, DiTConfig):
-        kw["y"] = pool_text(batch["text"], batch["mask"]) if model_config.text_dim > 0 else labels
-        if drop is not None:
-            kw["force_drop_ids"] = drop.long()
-    elif isinstance(model_config, UViTConfig) and model_config.num_classes > 0:
-        kw["y"] = labels if drop is None else torch.where(drop, model_config.num_classes - 1, labels)
-    return x, kw
+    if model_config.latent_layout == "image":
+        if x.shape[2] != 1:
+            raise ValueError(f"{type(model_config).__name__} is an image model but the latents have {x.shape[2]} "
+                             "frames: encode with --frames 1, or train a VideoDiT-* / STDiT-* preset")
+        x = x[:, :, 0]  # (N, C, H, W)
+    return x, model_config.condition_inputs(batch, drop)

@@ -46,13 +46,11 @@ def _cfg_wrapper(model, cfg_scale: float):
 
 
 def _conditions(model, mc, data: dict[str, Any], *, prompts, class_labels, num_samples, text_encoder, device):
-    """(n, conditional kwargs, unconditional kwargs or None)."""
-    from soraprep.models.config import DiTConfig, UViTConfig, VideoDiTConfig
-    from soraprep.train.data import pool_text
+    """(n, conditional kwargs, unconditional kwargs or None). The config says what conditions its model:
+    ``conditioning`` / ``text_input`` / ``label_classes`` / ``null_condition`` (``ModelConfig`` hooks)."""
+    from soraprep.models.layers import pool_text
 
-    text = (isinstance(mc, VideoDiTConfig) and mc.conditioning == "text") or (isinstance(mc, DiTConfig)
-                                                                              and mc.text_dim > 0)
-    if text:
+    if mc.conditioning == "text":
         if not prompts:
             raise ValueError("this model is text-conditioned: give --prompt TEXT (one or more)")
         if class_labels:
@@ -66,17 +64,14 @@ def _conditions(model, mc, data: dict[str, Any], *, prompts, class_labels, num_s
         enc = TextEncoder.from_pretrained(spec, max_length=saved.get("max_length"), device=device)
         emb, mask = enc.encode(list(prompts))  # (N, S, D), (N, S)
         n = len(prompts)
-        if isinstance(mc, DiTConfig):
+        if mc.text_input == "pooled":
             return n, {"y": pool_text(emb.float(), mask)}, {"y": model.null_condition(n)}
         null_y, null_mask = model.null_condition(n, emb.shape[1])
         return n, {"y": emb.float(), "mask": mask}, {"y": null_y, "mask": null_mask}
     if prompts:
         raise ValueError("this model is not text-conditioned: use --class-label K (or nothing)")
-    num_classes = getattr(mc, "num_classes", 0)
-    if isinstance(mc, UViTConfig):
-        num_classes -= 1  # the last row is the null label
-    unconditional = (isinstance(mc, VideoDiTConfig) and mc.conditioning == "none") or num_classes <= 0
-    if unconditional:
+    num_classes = mc.label_classes  # labels 0..K-1; K is the null label (DiT: the extra row; U-ViT: the last)
+    if mc.conditioning == "none" or num_classes <= 0:
         if class_labels:
             raise ValueError("this model is unconditional: drop --class-label")
         return num_samples or 1, {}, None
@@ -86,10 +81,8 @@ def _conditions(model, mc, data: dict[str, Any], *, prompts, class_labels, num_s
         raise ValueError(f"class labels {bad} are outside 0..{num_classes - 1}")
     n = len(labels)
     y = torch.tensor(labels, dtype=torch.long, device=device)
-    null = torch.full_like(y, num_classes)  # DiT: the extra table row; U-ViT: the last of num_classes rows
-    has_null = (isinstance(mc, UViTConfig) or getattr(mc, "class_dropout_prob", 0) > 0
-                or getattr(mc, "caption_dropout_prob", 0) > 0)
-    return n, {"y": y}, ({"y": null} if has_null else None)
+    null = torch.full_like(y, num_classes)
+    return n, {"y": y}, ({"y": null} if mc.null_condition else None)
 
 
 def _cat_kwargs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +135,6 @@ def sample(checkpoint: str | Path, out: str | Path, *, prompts: list[str] | None
     from soraprep.diffusion.gaussian import GaussianDiffusion, create_diffusion
     from soraprep.diffusion.transport import Sampler, Transport
     from soraprep.models import build_model, config_from_dict
-    from soraprep.models.config import VideoDiTConfig
     from soraprep.train.autoencoder import load_autoencoder
     from soraprep.train.setup import make_objective
 
@@ -179,14 +171,14 @@ def sample(checkpoint: str | Path, out: str | Path, *, prompts: list[str] | None
     ae = load_autoencoder(vae or data["autoencoder"]["spec"]).to(dev)
     c, t, h, w = data["latent_shapes"][0]
     if frames is not None or size is not None:
-        if not isinstance(mc, VideoDiTConfig):
+        if mc.latent_layout != "video":
             raise ValueError("--frames/--size need a video DiT (image DiT / U-ViT sample at their trained size)")
         t2, h2, w2 = ae.latent_shape(frames or t * ae.compression[0], *(size or (h * ae.compression[1],
                                                                                  w * ae.compression[2])))
         t, h, w = t2, h2, w2
     n, cond, uncond = _conditions(model, mc, data, prompts=prompts, class_labels=class_labels,
                                   num_samples=num_samples, text_encoder=text_encoder, device=dev)
-    video = isinstance(mc, VideoDiTConfig)
+    video = mc.latent_layout == "video"
     shape = (n, c, t, h, w) if video else (n, c, h, w)
     g = torch.Generator(device="cpu").manual_seed(seed)
     z = torch.randn(shape, generator=g).to(dev)

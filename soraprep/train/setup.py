@@ -11,14 +11,13 @@ from soraprep.train.config import ConfigError, TrainConfig
 
 def model_config_for(cfg: TrainConfig, data: Any) -> Any:
     """The preset's config with ``model_args`` applied and latent channels / size / conditioning set from
-    the data (``data``: a :class:`~soraprep.train.data.LatentData`)."""
-    from soraprep.models.config import DiTConfig, UViTConfig, VideoDiTConfig, get_config
+    the data (``data``: a :class:`~soraprep.train.data.LatentData`). What the data sets is the config's own
+    business (``ModelConfig.fit_data``); this function only names the preset and words the errors."""
+    from soraprep.models.config import get_config
 
     base = get_config(cfg.model)
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model_args.items()}  # YAML lists
-    shapes = data.latent_shapes  # [(C, T', H', W')], largest first
-    c, t, h, w = shapes[0]
-    num_classes = int(data.index.get("num_classes") or 0)
+    args = base._renamed(args)  # old field names (e.g. U-ViT's img_size) still work in model_args
 
     def fixed(name: str, value: Any) -> None:
         if name in args and args[name] != value and not (isinstance(value, tuple) and tuple(args[name]) == value):
@@ -26,64 +25,22 @@ def model_config_for(cfg: TrainConfig, data: Any) -> Any:
                               f"remove it (it is set from {cfg.data}/index.json)")
         args[name] = value
 
-    if isinstance(base, VideoDiTConfig):
-        fixed("in_channels", c)
-        args.setdefault("input_size", (t, h, w))
-        cond = args.setdefault("conditioning", "text" if data.has_text else "class" if data.has_labels else "none")
-        if cond == "text":
-            if not data.has_text:
-                raise ConfigError("conditioning 'text' needs caption embeddings: encode with --text-encoder")
-            s, d = data.text_shape
-            fixed("text_dim", d)
-            fixed("text_len", s)
-        if cond == "class":
-            args.setdefault("num_classes", max(1, num_classes))
-        args["caption_dropout_prob"] = cfg.caption_dropout
-        return base.replace(**args)
-    if any(s[1] != 1 for s in shapes):
-        raise ConfigError(f"{cfg.model} is an image model but the latents have {t} frames: encode with --frames 1, "
-                          "or train a VideoDiT-* / STDiT-* preset")
-    if any(s[2:] != (h, h) for s in shapes):
-        raise ConfigError(f"{cfg.model} takes one square latent size, the data has {sorted(set(s[2:] for s in shapes))}: "
-                          "encode with --size HxH, or train a VideoDiT-* preset (any size)")
-    if isinstance(base, DiTConfig):
-        fixed("in_channels", c)
-        fixed("input_size", h)
-        if data.has_text:
-            fixed("text_dim", data.text_shape[1])
-        else:
-            args.setdefault("num_classes", max(1, num_classes))
-        args["class_dropout_prob"] = cfg.caption_dropout
-        return base.replace(**args)
-    if isinstance(base, UViTConfig):
-        if data.has_text:
-            raise ConfigError("U-ViT here is class-conditional only: encode without --text-encoder, or use a DiT "
-                              "(pooled text) or VideoDiT (caption cross-attention)")
-        fixed("in_chans", c)
-        fixed("img_size", h)
-        args.setdefault("num_classes", num_classes + 1 if num_classes else 0)  # + the null label
-        return base.replace(**args)
-    raise ConfigError(f"{cfg.model} cannot be trained as a diffusion model")
+    try:
+        return base.fit_data(args, data, cfg.caption_dropout, fixed)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"model {cfg.model}: {exc}") from exc
 
 
 def has_null_condition(model_config: Any) -> bool:
     """Whether the model can be trained with caption/label dropout (and sampled with CFG)."""
-    from soraprep.models.config import DiTConfig, UViTConfig, VideoDiTConfig
-
-    if isinstance(model_config, VideoDiTConfig):
-        return model_config.conditioning != "none" and model_config.caption_dropout_prob > 0
-    if isinstance(model_config, DiTConfig):
-        return model_config.class_dropout_prob > 0
-    if isinstance(model_config, UViTConfig):
-        return model_config.num_classes > 0
-    return False
+    return bool(getattr(model_config, "null_condition", False))
 
 
 def learns_sigma(model_config: Any) -> bool:
     """The model's forward returns 2C channels (noise + variance interpolation)."""
-    if getattr(model_config, "family", "") == "SiT":
-        return False
-    return bool(getattr(model_config, "learn_sigma", False))
+    return bool(getattr(model_config, "learns_sigma", False))
 
 
 def make_objective(objective: str, args: dict[str, Any], model_config: Any):
@@ -121,16 +78,9 @@ def flops_per_sample(model_config: Any, latent_shape: tuple[int, ...]) -> tuple[
     """(training FLOPs per sample = 3 x forward, visual tokens per sample) from the compute estimator,
     for latents of shape (C, T', H', W'). Recomputation is not counted (model FLOPs, as MFU wants)."""
     from soraprep.estimate.flops import count_model
-    from soraprep.models.config import DiTConfig, UViTConfig
 
     _, t, h, w = latent_shape
-    if isinstance(model_config, DiTConfig):
-        shaped = model_config.replace(input_size=h)
-    elif isinstance(model_config, UViTConfig):
-        shaped = model_config.replace(img_size=h)
-    else:
-        shaped = model_config.replace(input_size=(t, h, w))
-    count = count_model(shaped)
+    count = count_model(model_config.with_latent(t, h, w))
     return 3.0 * count.forward_flops, count.tokens
 
 

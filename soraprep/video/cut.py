@@ -33,7 +33,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from soraprep.storage.files import publish, temp_path
+from soraprep.storage.files import atomic_write, publish, temp_path
 from soraprep.video.io import (
     _VOP,
     PacketIndex,
@@ -63,6 +63,9 @@ class CutResult:
     mode: str
     width: int | None = None   # display size (after the display rotation), as a player shows the file
     height: int | None = None
+    start_s: float | None = None   # the span in seconds (video.span: from the timestamps), set by CutPolicy
+    end_s: float | None = None
+    resumed: bool = False          # CutPolicy found the clip already cut (its resume marker), wrote nothing
 
 
 def _tmp_path(dst: Path) -> Path:
@@ -353,3 +356,120 @@ def _rate(index: PacketIndex) -> Fraction:
         if step > 0:
             return (1 / step).limit_denominator(1001)
     return Fraction(25)
+
+
+# ---- the cut policy: one for curate's cut stage and for download ---------------------------------------
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+_CLIP_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".nut")   # what a cut may write (stream copy may change it)
+
+
+@dataclass(frozen=True)
+class CutPolicy:
+    """How a span becomes a clip file: the mode, the copy -> exact fallback, and resume markers.
+
+    With ``copy``/``keyframe``, a clip whose inward snap to keyframes would lose more than ``max_snap_s``
+    at either end (measured on the frame timestamps), or that cannot be stream-copied at all
+    (``empty_after_snap``, ``cut_failed``), is re-encoded exactly instead when ``fallback_exact`` is on,
+    with ``fallback_preset``. ``exact`` re-encodes with ``preset``; ``none`` writes nothing.
+
+    :meth:`cut` optionally keeps a resume marker (a small JSON record, written atomically after the clip):
+    a rerun that asks for the same frames of the same source finds it and the clip file, and cuts nothing.
+    """
+
+    mode: str = "copy"
+    max_snap_s: float = 1.0
+    fallback_exact: bool = True
+    crf: int = 18
+    preset: str = "veryfast"            # x264 preset of `mode: exact`
+    fallback_preset: str = "ultrafast"  # x264 preset when a copy/keyframe clip falls back to re-encoding:
+                                        # 1.6x faster than veryfast at the same crf, larger files (a minority of clips)
+
+    def __post_init__(self) -> None:
+        if self.mode not in CUT_MODES:
+            raise ValueError(f"cut.mode must be one of {', '.join(CUT_MODES)}, got {self.mode!r}")
+        if self.max_snap_s < 0:
+            raise ValueError("cut.max_snap_s must be >= 0")
+        if isinstance(self.crf, bool) or not isinstance(self.crf, int) or not 0 <= self.crf <= 51:
+            raise ValueError(f"cut.crf must be an integer 0-51 (x264; 18 is visually lossless), got {self.crf!r}")
+        for key in ("preset", "fallback_preset"):
+            if getattr(self, key) not in X264_PRESETS:
+                raise ValueError(f"cut.{key} must be an x264 preset: {', '.join(X264_PRESETS)}; "
+                                 f"got {getattr(self, key)!r}")
+
+    def cut(self, src: str | os.PathLike, dst: str | os.PathLike, *, start_frame: int, end_frame: int,
+            index: PacketIndex | None = None, marker: str | os.PathLike | None = None) -> CutResult:
+        """Cut frames ``[start_frame, end_frame)`` of ``src`` to ``dst`` (see :func:`cut_clip`) under this
+        policy. ``marker``: the resume record's path (None: no marker). Raises :class:`VideoError`."""
+        from soraprep.video.span import span_seconds
+
+        if self.mode == "none":
+            res = cut_clip(src, dst, start_frame=start_frame, end_frame=end_frame, mode="none")
+            return dataclasses.replace(res, **_seconds(res, index))
+        dst = Path(dst)
+        wanted = [int(start_frame), int(end_frame), Path(src).name]
+        if marker is not None:
+            done = _resumed(Path(marker), dst, wanted, self.mode)
+            if done is not None:
+                return done
+        index = index if index is not None else scan_packets(str(src))
+        res, preset = None, self.preset
+        if self.mode in ("copy", "keyframe"):
+            preset = self.fallback_preset
+            try:
+                res = cut_clip(src, dst, start_frame=start_frame, end_frame=end_frame, mode=self.mode, index=index)
+                a_s, b_s = span_seconds(start_frame, min(end_frame, len(index)), index=index)
+                got_a, got_b = span_seconds(res.start_frame, res.end_frame, index=index)
+                if self.fallback_exact and max(got_a - a_s, b_s - got_b) > self.max_snap_s + 1e-9:
+                    res = None
+            except VideoError as exc:
+                if not self.fallback_exact or exc.kind not in ("empty_after_snap", "cut_failed"):
+                    raise
+        if res is None:
+            res = cut_clip(src, dst, start_frame=start_frame, end_frame=end_frame, mode="exact", index=index,
+                           crf=self.crf, preset=preset)
+        for ext in _CLIP_SUFFIXES:   # a fallback may have changed the extension: no stale twin stays
+            stale = dst.with_suffix(ext)
+            if stale.name != Path(res.path).name:
+                stale.unlink(missing_ok=True)
+        res = dataclasses.replace(res, **_seconds(res, index))
+        if marker is not None:
+            _write_marker(Path(marker), res, wanted)
+        return res
+
+
+def _seconds(res: CutResult, index: PacketIndex | None) -> dict:
+    if index is None:
+        return {}
+    from soraprep.video.span import span_seconds
+
+    start_s, end_s = span_seconds(res.start_frame, res.end_frame, index=index)
+    return {"start_s": start_s, "end_s": end_s}
+
+
+def _resumed(marker: Path, dst: Path, wanted: list, mode: str) -> CutResult | None:
+    """The clip a previous run recorded in ``marker`` for the same request, when its file is still there."""
+    import json
+
+    try:
+        rec = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("requested") != wanted or not rec.get("path"):
+        return None
+    path = dst.parent / Path(str(rec["path"])).name   # older (download) markers: relative to OUT, no mode
+    if not path.is_file():
+        return None
+    return CutResult(str(path), int(rec["start_frame"]), int(rec["end_frame"]), int(rec["num_frames"]),
+                     str(rec.get("mode") or mode), rec.get("width"), rec.get("height"), rec.get("start_s"),
+                     rec.get("end_s"), resumed=True)
+
+
+def _write_marker(marker: Path, res: CutResult, wanted: list) -> None:
+    import json
+
+    record = {"path": Path(res.path).name, "start_frame": res.start_frame, "end_frame": res.end_frame,
+              "num_frames": res.num_frames, "mode": res.mode, "width": res.width, "height": res.height,
+              "start_s": res.start_s, "end_s": res.end_s, "requested": wanted}
+    atomic_write(marker, json.dumps(record), fsync=False)  # temp names are per thread: download cuts in threads

@@ -21,9 +21,6 @@ VIDEO_EXTENSIONS = frozenset({
 _NON_VIDEO_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif",
                                b"avis", b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
 
-#: file extension to give a download whose URL has none, by container
-EXTENSION_OF = {"mp4": ".mp4", "mov": ".mov", "matroska": ".mkv", "avi": ".avi", "flv": ".flv",
-                "mpegts": ".ts", "mpegps": ".mpg", "asf": ".wmv", "ogg": ".ogv", "mxf": ".mxf"}
 
 
 def sniff_container(head: bytes) -> str | None:

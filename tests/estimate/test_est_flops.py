@@ -109,9 +109,9 @@ def _cases():
     return [
         ("DiT", PRESETS["DiT-S/2"].replace(input_size=8, **tiny), (img(), t3, torch.tensor([1]))),
         ("DiT-text", PRESETS["SiT-S/2"].replace(input_size=8, text_dim=32, **tiny), (img(), t3, torch.randn(1, 32))),
-        ("U-ViT", PRESETS["U-ViT-L/2"].replace(img_size=8, depth=4, embed_dim=64, num_heads=4, num_classes=11),
+        ("U-ViT", PRESETS["U-ViT-L/2"].replace(input_size=8, depth=4, hidden_size=64, num_heads=4, num_classes=11),
          (img(), t3, torch.tensor([1]))),
-        ("U-ViT-uncond", PRESETS["U-ViT-H/2"].replace(img_size=8, depth=4, embed_dim=64, num_heads=4, num_classes=0,
+        ("U-ViT-uncond", PRESETS["U-ViT-H/2"].replace(input_size=8, depth=4, hidden_size=64, num_heads=4, num_classes=0,
                                                       mlp_time_embed=True), (img(), t3)),
         ("VideoDiT", PRESETS["VideoDiT-S/2"].replace(input_size=(4, 8, 8), text_dim=32, text_len=7, **tiny),
          (vid(), t3, cap)),

@@ -8,7 +8,7 @@ from soraprep.diffusion.gaussian import create_diffusion  # noqa: E402
 from soraprep.models import MODELS  # noqa: E402
 from soraprep.models.dit import load_official_checkpoint  # noqa: E402
 
-TINY = dict(img_size=8, embed_dim=32, depth=4, num_heads=4, num_classes=11)
+TINY = dict(input_size=8, hidden_size=32, depth=4, num_heads=4, num_classes=11)
 
 
 def test_forward_shapes_and_token_layout():

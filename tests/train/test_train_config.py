@@ -75,7 +75,7 @@ def test_every_family_trains_and_samples(tmp_path, text_encoder, model, objectiv
     frames = 2 if "VideoDiT" in model else 1
     data = make_latents(tmp_path / "lat", {(3, frames, 4, 4): 6}, text=(5, 16) if text else None,
                         labels=0 if text else 3)
-    args = dict(TINY_IMG) if "U-ViT" not in model else {"embed_dim": 32, "depth": 2, "num_heads": 2}
+    args = dict(TINY_IMG) if "U-ViT" not in model else {"hidden_size": 32, "depth": 2, "num_heads": 2}
     if "VideoDiT" in model:
         args.pop("patch_size")
     res = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), model=model, model_args=args,

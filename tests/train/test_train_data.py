@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from train_helpers import make_latents
 
-from soraprep.train.data import BatchPlan, LatentData, micro_positions, model_inputs, pool_text, step_draws
+from soraprep.models.layers import pool_text
+from soraprep.train.data import BatchPlan, LatentData, micro_positions, model_inputs, step_draws
 
 
 def test_plan_is_bucketed_deterministic_and_covers_each_epoch():

@@ -29,7 +29,6 @@ memory bound or outlasts the time limit is committed as an error row (``worker_d
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,13 +36,12 @@ from typing import Any
 
 from soraprep.curate.cutting import thumb_path
 from soraprep.curate.runners.sources import StagedSources
+from soraprep.curate.runners.state import WorkerState
 from soraprep.curate.runners.supervisor import Limits, Supervisor, stage_modules, workers_can_build
 from soraprep.manifest import read_table, table_rows, write_manifest
 from soraprep.stages import error_dict
-from soraprep.storage import Store, is_remote
+from soraprep.storage import Store
 from soraprep.storage.files import atomic_write
-
-_STATE: dict[str, Any] = {}
 
 
 def units_dir(out: Path) -> Path:
@@ -84,52 +82,6 @@ class StageSetupError(RuntimeError):
     """A stage could not set up (e.g. a model path that does not load): the run stops, nothing is committed."""
 
 
-def _init_worker(recipe_sections: dict, recipe_source: str, out: str, storage_options: dict | None = None,
-                 scratch: str | None = None, only: list[str] | None = None) -> None:
-    """Build the stages and run their ``setup()`` once per worker (``only``: just these stages, e.g. the
-    analysis stages of a Ray analysis actor's worker).
-
-    ``out`` is OUT's path or store URL; for a store the stages write into this worker's scratch OUT
-    (``workspace.worker_scratch(scratch, pid)``) and each unit is published by ``workspace.run_unit_on``.
-    Remote sources are staged under ``scratch`` too (runners/sources.py), read with ``storage_options``.
-
-    A failure is remembered rather than raised: a pool initializer that raises is respawned forever, so
-    ``run_unit`` reports it instead and the parent stops the run with the message.
-    """
-    from soraprep.curate.runners.workspace import worker_scratch
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _STATE.clear()
-    local_out, extra = out, {"storage_options": dict(storage_options or {}), "scratch": scratch}
-    if is_remote(out):
-        work = worker_scratch(scratch, os.getpid())
-        local_out = str(work / "out")
-        extra.update(store=Store(out, storage_options), scratch=str(work / "sources"))
-    _STATE.update(build_state(recipe_sections, recipe_source, local_out, only))
-    _STATE.update(extra)
-
-
-def build_state(recipe_sections: dict, recipe_source: str, out: str, only: list[str] | None = None) -> dict[str, Any]:
-    """What ``run_unit`` and its halves need: the stages (set up), OUT, the recipe's hash and fingerprints.
-    A stage that fails to set up gives ``{"setup_error": message}`` instead."""
-    from soraprep.curate.recipe import validate
-
-    state: dict[str, Any] = {"out": Path(out)}
-    name = "recipe"
-    try:
-        recipe = validate(recipe_sections, recipe_source)
-        stages = [s for s in recipe.build(out) if only is None or s.name in only]
-        for s in stages:
-            name = s.name
-            s.setup()
-    except Exception as exc:  # reported by run_unit, raised in the parent as StageSetupError
-        state["setup_error"] = f"stage {name!r} failed to set up: {type(exc).__name__}: {exc}"
-        return state
-    state.update(stages=stages, recipe_hash=recipe.hash, fingerprints=recipe.fingerprints(),
-                 decision=set(recipe.decision_stage_names()))
-    return state
-
-
 def _geometry(row: dict[str, Any]) -> None:
     h, w = row.get("height"), row.get("width")
     if h and w:  # Open-Sora's derived columns, so filters over them see what the manifest will say
@@ -143,9 +95,9 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _output_exists(state: dict[str, Any], out: Path, key: str) -> bool:
+def _output_exists(state: WorkerState, out: Path, key: str) -> bool:
     """Whether OUT holds the file ``key`` (a previous clip): the store's listing for a store OUT."""
-    ws = state.get("workspace")
+    ws = state.workspace
     return ws.has(key) if ws is not None else (out / key).is_file()
 
 
@@ -154,36 +106,36 @@ def _reads_footage(stage, decision: set[str]) -> bool:
     return stage.name not in decision or (stage.name == "cut" and getattr(stage, "mode", "none") != "none")
 
 
-def run_worker_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_worker_unit(state: WorkerState, unit: dict[str, Any],
+                    on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """What a worker runs for one unit: :func:`run_unit`, published to the store when OUT is one."""
-    store = _STATE.get("store")
-    if store is None:
-        return run_unit(unit, on_stage)
+    if state.store is None:
+        return run_unit(state, unit, on_stage)
     from soraprep.curate.runners.workspace import run_unit_on
 
-    return run_unit_on(store, unit, on_stage)
+    return run_unit_on(state, state.store, unit, on_stage)
 
 
-def decide_worker_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+def decide_worker_unit(state: WorkerState, unit: dict[str, Any],
+                       on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """What a Ray decision actor's supervised worker runs for one analysed unit: :func:`decide_unit` on
     ``unit["_analysed"]`` (``rows``, ``timings``, ``reused``), published to the store when OUT is one."""
-    if "setup_error" in _STATE:
-        return {"key": unit["_key"], "fatal": _STATE["setup_error"]}
+    if state.setup_error:
+        return {"key": unit["_key"], "fatal": state.setup_error}
     unit = dict(unit)
     item = unit.pop("_analysed")
-    store = _STATE.get("store")
-    if store is None:
-        return decide_unit(_STATE, unit, item["rows"], item.get("timings") or {}, reused=bool(item.get("reused")),
+    if state.store is None:
+        return decide_unit(state, unit, item["rows"], item.get("timings") or {}, reused=bool(item.get("reused")),
                            on_stage=on_stage)
     from soraprep.curate.runners.workspace import UnitWorkspace
 
-    with UnitWorkspace(store, unit["_key"], _STATE["out"]) as ws:
-        _STATE["workspace"] = ws
+    with UnitWorkspace(state.store, unit["_key"], state.out) as ws:
+        state.workspace = ws
         try:
-            summary = decide_unit(_STATE, unit, item["rows"], item.get("timings") or {},
+            summary = decide_unit(state, unit, item["rows"], item.get("timings") or {},
                                   reused=bool(item.get("reused")), on_stage=on_stage)
         finally:
-            _STATE.pop("workspace", None)
+            state.workspace = None
         ws.publish()
     return summary
 
@@ -226,7 +178,8 @@ def run_stage(stage, batch: list[dict[str, Any]], timings: dict[str, float]) -> 
     return batch
 
 
-def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_unit(state: WorkerState, unit: dict[str, Any],
+             on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every stage on one unit and commit its rows. Returns a small summary for the progress bar.
 
     When the unit's analysis is stored under this recipe's analysis fingerprint, only the decision
@@ -234,35 +187,34 @@ def run_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None
     ``on_stage(name)`` is told each stage as it starts (the supervisor names it on a worker_died row).
     The two halves, :func:`analyse_unit` and :func:`decide_unit`, are what the Ray runner runs apart.
     """
-    if "setup_error" in _STATE:
-        return {"key": unit["_key"], "fatal": _STATE["setup_error"]}
-    sources = StagedSources(_STATE.get("storage_options"), _STATE.get("scratch"))  # remote sources, once
+    if state.setup_error:
+        return {"key": unit["_key"], "fatal": state.setup_error}
+    sources = StagedSources(state.storage_options, state.scratch)  # remote sources, once
     try:
-        rows = reusable_analysis(_STATE["out"], unit["_key"], _STATE["fingerprints"])
+        rows = reusable_analysis(state.out, unit["_key"], state.fingerprints)
         if rows is not None:
-            return decide_unit(_STATE, unit, rows, {}, reused=True, on_stage=on_stage, sources=sources)
-        done = analyse_unit(unit, on_stage, sources=sources)
-        return decide_unit(_STATE, unit, done["rows"], done["timings"], reused=False, on_stage=on_stage,
+            return decide_unit(state, unit, rows, {}, reused=True, on_stage=on_stage, sources=sources)
+        done = analyse_unit(state, unit, on_stage, sources=sources)
+        return decide_unit(state, unit, done["rows"], done["timings"], reused=False, on_stage=on_stage,
                            sources=sources)
     finally:
         sources.close()
 
 
-def analyse_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = None,
-                 state: dict[str, Any] | None = None, sources: StagedSources | None = None) -> dict[str, Any]:
+def analyse_unit(state: WorkerState, unit: dict[str, Any], on_stage: Callable[[str], None] | None = None,
+                 sources: StagedSources | None = None) -> dict[str, Any]:
     """The analysis half: this worker's stages before ``filter`` (the one decode pass, the scores) on one
     unit. Returns ``{"key", "rows", "timings"}`` (rows keep their private ``_samples``/``_thumb``), or
     ``{"key", "fatal"}`` when a stage failed to set up. Writes nothing. A remote source is staged in
     ``sources`` (its own, removed on return, when None); the rows name the URL again on return."""
-    state = _STATE if state is None else state
-    if "setup_error" in state:
-        return {"key": unit["_key"], "fatal": state["setup_error"]}
+    if state.setup_error:
+        return {"key": unit["_key"], "fatal": state.setup_error}
     rows, timings = [dict(unit)], {}
     own = sources is None
-    sources = StagedSources(state.get("storage_options"), state.get("scratch")) if own else sources
+    sources = StagedSources(state.storage_options, state.scratch) if own else sources
     try:
-        for stage in state["stages"]:
-            if stage.name in state["decision"]:
+        for stage in state.stages:
+            if stage.name in state.decision:
                 break
             if on_stage is not None:
                 on_stage(stage.name)
@@ -275,7 +227,7 @@ def analyse_unit(unit: dict[str, Any], on_stage: Callable[[str], None] | None = 
     return {"key": unit["_key"], "rows": rows, "timings": timings}
 
 
-def decide_unit(state: dict[str, Any], unit: dict[str, Any], rows: list[dict[str, Any]],
+def decide_unit(state: WorkerState, unit: dict[str, Any], rows: list[dict[str, Any]],
                 timings: dict[str, float], *, reused: bool, on_stage: Callable[[str], None] | None = None,
                 sources: StagedSources | None = None) -> dict[str, Any]:
     """The decision half: store the analysis (unless ``reused`` from storage), run ``filter``, ``cut``,
@@ -283,9 +235,9 @@ def decide_unit(state: dict[str, Any], unit: dict[str, Any], rows: list[dict[str
 
     A kept clip whose previous file (a commit set aside by ``reconcile``) was cut with the same settings
     from the same analysis is reused, not cut again. A remote source is staged in ``sources`` when the
-    cut needs it (its own, removed on return, when None). With ``state["workspace"]`` (a store OUT) a
+    cut needs it (its own, removed on return, when None). With ``state.workspace`` (a store OUT) a
     previous clip counts when the store holds it."""
-    out, fps = state["out"], state["fingerprints"]
+    out, fps = state.out, state.fingerprints
     key = unit["_key"]
     timings = dict(timings)
     own = None  # a StagedSources made here (closed here)
@@ -300,8 +252,8 @@ def decide_unit(state: dict[str, Any], unit: dict[str, Any], rows: list[dict[str
         write_manifest(analysis_path(out, key), [_public(r) for r in rows], metadata=meta)
     for r in rows:
         _geometry(r)
-    for stage in state["stages"]:
-        if stage.name not in state["decision"]:
+    for stage in state.stages:
+        if stage.name not in state.decision:
             continue
         if on_stage is not None:
             on_stage(stage.name)
@@ -314,9 +266,9 @@ def decide_unit(state: dict[str, Any], unit: dict[str, Any], rows: list[dict[str
                     r.update({c: old.get(c) for c in _CUT_COLUMNS})
                 else:
                     batch.append(r)
-        if _reads_footage(stage, state["decision"]):
+        if _reads_footage(stage, state.decision):
             if sources is None:
-                own = sources = StagedSources(state.get("storage_options"), state.get("scratch"))
+                own = sources = StagedSources(state.storage_options, state.scratch)
             sources.localize([r for r in batch if stage.name != "cut" or r.get("keep")], stage.name)
         if stage.name == "cut" and reused and getattr(stage, "mode", "none") != "none":
             attach_indexes([r for r in batch if r.get("keep")])
@@ -326,7 +278,7 @@ def decide_unit(state: dict[str, Any], unit: dict[str, Any], rows: list[dict[str
             sources.restore(rows if batch is rows else rows + batch)  # rows name the URLs again
     if own is not None:
         own.close()
-    public = _commit(out, unit, rows, timings, state["recipe_hash"], fps)
+    public = _commit(out, unit, rows, timings, state.recipe_hash, fps)
     _drop_orphans(out, previous, public)
     stale_path(out, key).unlink(missing_ok=True)
     return {"key": key, "clips": len(public), "errors": sum(1 for r in public if r.get("error")),
@@ -449,9 +401,10 @@ def run_local(units: list[dict[str, Any]], *, recipe, out: Path | Store, workers
         init = (recipe.sections, recipe.source, root, dict(storage_options or {}), scratch)
         unlimited = limits.max_memory_bytes is None and limits.unit_timeout_s is None
         if workers <= 1 and (unlimited or not workers_can_build(recipe)):
-            _init_worker(*init)
-            for u in todo:
-                yield _checked(run_worker_unit(u))
+            # in this process: its thread counts are restored and its stages (models) dropped on return
+            with WorkerState.open(*init) as state:
+                for u in todo:
+                    yield _checked(run_worker_unit(state, u))
             return
         with Supervisor(init_args=init, out=out, recipe_hash=recipe.hash, workers=min(workers, len(todo)),
                         limits=limits, modules=stage_modules(recipe), fingerprints=recipe.fingerprints(),

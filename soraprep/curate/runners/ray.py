@@ -209,7 +209,7 @@ def run_ray(units: list[dict[str, Any]], *, recipe, out, workers: int = 1, addre
                 yielded.add(u["_key"])
                 message = (f"the unit was lost on the Ray cluster in {1 + ACTOR_RETRIES} rounds (its actor or node "
                            f"died each time)" + (f"; last: {last}" if last else ""))
-                state = {"store": store, "recipe_hash": recipe.hash, "fingerprints": recipe.fingerprints()}
+                state = ray_actors.error_state(store, recipe.hash, recipe.fingerprints())
                 yield ray_actors.commit_unit(state, {"unit": u, "error": ["runner", "worker_died", message]})
         for key in sorted(wanted - yielded):  # committed, but its summary row was lost with its node
             yield workspace.summary_of(store, key)

@@ -29,11 +29,13 @@ import io
 import json
 import pickle
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from soraprep.curate.runners import local, workspace
+from soraprep.curate.runners.state import WorkerState
 from soraprep.stages import error_dict
 from soraprep.storage import Store
 
@@ -66,29 +68,35 @@ def stored_analysis(out: Store, key: str, fingerprints: dict[str, str]) -> list[
         return None
 
 
-def commit_unit(state: dict[str, Any], item: Item) -> dict[str, Any]:
+def error_state(store: Store, recipe_hash: str, fingerprints: dict[str, str] | None) -> WorkerState:
+    """The state :func:`commit_unit` needs for error items and retried units (no stages)."""
+    return WorkerState(out=Path(store.root) if not store.remote else Path(tempfile.gettempdir()), store=store,
+                       recipe_hash=recipe_hash, fingerprints=dict(fingerprints or {}))
+
+
+def commit_unit(state: WorkerState, item: Item) -> dict[str, Any]:
     """The one way the Ray runner commits a unit: decide and commit an analysed one (``filter``, ``cut``,
     ``bucket``, later stages; its files, then its commit), or commit an ``error`` item as one error row.
     Idempotent: a unit already committed (a retried task) is only summarised.
 
-    ``state``: :func:`local.build_state` of the decision stages plus ``store`` (OUT as a Store; for a store
-    OUT ``state["out"]`` is this actor's scratch OUT). Only ``store``, ``recipe_hash`` and ``fingerprints``
+    ``state``: a :class:`WorkerState` of the decision stages with ``store`` (OUT as a Store; for a store
+    OUT ``state.out`` is this actor's scratch OUT). Only ``store``, ``recipe_hash`` and ``fingerprints``
     are needed for an error item."""
-    unit, store = item["unit"], state["store"]
+    unit, store = item["unit"], state.store
     if workspace.is_committed(store, unit["_key"]):
         return workspace.summary_of(store, unit["_key"])
     if item.get("error"):
         stage, kind, message = item["error"]
-        return workspace.commit_error(store, unit, stage, kind, message, state["recipe_hash"], state["fingerprints"])
+        return workspace.commit_error(store, unit, stage, kind, message, state.recipe_hash, state.fingerprints)
     rows, timings, reused = item["rows"], item.get("timings") or {}, bool(item.get("reused"))
     if not store.remote:
         return local.decide_unit(state, unit, rows, timings, reused=reused)
-    with workspace.UnitWorkspace(store, unit["_key"], state["out"]) as ws:
-        state["workspace"] = ws
+    with workspace.UnitWorkspace(store, unit["_key"], state.out) as ws:
+        state.workspace = ws
         try:
             summary = local.decide_unit(state, unit, rows, timings, reused=reused)
         finally:
-            state.pop("workspace", None)
+            state.workspace = None
         ws.publish()
     return summary
 
@@ -239,7 +247,7 @@ class DecisionActor:
 
         _import(modules)
         self._store = Store(out, storage_options)
-        self._state = {"store": self._store, "recipe_hash": recipe_hash, "fingerprints": fingerprints}
+        self._state = error_state(self._store, recipe_hash, fingerprints)
         scratch = scratch_dir("decision")  # staged sources; for a store OUT also the scratch OUT
         self._sup = Supervisor(init_args=(recipe_sections, recipe_source, out, storage_options, scratch, stages),
                                out=self._store, recipe_hash=recipe_hash, workers=1,

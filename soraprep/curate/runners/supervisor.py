@@ -137,6 +137,7 @@ def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeath
                  task: str = "run_worker_unit") -> None:
     """Child process: set up the stages once, then run units (``local.<task>``) until told to stop (``None``)."""
     from soraprep.curate.runners import local
+    from soraprep.curate.runners.state import WorkerState
 
     _die_with_parent(parent, pdeathsig)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -145,17 +146,20 @@ def _worker_main(conn, init_args: tuple, modules: list[str], parent: int, pdeath
             importlib.import_module(m)
         except Exception:  # noqa: BLE001 - the recipe validation below reports the missing stage
             pass
-    local._init_worker(*init_args)
-    while True:
-        try:
-            unit = conn.recv()
-        except (EOFError, OSError):
-            return
-        if unit is None:
-            return
-        conn.send(("start", None))
-        summary = getattr(local, task)(unit, on_stage=lambda name: conn.send(("stage", name)))
-        conn.send(("done", summary))
+    state = WorkerState.open(*init_args)   # this worker's stages and thread counts, owned by this function
+    try:
+        while True:
+            try:
+                unit = conn.recv()
+            except (EOFError, OSError):
+                return
+            if unit is None:
+                return
+            conn.send(("start", None))
+            summary = getattr(local, task)(state, unit, on_stage=lambda name: conn.send(("stage", name)))
+            conn.send(("done", summary))
+    finally:
+        state.close()
 
 
 class _Worker:

@@ -22,8 +22,8 @@ API (runner-neutral: the local runner's supervised workers use it, a Ray actor c
 
     out = Store("s3://bucket/runs/r1", storage_options)     # a local folder works too (no scratch then)
     todo = pending_units(out, units)                        # one listing of .soraprep/units/
-    # in a worker process, once:  local._init_worker(sections, source, out.root, storage_options, scratch)
-    summary = run_unit_on(out, unit, on_stage)              # fetch, run_unit, publish (commit last)
+    # in a worker process, once:  state = WorkerState.open(sections, source, out.root, storage_options, scratch)
+    summary = run_unit_on(state, out, unit, on_stage)       # fetch, run_unit, publish (commit last)
     # in the parent, for a unit its worker could not finish (died, out of memory, timeout):
     commit_error(out, unit, stage, kind, message, recipe_hash, fingerprints)
     is_committed(out, key) · summary_of(out, key) · read_unit(out, key) -> (rows, timings)
@@ -349,21 +349,22 @@ class UnitWorkspace:
         return written + [unit_key(self.key)]
 
 
-def run_unit_on(out: Store, unit: dict[str, Any],
+def run_unit_on(state, out: Store, unit: dict[str, Any],
                 on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run ``unit`` in this worker (set up by ``local._init_worker`` for ``out``) and publish it to ``out``.
+    """Run ``unit`` in this worker (``state``: its :class:`~.state.WorkerState`, opened for ``out``) and
+    publish it to ``out``.
 
     For a local OUT this is ``local.run_unit`` itself (the unit commits in place)."""
     from soraprep.curate.runners import local
 
     if not out.remote:
-        return local.run_unit(unit, on_stage)
-    with UnitWorkspace(out, unit["_key"], local._STATE["out"]) as ws:
-        local._STATE["workspace"] = ws
+        return local.run_unit(state, unit, on_stage)
+    with UnitWorkspace(out, unit["_key"], state.out) as ws:
+        state.workspace = ws
         try:
-            summary = local.run_unit(unit, on_stage)
+            summary = local.run_unit(state, unit, on_stage)
         finally:
-            local._STATE.pop("workspace", None)
+            state.workspace = None
         if not summary.get("fatal"):
             ws.publish()
     return summary

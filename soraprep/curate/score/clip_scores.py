@@ -34,8 +34,6 @@ from soraprep.stages import Resources, Row, error_dict, failed, register
 
 VERSION = "1"
 DTYPES = ("float32", "float16", "bfloat16")
-#: the improved-aesthetic-predictor layout: Linear widths after the input embedding (dropouts in between)
-HEAD_WIDTHS = (1024, 128, 64, 16, 1)
 
 
 def build_aesthetic_head(in_dim: int = 768):
