@@ -17,7 +17,7 @@ from soraprep.curate.stage import Resources, Row, failed
 
 DERIVED = {"short_side": lambda r: None if r.get("height") is None or r.get("width") is None
            else min(r["height"], r["width"])}
-RATIO_COLUMNS = {"black_ratio", "static_ratio"}
+RATIO_COLUMNS = {"black_ratio", "static_ratio", "nsfw_max", "nsfw_mean"}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from soraprep.curate.stage import Stage
 def test_builtin_recipes_validate_and_build(name, tmp_path):
     rec = load_recipe(name)
     stages = rec.build(tmp_path)
-    assert [s.name for s in stages] == ["probe", "analyze", "split", "score", "filter", "cut", "bucket"]
+    extra = ["nsfw"] if name == "opensora-like" else []  # model scorers run between score and filter
+    assert [s.name for s in stages] == ["probe", "analyze", "split", "score", *extra, "filter", "cut", "bucket"]
     for s in stages:  # the stage protocol, and cheap picklable construction
         assert isinstance(s, Stage)
         import pickle
