@@ -84,6 +84,22 @@ def _import_rapidocr():
     return RapidOCR
 
 
+#: the recogniser reads at most this many box heights of a line (its cost grows with the length)
+MAX_READ_ASPECT = 8.0
+
+
+def rectify(bgr: np.ndarray, quad: np.ndarray, max_aspect: float = MAX_READ_ASPECT) -> np.ndarray:
+    """The quadrilateral ``quad`` (tl, tr, br, bl) of ``bgr`` warped to an upright strip, cut to at most
+    ``max_aspect`` heights long from its start."""
+    q = np.asarray(quad, np.float32)
+    length = max(1, int(round(max(np.linalg.norm(q[1] - q[0]), np.linalg.norm(q[2] - q[3])))))
+    height = max(1, int(round(max(np.linalg.norm(q[3] - q[0]), np.linalg.norm(q[2] - q[1])))))
+    dst = np.float32([[0, 0], [length, 0], [length, height], [0, height]])
+    m = cv2.getPerspectiveTransform(q, dst)
+    strip = cv2.warpPerspective(bgr, m, (length, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return strip[:, : max(1, int(max_aspect * height))]
+
+
 @dataclass(frozen=True)
 class TextBox:
     """One detection: its quadrilateral (4, 2) in pixels (top-left, top-right, bottom-right, bottom-left),
@@ -92,6 +108,7 @@ class TextBox:
     quad: np.ndarray
     text: str = ""
     score: float | None = None
+    read_aspect: float | None = None  # length/height of the strip the recogniser read (None: the whole box)
 
     @property
     def length(self) -> float:  # along the text direction
@@ -191,31 +208,49 @@ class OcrStage:
                            "rapidocr": getattr(rapidocr, "__version__", "unknown")}}
 
     def detect(self, bgr: np.ndarray) -> list[TextBox]:
-        """Every box the detector finds in ``bgr``, read by the recogniser when ``recognize`` (no rules)."""
+        """Every box the detector finds in ``bgr``; with ``recognize``, those that pass the geometric rules
+        (area, aspect) are also read (cheap rules first: the recogniser costs more than the detector)."""
         self.setup()
-        out = self._engine(bgr, use_det=True, use_cls=False, use_rec=self.recognize, text_score=0.0)
+        out = self._engine(bgr, use_det=True, use_cls=False, use_rec=False)
         boxes = getattr(out, "boxes", None)
         if boxes is None or len(boxes) == 0:
             return []
+        found = [TextBox(np.asarray(b, np.float32)) for b in boxes]
         if not self.recognize:
-            return [TextBox(np.asarray(b, np.float32)) for b in boxes]
-        return [TextBox(np.asarray(b, np.float32), str(t), float(s)) for b, t, s in zip(boxes, out.txts, out.scores)]
+            return found
+        h, w = bgr.shape[:2]
+        return [self.read(bgr, b) if self._geometry(b, h, w) is None else b for b in found]
+
+    def read(self, bgr: np.ndarray, box: TextBox) -> TextBox:
+        """``box`` with what the recogniser reads in it: the box rectified to a horizontal strip, at most
+        ``MAX_READ_ASPECT`` heights of it from the start (a brick course 45 heights long would cost the
+        recogniser 10x a subtitle line; a real line's start reads as text anyway)."""
+        crop = rectify(bgr, box.quad, MAX_READ_ASPECT)
+        out = self._engine(crop, use_det=False, use_cls=False, use_rec=True, text_score=0.0)
+        txts, scores = getattr(out, "txts", None), getattr(out, "scores", None)
+        if not txts:
+            return TextBox(box.quad, "", 0.0, crop.shape[1] / crop.shape[0])
+        return TextBox(box.quad, str(txts[0]), float(scores[0]), crop.shape[1] / crop.shape[0])
+
+    def _geometry(self, box: TextBox, height: int, width: int) -> str | None:
+        if abs(cv2.contourArea(box.quad)) > self.max_box_ratio * height * width:
+            return "box_area"
+        if box.length / max(box.height, 1e-6) < self.min_aspect:
+            return "aspect"
+        return None
 
     def reject(self, box: TextBox, height: int, width: int) -> str | None:
         """Why ``box`` is texture rather than text (the first rule it fails), or None to keep it."""
-        if abs(cv2.contourArea(box.quad)) > self.max_box_ratio * height * width:
-            return "box_area"
-        aspect = box.length / max(box.height, 1e-6)
-        if aspect < self.min_aspect:
-            return "aspect"
-        if not self.recognize:
-            return None
+        why = self._geometry(box, height, width)
+        if why or not self.recognize:
+            return why
         if box.score is None or box.score < self.min_text_score:
             return "text_score"
         chars = box.chars
         if len(chars) < self.min_chars:
             return "chars"
-        if len(chars) < self.min_char_density * aspect:
+        read_aspect = box.read_aspect or box.length / max(box.height, 1e-6)
+        if len(chars) < self.min_char_density * read_aspect:
             return "char_density"
         if len(chars) >= 4 and Counter(chars).most_common(1)[0][1] > self.max_char_repeat * len(chars):
             return "char_repeat"
