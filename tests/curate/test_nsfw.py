@@ -120,6 +120,7 @@ def test_stage_is_picklable_and_sets_up_once(stage):
 
 # --- thresholds: pure filters over the columns (injected values: no unsafe image needed) ------------
 
+@needs_nsfw  # opensora-like runs the nsfw stage: without the package the recipe fails loud
 def test_opensora_like_threshold_drops_high_nsfw_and_keeps_the_rest():
     rules = load_recipe("opensora-like").stage_kwargs("filter")["rules"]
     assert rules["nsfw_max"] == {"max": 0.8}
