@@ -25,7 +25,8 @@ stage) and kept only if it reads like text. The rules, each a constructor argume
     max_char_repeat      one character making up more than this share of >= 4 is a periodic pattern
                          ("mmmmm", "11111111": a fence or a railing)
 
-``recognize: false`` skips the recogniser (about half the cost; v1's behaviour, geometric rules only).
+``recognize: false`` skips the recogniser (v1's behaviour: geometric rules only; the same cost on footage
+without text, up to 2x cheaper on dense texture, and fooled by it; see BENCHMARKS.md).
 Thresholds live in the ``filter`` section, e.g. ``filter: {ocr_area_ratio: {max: 0.02}}`` (see
 docs/curation.md, "Model-based scorers"). Generated textures with no text (soraprep/video/textures.py)
 and frames with real overlay text test the rules (tests/curate/test_ocr_textures.py).
