@@ -199,6 +199,7 @@ def overlay(base: dict[str, Any], over: dict[str, Any], source: str = "recipe") 
     * A section the file leaves out (or leaves empty) keeps the base's settings.
     * A key the file names replaces the base's value for that key, as a whole (``detector: {name:
       content}`` is the whole detector; ``split: {max_clip_s: null}`` sets it to null).
+    * ``false`` removes an optional stage the base runs (``nsfw: false``); the core stages cannot be removed.
     * ``filter`` (keys are columns) and ``analyze.scorers`` (keys are scorers) merge rule by rule: a rule
       or scorer the file names replaces the base's; ``null`` removes it (``filter: {motion_score: null}``).
     """
@@ -206,6 +207,9 @@ def overlay(base: dict[str, Any], over: dict[str, Any], source: str = "recipe") 
     for name, body in over.items():
         if body is None:
             out.setdefault(name, {})
+            continue
+        if body is False and name not in PIPELINE:  # `nsfw: false`: the base's optional stage does not run
+            out.pop(name, None)
             continue
         if not isinstance(body, dict):
             out[name] = body  # validate() says what is wrong with it
