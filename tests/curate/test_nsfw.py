@@ -146,7 +146,7 @@ def test_opensora_like_runs_nsfw_on_the_shared_samples(tmp_path):
     rec = load_recipe("opensora-like")
     names = rec.stage_names()
     assert names.index("score") < names.index("nsfw") < names.index("filter")  # scores before thresholds
-    assert rec.effective_kwargs("analyze")["sample_every_s"] == 1.0  # analyze keeps the frames it reads
+    assert rec.stage_kwargs("analyze")["sample_every_s"] == 1.0  # analyze keeps the frames it reads
     check_filter_columns(rec)  # nsfw_max is a column some stage writes
     assert "nsfw_max" not in "".join(load_recipe("default").sections)  # the lenient default has no nsfw stage
 
