@@ -1,7 +1,9 @@
 """Scene splitting: detector backends (fed by the shared decode pass) and the ``split`` stage.
 
 Detectors are PySceneDetect's ``content`` and ``adaptive`` detectors, driven frame by frame with the
-small BGR views of the ``analyze`` pass (so splitting costs no extra decode), or ``none``. The ``split``
+small BGR views of the ``analyze`` pass (so splitting costs no extra decode), or ``none``; by default
+(``glitch_guard: true``) a :class:`GlitchGuard` in front of the detector hides isolated glitch frames from it
+(a damaged frame is not a shot). The ``split``
 stage turns the cut frames into clip rows: scenes longer than ``max_clip_s`` are split into equal parts
 (each boundary moved to a keyframe when one lies within ``keyframe_tolerance_s``, so stream-copy cutting
 loses nothing), a scene whose first keyframe comes more than ``keyframe_split_s`` after its start is split
@@ -17,10 +19,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import cv2
 import numpy as np
 
 from soraprep.curate.registry import register
+from soraprep.curate.score.glitch import frame_distance, outlier_run, tiny
 from soraprep.curate.stage import Resources, Row, failed
+
+#: ``split_reason`` values: why a clip starts where it does (see SplitStage)
+SPLIT_REASONS = ("scene", "max_length", "keyframe", "keyframe+max_length")
 
 DETECTORS: dict[str, type] = {}
 
@@ -73,16 +80,99 @@ def _none(fps: Fraction):
     return None
 
 
+class GlitchGuard:
+    """Feeds a detector with isolated glitch frames replaced by the frame before them.
+
+    A damaged frame (block garbage, a smear) differs from its neighbours as much as a new shot does, so a
+    detector cuts into it; and with ``min_scene_len`` that false cut can also hide a real cut a few frames
+    later. The guard holds frames back ``max_run + 1`` frames and replaces frame ``p`` (and the run after
+    it) by stand-ins (see :meth:`_glitch_run`) when either
+
+    * ``p .. p+k-1`` (k <= ``max_run``) is an isolated outlier run (:func:`outlier_run`: the frame after the
+      run looks like the one before it) — the glitch is inside a shot: no cut at all; or
+    * ``p`` is an outlier right before a real cut: it differs from the last good frame and from ``p+1``,
+      ``p+1`` and ``p+2`` are alike, and ``p`` looks more like the last good frame than like ``p+1`` — the
+      cut is then found at ``p+1``, the first frame of the new shot, not at the glitch.
+
+    Cut frames keep their exact indices (the detector sees the real index of every frame). Only the
+    detector's view changes; the glitch scorer still counts the frame.
+    """
+
+    def __init__(self, detector, *, min_diff: float = 8.0, ratio: float = 0.5, max_run: int = 2):
+        self._det = detector
+        self._min_diff, self._ratio, self._max_run = min_diff, ratio, max_run
+        self._pending: list[tuple[int, np.ndarray, np.ndarray]] = []   # (index, bgr, tiny) not yet fed
+        self._good: tuple[np.ndarray, np.ndarray] | None = None        # last frame fed as itself
+        self._stand_ins: list[np.ndarray] = []                         # fed instead of the next frames
+
+    def process(self, index: int, bgr: np.ndarray) -> list[int]:
+        if self._pending and self._pending[-1][0] != index - 1:
+            return self._flush() + self._push(index, bgr)   # a gap: no test across it
+        return self._push(index, bgr)
+
+    def _push(self, index: int, bgr: np.ndarray) -> list[int]:
+        self._pending.append((index, bgr, tiny(bgr)))
+        cuts: list[int] = []
+        while len(self._pending) > self._max_run + 1:
+            cuts += self._feed_one()
+        return cuts
+
+    def _flush(self) -> list[int]:
+        cuts: list[int] = []
+        while self._pending:
+            cuts += self._feed_one()
+        return cuts
+
+    def _feed_one(self) -> list[int]:
+        index, bgr, small = self._pending[0]
+        if not self._stand_ins and self._good is not None:
+            self._stand_ins = self._glitch_run()
+        if self._stand_ins:
+            bgr = self._stand_ins.pop(0)
+        else:
+            self._good = (bgr, small)
+        self._pending.pop(0)
+        return self._det.process(index, bgr)
+
+    def _glitch_run(self) -> list[np.ndarray]:
+        """Stand-in pictures for the glitch run that starts at the oldest pending frame (none: no glitch).
+
+        Inside a shot the run is replaced by a cross-fade from the last good frame to the frame after the
+        run (copies would look frozen, and an adaptive detector then takes the step after them for a cut);
+        before a cut, by the last good frame."""
+        good_bgr, good = self._good
+        views = [p[2] for p in self._pending]
+        for k in range(1, min(self._max_run, len(views) - 1) + 1):
+            if outlier_run([good] + views[: k + 1], min_diff=self._min_diff, ratio=self._ratio):
+                after = self._pending[k][1]
+                return [cv2.addWeighted(good_bgr, 1 - j / (k + 1), after, j / (k + 1), 0) for j in range(1, k + 1)]
+        if len(views) >= 3:   # a glitch right before a cut: it belongs to the old shot
+            p, nxt, after = views[0], views[1], views[2]
+            into, out_of = frame_distance(good, p), frame_distance(p, nxt)
+            if min(into, out_of) > self._min_diff and frame_distance(nxt, after) < self._ratio * out_of \
+                    and into < out_of:
+                return [good_bgr]
+        return []
+
+    def finish(self, last_index: int) -> list[int]:
+        return self._flush() + self._det.finish(last_index)
+
+
 def build_detector(config: dict[str, Any], fps: Fraction):
-    """``{"name": "adaptive", **params}`` -> a detector (None for ``none``); bad configs fail loudly."""
+    """``{"name": "adaptive", "glitch_guard": true, **params}`` -> a detector (None for ``none``), behind a
+    :class:`GlitchGuard` unless ``glitch_guard: false``; bad configs fail loudly."""
     config = dict(config or {"name": "adaptive"})
     name = config.pop("name", "adaptive")
+    guard = config.pop("glitch_guard", True)
+    if not isinstance(guard, bool):
+        raise ValueError(f"scene detector: glitch_guard must be true or false, got {guard!r}")
     if name not in DETECTORS:
         raise ValueError(f"unknown scene detector {name!r}; choose one of {', '.join(sorted(DETECTORS))}")
     try:
-        return DETECTORS[name](fps, **config)
+        det = DETECTORS[name](fps, **config)
     except TypeError as exc:
         raise ValueError(f"scene detector {name!r}: {exc}") from exc
+    return GlitchGuard(det) if guard and det is not None else det
 
 
 def scene_spans(start: int, end: int, cuts: list[int], *, fps: float, max_clip_s: float | None,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from soraprep.curate.registry import register
-from soraprep.curate.score import frame_scorers  # noqa: F401  (registers the built-in scorers)
+from soraprep.curate.score import frame_scorers, glitch  # noqa: F401  (registers the built-in scorers)
 from soraprep.curate.score.base import build_scorers
 from soraprep.curate.stage import Resources, Row, failed
 
