@@ -180,18 +180,38 @@ def scene_spans(start: int, end: int, cuts: list[int], *, fps: float, max_clip_s
                 keyframe_tolerance_s: float = 1.0,
                 keyframe_split_s: float | None = None, min_part_s: float = 0.0) -> list[tuple[int, int]]:
     """Frame spans ``[a, b)`` of the clips: scenes between cuts, trimmed, long ones split into equal parts."""
+    return [(a, b) for a, b, _ in scene_parts(start, end, cuts, fps=fps, max_clip_s=max_clip_s,
+                                              trim_start_s=trim_start_s, trim_end_s=trim_end_s, keyframes=keyframes,
+                                              keyframe_tolerance_s=keyframe_tolerance_s,
+                                              keyframe_split_s=keyframe_split_s, min_part_s=min_part_s)]
+
+
+def scene_parts(start: int, end: int, cuts: list[int], *, fps: float, max_clip_s: float | None,
+                trim_start_s: float, trim_end_s: float, keyframes: np.ndarray | None = None,
+                keyframe_tolerance_s: float = 1.0, keyframe_split_s: float | None = None,
+                min_part_s: float = 0.0) -> list[tuple[int, int, str]]:
+    """:func:`scene_spans` with each span's ``split_reason`` (one of :data:`SPLIT_REASONS`): ``scene`` when
+    the clip is a whole scene (both ends at cuts or at the ends of the video, trimmed), ``max_length`` when
+    a scene longer than ``max_clip_s`` was split into it, ``keyframe`` when a scene was split at its first
+    keyframe, ``keyframe+max_length`` when both happened."""
     bounds = [start] + [c for c in cuts if start < c < end] + [end]
-    spans = []
+    parts: list[tuple[int, int, str]] = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         a2, b2 = a + int(round(trim_start_s * fps)), b - int(round(trim_end_s * fps))
         if b2 <= a2:
-            spans.append((a, b))  # too short to trim: keep the scene whole, the duration filter decides
+            parts.append((a, b, "scene"))  # too short to trim: keep the scene whole, the duration filter decides
             continue
-        spans += _split_long(a2, b2, fps, max_clip_s, keyframes, keyframe_tolerance_s)
+        pieces = _split_long(a2, b2, fps, max_clip_s, keyframes, keyframe_tolerance_s)
+        parts += [(x, y, "scene" if len(pieces) == 1 else "max_length") for x, y in pieces]
     if keyframe_split_s is not None and keyframes is not None and len(keyframes):
-        spans = [part for span in spans
-                 for part in _split_at_first_keyframe(span, keyframes, keyframe_split_s * fps, min_part_s * fps)]
-    return spans
+        out = []
+        for a, b, reason in parts:
+            pieces = _split_at_first_keyframe((a, b), keyframes, keyframe_split_s * fps, min_part_s * fps)
+            if len(pieces) > 1:
+                reason = "keyframe" if reason == "scene" else "keyframe+max_length"
+            out += [(x, y, reason) for x, y in pieces]
+        parts = out
+    return parts
 
 
 def _split_at_first_keyframe(span: tuple[int, int], keyframes: np.ndarray, max_gap: float, min_len: float = 0.0):
@@ -270,7 +290,7 @@ class SplitStage:
         an, index, info = row["_analysis"], row["_index"], row["_info"]
         fps = float(info.fps)
         keyframes = np.flatnonzero(index.keyframe)
-        spans = scene_spans(an["start"], an["end"], an["cuts"], fps=fps, max_clip_s=self.max_clip_s,
+        parts = scene_parts(an["start"], an["end"], an["cuts"], fps=fps, max_clip_s=self.max_clip_s,
                             trim_start_s=self.trim_start_s, trim_end_s=self.trim_end_s, keyframes=keyframes,
                             keyframe_tolerance_s=self.keyframe_tolerance_s,
                             keyframe_split_s=self.keyframe_split_s, min_part_s=self.min_part_s)
@@ -281,11 +301,11 @@ class SplitStage:
         sample_idx = np.array(sorted(samples), dtype=np.int64)
         missing = np.asarray(an.get("missing") or [], dtype=np.int64)
         clips = []
-        for k, (a, b) in enumerate(spans):
+        for k, (a, b, reason) in enumerate(parts):
             clip = {key: val for key, val in row.items() if key not in ("_analysis",)}
             clip.update(
                 clip_id=f"{base}-{k:04d}", clip_index=k, path=row["source"], cut_mode="none",
-                start_frame=a, end_frame=b, num_frames=b - a,
+                start_frame=a, end_frame=b, num_frames=b - a, split_reason=reason,
                 start_s=index.time_of(a), end_s=index.time_of(b),
                 _signals=an["signals"],
             )
