@@ -98,7 +98,7 @@ class GlitchGuard:
     detector's view changes; the glitch scorer still counts the frame.
     """
 
-    def __init__(self, detector, *, min_diff: float = 8.0, ratio: float = 0.5, max_run: int = 2):
+    def __init__(self, detector, *, min_diff: float = 8.0, ratio: float = 0.7, max_run: int = 2):
         self._det = detector
         self._min_diff, self._ratio, self._max_run = min_diff, ratio, max_run
         self._pending: list[tuple[int, np.ndarray, np.ndarray]] = []   # (index, bgr, tiny) not yet fed
