@@ -142,6 +142,8 @@ class GlitchGuard:
         before a cut, by the last good frame."""
         good_bgr, good = self._good
         views = [p[2] for p in self._pending]
+        if frame_distance(good, views[0]) <= self._min_diff:
+            return []        # both tests need a big change into the frame: the common case ends here
         for k in range(1, min(self._max_run, len(views) - 1) + 1):
             if outlier_run([good] + views[: k + 1], min_diff=self._min_diff, ratio=self._ratio):
                 after = self._pending[k][1]

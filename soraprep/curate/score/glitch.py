@@ -29,6 +29,8 @@ import numpy as np
 
 from soraprep.curate.score.base import FrameViews, ScorerBase, register_scorer
 
+#: blockiness is measured on every BLOCK_EVERY-th frame and on every frame that changes the picture
+BLOCK_EVERY = 8
 #: width of the tiny gray views compared by the outlier test (coarse: camera motion barely changes them)
 TINY_WIDTH = 32
 
@@ -57,23 +59,28 @@ def outlier_run(frames: Sequence[np.ndarray], *, min_diff: float, ratio: float) 
     than ``1 / ratio`` times the change from the frame before the run to the frame after it.
     """
     before, after = frames[0], frames[-1]
-    entry, leave = frame_distance(before, frames[1]), frame_distance(frames[-2], after)
-    base = frame_distance(before, after)
-    return min(entry, leave) > min_diff and base < ratio * min(entry, leave)
+    entry = frame_distance(before, frames[1])
+    if entry <= min_diff:            # the common case, decided by one distance
+        return False
+    leave = frame_distance(frames[-2], after)
+    return leave > min_diff and frame_distance(before, after) < ratio * min(entry, leave)
 
 
-def block_excess(luma: np.ndarray, rows: int = 2) -> float:
-    """Mean luma step across the 8-px grid lines minus the step across mid-block lines (every ``rows``-th
-    row/column is read: a quarter of the pixels at the default)."""
-    y = luma[::rows, :] if rows > 1 else luma
-    x = luma[:, ::rows] if rows > 1 else luma
-    if y.shape[1] < 17 or x.shape[0] < 17:
+def block_excess(luma: np.ndarray, every: int = 8) -> float:
+    """Mean luma step across the 8-px grid lines minus the step across the mid-block lines, read on every
+    ``every``-th row (vertical lines) and column (horizontal lines); NaN for frames under 17 px."""
+    h, w = luma.shape
+    nx, ny = (w - 1) // 8, (h - 1) // 8          # grid lines at 8, 16, ... inside the frame
+    if nx < 2 or ny < 2:
         return float("nan")
-    nx, ny = (y.shape[1] - 1) // 8, (x.shape[0] - 1) // 8   # grid lines at 8, 16, ... inside the frame
-    y, x = y[:, : 8 * nx + 1].astype(np.int16), x[: 8 * ny + 1].astype(np.int16)
-    edge = np.abs(y[:, 8::8] - y[:, 7::8][:, :nx]).mean() + np.abs(x[8::8] - x[7::8][:ny]).mean()
-    inner = np.abs(y[:, 4::8] - y[:, 3::8]).mean() + np.abs(x[4::8] - x[3::8]).mean()
-    return float(edge - inner) / 2
+    rows, cols = luma[::every], luma[:, ::every]
+
+    def step(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a.astype(np.int16) - b).mean())
+
+    edge = step(rows[:, 8:8 * nx + 1:8], rows[:, 7:8 * nx:8]) + step(cols[8:8 * ny + 1:8], cols[7:8 * ny:8])
+    inner = step(rows[:, 4:8 * nx:8], rows[:, 3:8 * nx:8]) + step(cols[4:8 * ny:8], cols[3:8 * ny:8])
+    return (edge - inner) / 2
 
 
 @register_scorer("glitch")
@@ -100,12 +107,15 @@ class GlitchScorer(ScorerBase):
     def update(self, frame: FrameViews) -> None:
         i = frame.index
         self._put("corrupt", i, float(frame.corrupt))
-        if frame.luma is not None:
-            self._put("block_excess", i, block_excess(frame.luma))
         self._put("outlier", i, 0.0)          # earlier frames may be flagged below, never the current one
         if self._recent and self._recent[-1][0] != i - 1:
             self._recent.clear()     # a frame is missing: no outlier test across the gap
-        self._recent.append((i, tiny(frame.small_gray)))
+        view = tiny(frame.small_gray)
+        if frame.luma is not None and (i % BLOCK_EVERY == 0 or frame.corrupt or not self._recent
+                                       or frame_distance(self._recent[-1][1], view) > self.min_diff / 2):
+            # a glitch changes the picture: frames that barely change are only sampled (for the median)
+            self._put("block_excess", i, block_excess(frame.luma))
+        self._recent.append((i, view))
         views = [v for _, v in self._recent]
         for k in range(1, min(self.max_run, len(views) - 2) + 1):
             run = views[-k - 2:]
