@@ -81,7 +81,7 @@ def _none(fps: Fraction):
 
 
 class GlitchGuard:
-    """Feeds a detector with isolated glitch frames replaced by the frame before them.
+    """Feeds a detector with isolated glitch frames replaced by stand-ins (their neighbours).
 
     A damaged frame (block garbage, a smear) differs from its neighbours as much as a new shot does, so a
     detector cuts into it; and with ``min_scene_len`` that false cut can also hide a real cut a few frames
@@ -95,7 +95,9 @@ class GlitchGuard:
       cut is then found at ``p+1``, the first frame of the new shot, not at the glitch.
 
     Cut frames keep their exact indices (the detector sees the real index of every frame). Only the
-    detector's view changes; the glitch scorer still counts the frame.
+    detector's view changes; the glitch scorer still counts the frame. The guard's outlier ``ratio`` (0.7)
+    is more lenient than the scorer's (0.5): a stand-in for a frame that was not damaged costs the detector
+    nothing, while a frame the scorer flags drops its clip.
     """
 
     def __init__(self, detector, *, min_diff: float = 8.0, ratio: float = 0.7, max_run: int = 2):
