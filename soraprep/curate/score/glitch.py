@@ -31,6 +31,8 @@ from soraprep.curate.score.base import FrameViews, ScorerBase, register_scorer
 
 #: blockiness is measured on every BLOCK_EVERY-th frame and on every frame that changes the picture
 BLOCK_EVERY = 8
+#: a blocky frame counts when it stands out from the frames measured within this many frames of it
+SPIKE_WINDOW = 12
 #: width of the tiny gray views compared by the outlier test (coarse: camera motion barely changes them)
 TINY_WIDTH = 32
 
@@ -87,7 +89,7 @@ def block_excess(luma: np.ndarray, every: int = 8) -> float:
 @dataclass
 class GlitchScorer(ScorerBase):
     block_excess: float = 6.0     # luma levels of extra step at 8-px block edges for a frame to count...
-    block_spike: float = 3.0      # ... and this many times the clip's median excess
+    block_spike: float = 2.5      # ... and this many times the median excess before it and after it
     min_diff: float = 8.0         # outlier test: entering/leaving the run changes the picture this much
     ratio: float = 0.5            # ... and the frames around the run differ by less than this share of it
     max_run: int = 2              # longest outlier run (frames)
@@ -130,11 +132,13 @@ class GlitchScorer(ScorerBase):
             return {"glitch_frames": None, "corrupt_frames": None, "corruption": None}
         corrupt = signals["corrupt"][start:end] == 1.0
         outlier = signals["outlier"][start:end] == 1.0
-        excess = signals["block_excess"][start:end]
-        sampled = excess[~np.isnan(excess)]
         blocky = np.zeros(n, bool)
-        if sampled.size:
-            floor = max(self.block_excess, self.block_spike * max(float(np.median(sampled)), 0.0))
-            blocky = np.nan_to_num(excess, nan=-np.inf) > floor
+        every = signals["block_excess"]
+        for i in np.flatnonzero(np.nan_to_num(every[start:end], nan=-np.inf) > self.block_excess) + start:
+            # a spike, not a level: above the frames before it *and* above those after it (rate control
+            # can make a whole stretch blockier; a broken slice lasts a frame or two)
+            sides = [every[max(0, i - SPIKE_WINDOW):i], every[i + 1:i + SPIKE_WINDOW + 1]]
+            levels = [float(np.median(v[~np.isnan(v)])) for v in sides if np.any(~np.isnan(v))]
+            blocky[i - start] = every[i] > self.block_spike * max(levels + [0.0])
         glitch = int(np.count_nonzero(corrupt | outlier | blocky))
         return {"glitch_frames": glitch, "corrupt_frames": int(np.count_nonzero(corrupt)), "corruption": glitch / n}
