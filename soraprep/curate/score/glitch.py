@@ -104,7 +104,8 @@ class GlitchScorer(ScorerBase):
 
     def begin(self, num_frames: int, fps: float) -> None:
         super().begin(num_frames, fps)
-        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=self.max_run + 2)
+        # (index, tiny view, distance from the frame before): the last max_run + 2 frames
+        self._recent: deque[tuple[int, np.ndarray, float]] = deque(maxlen=self.max_run + 2)
 
     def update(self, frame: FrameViews) -> None:
         i = frame.index
@@ -113,15 +114,18 @@ class GlitchScorer(ScorerBase):
         if self._recent and self._recent[-1][0] != i - 1:
             self._recent.clear()     # a frame is missing: no outlier test across the gap
         view = tiny(frame.small_gray)
-        if frame.luma is not None and (i % BLOCK_EVERY == 0 or frame.corrupt or not self._recent
-                                       or frame_distance(self._recent[-1][1], view) > self.min_diff / 2):
+        change = frame_distance(self._recent[-1][1], view) if self._recent else float("inf")
+        if frame.luma is not None and (i % BLOCK_EVERY == 0 or frame.corrupt or change > self.min_diff / 2):
             # a glitch changes the picture: frames that barely change are only sampled (for the median)
             self._put("block_excess", i, block_excess(frame.luma))
-        self._recent.append((i, view))
-        views = [v for _, v in self._recent]
-        for k in range(1, min(self.max_run, len(views) - 2) + 1):
-            run = views[-k - 2:]
-            if outlier_run(run, min_diff=self.min_diff, ratio=self.ratio):
+        self._recent.append((i, view, change))
+        if change <= self.min_diff:
+            return                   # leaving a glitch run changes the picture: nothing ends here
+        recent = list(self._recent)
+        for k in range(1, min(self.max_run, len(recent) - 2) + 1):
+            # outlier_run(), reusing the distances between consecutive frames already computed
+            entry = recent[-k - 1][2]
+            if entry > self.min_diff and frame_distance(recent[-k - 2][1], view) < self.ratio * min(entry, change):
                 for j in range(i - k, i):
                     self._put("outlier", j, 1.0)
                 break
