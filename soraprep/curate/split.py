@@ -26,7 +26,7 @@ from soraprep.curate.registry import register
 from soraprep.curate.score.glitch import frame_distance, outlier_run, tiny
 from soraprep.curate.stage import Resources, Row, failed
 
-#: ``split_reason`` values: why a clip starts where it does (see SplitStage)
+#: ``split_reason`` values: a whole scene, or split from a longer one and why (see scene_parts)
 SPLIT_REASONS = ("scene", "max_length", "keyframe", "keyframe+max_length")
 
 DETECTORS: dict[str, type] = {}
