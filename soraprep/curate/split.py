@@ -91,7 +91,8 @@ class GlitchGuard:
     * ``p .. p+k-1`` (k <= ``max_run``) is an isolated outlier run (:func:`outlier_run`: the frame after the
       run looks like the one before it) — the glitch is inside a shot: no cut at all; or
     * ``p`` is an outlier right before a real cut: it differs from the last good frame and from ``p+1``,
-      ``p+1`` and ``p+2`` are alike, and ``p`` looks more like the last good frame than like ``p+1`` — the
+      ``p+1`` and ``p+2`` are alike (``ratio / 2``: a steady new shot, not fast motion), and ``p`` looks
+      more like the last good frame than like ``p+1`` — the
       cut is then found at ``p+1``, the first frame of the new shot, not at the glitch.
 
     Cut frames keep their exact indices (the detector sees the real index of every frame). Only the
@@ -153,7 +154,8 @@ class GlitchGuard:
         if len(views) >= 3:   # a glitch right before a cut: it belongs to the old shot
             p, nxt, after = views[0], views[1], views[2]
             into, out_of = frame_distance(good, p), frame_distance(p, nxt)
-            if min(into, out_of) > self._min_diff and frame_distance(nxt, after) < self._ratio * out_of \
+            # the new shot must be steady (half the ratio): in fast motion every step looks alike
+            if min(into, out_of) > self._min_diff and frame_distance(nxt, after) < self._ratio / 2 * out_of \
                     and into < out_of:
                 return [good_bgr]
         return []

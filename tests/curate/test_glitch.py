@@ -90,6 +90,17 @@ def test_clean_media_has_no_glitch(media, name):
         assert [c["start_frame"] for c in clips[1:]] == cut_frames(name)
 
 
+@pytest.mark.parametrize("detector", ["adaptive", "content"])
+@pytest.mark.parametrize("name", ["tree.avi", "cityCC0.mpg", "kinds.mp4", "Megamind.avi"])
+def test_guard_changes_nothing_on_clean_media(media, name, detector):
+    """Real footage (tree.avi: 2 fps, every step a big change) and generated shots: the same cuts with and
+    without the guard (an earlier rule took fast motion before a steady frame for a glitch)."""
+    path = DATA / name if name == "Megamind.avi" else media[name]
+    cuts = [[c["start_frame"] for c in _curate(path, {"name": detector, "glitch_guard": g}, scorers={"glitch": {}})]
+            for g in (True, False)]
+    assert cuts[0] == cuts[1]
+
+
 def test_clean_real_avi_has_no_glitch():
     clips = _curate(DATA / "Megamind.avi", scorers={"glitch": {}})
     assert [c["glitch_frames"] for c in clips] == [0] * len(clips)
