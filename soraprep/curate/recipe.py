@@ -27,7 +27,7 @@ BUILTIN = ("default", "opensora-like")
 MAX_RECIPE_BYTES = 1 << 20
 MAX_NODES = 100_000  # values in a recipe once YAML aliases are expanded
 #: bump when probe/analyze/split/score write other values for the same settings: reruns then re-analyse
-ANALYSIS_VERSION = 2  # 2: damaged_frames
+ANALYSIS_VERSION = 3  # 2: damaged_frames; 3: glitch guard, split_reason, transitions in no clip, camera + static v2, VFR spans
 
 
 #: settings that change where or how fast a stage runs, not what it writes: left out of fingerprints
