@@ -63,6 +63,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "clip_index": pa.int64(),
     "codec": pa.string(),
     "cut_mode": pa.string(),         # how `path` was produced: none | copy | keyframe | exact
+    "split_reason": pa.string(),     # whole scene or why split: scene | max_length | keyframe | keyframe+max_length
     "keep": pa.bool_(),
     "filter_reason": pa.string(),    # why keep is false ("; "-joined), null when kept
     "bucket": pa.string(),           # e.g. "480x854x49"

@@ -200,7 +200,8 @@ class AnalyzeStage:
                 small_gray = cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
             if detector is not None:
                 cuts += detector.process(f.index, small_bgr)
-            views = FrameViews(f.index, f.time, gray, small_gray)
+            views = FrameViews(f.index, f.time, gray, small_gray, corrupt=bool(frame.is_corrupt),
+                               luma=_plane(frame, 0) if planar else None)
             for s in scorers:
                 s.update(views)
             if f.index % thumb_step == 0 and len(thumbs) < self.max_thumbs:

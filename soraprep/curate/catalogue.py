@@ -14,11 +14,11 @@ from __future__ import annotations
 from soraprep.caption import stage as caption_stage
 from soraprep.curate import analyze, bucket, cutting, split
 from soraprep.curate import filter as filter_stage
-from soraprep.curate.score import clip_scores, dedup, ocr
+from soraprep.curate.score import clip_scores, dedup, nsfw, ocr
 from soraprep.curate.score import stage as score_stage
 from soraprep.stages import STAGES
 
 #: the modules that define the built-in stages, in pipeline order (``caption`` may follow ``bucket``)
-MODULES = (analyze, split, score_stage, ocr, clip_scores, dedup, filter_stage, cutting, bucket, caption_stage)
+MODULES = (analyze, split, score_stage, ocr, nsfw, clip_scores, dedup, filter_stage, cutting, bucket, caption_stage)
 
 __all__ = ["MODULES", "STAGES"]

@@ -16,7 +16,7 @@ from soraprep.stages import Resources, Row, failed, register
 
 DERIVED = {"short_side": lambda r: None if r.get("height") is None or r.get("width") is None
            else min(r["height"], r["width"])}
-RATIO_COLUMNS = {"black_ratio", "static_ratio"}
+RATIO_COLUMNS = {"black_ratio", "static_ratio", "nsfw_max", "nsfw_mean"}
 #: class-name columns: no numeric bounds (select by class downstream, e.g. in a DataFrame)
 TEXT_COLUMNS = {"camera_motion"}
 

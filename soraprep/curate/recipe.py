@@ -27,7 +27,7 @@ BUILTIN = ("default", "opensora-like")
 MAX_RECIPE_BYTES = 1 << 20
 MAX_NODES = 100_000  # values in a recipe once YAML aliases are expanded
 #: bump when probe/analyze/split/score write other values for the same settings: reruns then re-analyse
-ANALYSIS_VERSION = 2  # 2: damaged_frames
+ANALYSIS_VERSION = 3  # 2: damaged_frames; 3: glitch guard, split_reason, transitions in no clip, camera + static v2, VFR spans
 
 
 #: settings that change where or how fast a stage runs, not what it writes: left out of fingerprints
@@ -199,6 +199,7 @@ def overlay(base: dict[str, Any], over: dict[str, Any], source: str = "recipe") 
     * A section the file leaves out (or leaves empty) keeps the base's settings.
     * A key the file names replaces the base's value for that key, as a whole (``detector: {name:
       content}`` is the whole detector; ``split: {max_clip_s: null}`` sets it to null).
+    * ``false`` removes an optional stage the base runs (``nsfw: false``); the core stages cannot be removed.
     * ``filter`` (keys are columns) and ``analyze.scorers`` (keys are scorers) merge rule by rule: a rule
       or scorer the file names replaces the base's; ``null`` removes it (``filter: {motion_score: null}``).
     """
@@ -206,6 +207,9 @@ def overlay(base: dict[str, Any], over: dict[str, Any], source: str = "recipe") 
     for name, body in over.items():
         if body is None:
             out.setdefault(name, {})
+            continue
+        if body is False and name not in PIPELINE:  # `nsfw: false`: the base's optional stage does not run
+            out.pop(name, None)
             continue
         if not isinstance(body, dict):
             out[name] = body  # validate() says what is wrong with it

@@ -145,14 +145,34 @@ def _still_camera_frames(shot: Shot, rng: np.random.Generator, width: int, heigh
             yield frame
 
 
+def glitch_blocks(rgb: np.ndarray, seed: int = 0, area: float = 0.3) -> np.ndarray:
+    """A copy of ``rgb`` with decoder-style garbage: a band of 8x8 blocks (aligned to the coded 8-px grid)
+    over about ``area`` of the frame, each block solid white or green (or left as it was, ~30%), as a
+    damaged MPEG-4/H.264 stream shows when a slice is lost and concealment fails."""
+    rng = np.random.default_rng(seed)
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    rows, cols = h // 8, w // 8
+    band = max(1, int(round(rows * area)))
+    top = int(rng.integers(0, max(1, rows - band + 1)))
+    colours = np.array([[255, 255, 255], [0, 255, 0]], np.uint8)
+    for r in range(top, top + band):
+        for c in range(cols):
+            pick = rng.random()
+            if pick < 0.7:
+                out[8 * r:8 * r + 8, 8 * c:8 * c + 8] = colours[int(pick < 0.35)]
+    return out
+
+
 def make_video(path: str | Path, shots: Sequence[Shot], *, fps: Fraction | int | float = Fraction(25),
                width: int = 320, height: int = 240, codec: str = "libx264", gop: int | None = None,
                bframes: int | None = None, crf: int = 23, preset: str = "ultrafast",
-               audio: bool = False) -> list[int]:
+               audio: bool = False, glitches: Sequence[int] = ()) -> list[int]:
     """Write a video made of ``shots`` and return the frame indices where hard cuts happen.
 
     ``gop`` fixes the keyframe interval (and disables scene-cut keyframes) so tests can place keyframes
     away from cuts; ``bframes`` sets B-frames (libx264), which reorders frames in decode order.
+    ``glitches``: frame indices overwritten with :func:`glitch_blocks` garbage (damaged-frame tests).
     """
     from soraprep.types import fps_fraction
 
@@ -180,6 +200,8 @@ def make_video(path: str | Path, shots: Sequence[Shot], *, fps: Fraction | int |
         if i:
             cuts.append(n)
         for rgb in shot_frames(shot, i, width, height):
+            if n in glitches:
+                rgb = glitch_blocks(rgb, seed=n)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = n
             for packet in stream.encode(frame):

@@ -176,8 +176,9 @@ def test_ocr_stage_finds_subtitles_and_only_them():
     failed = {"clip_id": "failed", "error": error_dict("analyze", "x", "y"), "_samples": [(0, b"")]}
     # fine noise over the whole frame: the detector returns one frame-sized "text" region, which is dropped
     noise = next(iter(shot_frames(Shot(1, seed=0), 0, 1280, 720)))
-    assert stage.detect(cv2.imdecode(np.frombuffer(_jpeg(noise), np.uint8), 1)) is None
-    assert len(OcrStage(max_box_ratio=1.0).detect(cv2.imdecode(np.frombuffer(_jpeg(noise), np.uint8), 1))) == 1
+    assert stage.text_boxes(cv2.imdecode(np.frombuffer(_jpeg(noise), np.uint8), 1)) is None
+    v1 = OcrStage(max_box_ratio=1.0, recognize=False)  # detection only, no area cap: the region is there
+    assert len(v1.text_boxes(cv2.imdecode(np.frombuffer(_jpeg(noise), np.uint8), 1))) == 1
     rows = stage([_row("text", 3), _row("moving", 4), _row("black", 5), bad, failed])
     text, plain, black = rows[:3]
     assert text["ocr_boxes"] == 3 and text["ocr_boxes_mean"] == 3.0  # three subtitle lines on every frame
@@ -187,7 +188,7 @@ def test_ocr_stage_finds_subtitles_and_only_them():
     assert rows[3]["error"]["stage"] == "ocr" and "ocr_area_ratio" not in rows[3]
     assert rows[4]["error"]["stage"] == "analyze" and "ocr_area_ratio" not in rows[4]  # passes through untouched
     prov = json.loads(text["provenance"])["ocr_area_ratio"]
-    assert prov["by"] == "soraprep.ocr@1" and prov["params"]["det_side"] == 320
+    assert prov["by"] == "soraprep.ocr@2" and prov["params"]["det_side"] == 320
 
 
 def test_clip_stages_match_a_direct_computation(clip_weights):

@@ -5,7 +5,7 @@ Three kinds of pool, in pipeline order (see :mod:`.ray`):
 - ``analysis``: the decode-once stages (``probe``, ``analyze``, ``split``, ``score``), one unit at a time
   in one supervised worker process per actor. ``--workers`` actors by default.
 - one pool per **model stage**: the extra stages with ``phase = "score"`` (``aesthetic``, ``text_match``,
-  ``ocr``, ``phash``, later ``nsfw``) that read the sampled frames ``analyze`` kept (they declare
+  ``ocr``, ``nsfw``, ``phash``) that read the sampled frames ``analyze`` kept (they declare
   ``samples_every_s``). One actor by default; it calls the stage on ``batch_size`` clips at a time,
   flattened across several units. Extra stages before the first of them run in the analysis worker.
 - ``decision``: ``filter``, ``cut``, ``bucket``, any stage after them (e.g. ``caption``), and the unit

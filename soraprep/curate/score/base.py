@@ -36,6 +36,8 @@ class FrameViews:
     time: float             # seconds from the first frame
     gray: np.ndarray        # uint8 (h, w) at the analysis size
     small_gray: np.ndarray  # uint8 (h/2, w/2): for optical flow and frame differences
+    corrupt: bool = False   # the decoder flagged the frame as damaged (PyAV ``frame.is_corrupt``)
+    luma: np.ndarray | None = None  # uint8 full-resolution luma plane as decoded (a view; None if not planar)
 
 
 class FrameScorer(Protocol):

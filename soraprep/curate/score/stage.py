@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from soraprep.curate.score import frame_scorers  # noqa: F401  (registers the built-in scorers)
+from soraprep.curate.score import frame_scorers, glitch  # noqa: F401  (registers the built-in scorers)
 from soraprep.curate.score.base import build_scorers
 from soraprep.stages import Resources, Row, failed, register
 
