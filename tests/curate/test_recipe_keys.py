@@ -11,7 +11,7 @@ from dataclasses import fields, is_dataclass
 import pytest
 
 from soraprep.curate.recipe import RecipeError, load_recipe, validate
-from soraprep.curate.registry import STAGES
+from soraprep.stages import STAGES
 
 ALL_STAGES = sorted(STAGES)
 
