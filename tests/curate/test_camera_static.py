@@ -128,3 +128,16 @@ def test_columns_reach_the_manifest(tmp_path):
     assert [r["camera_motion"] for r in rows] == ["pan_left", "static"]
     assert rows[0]["camera_shake"] < 0.5 and rows[1]["static_ratio"] == 1.0
     assert rows[1]["keep"] is False and "static_ratio" in rows[1]["filter_reason"]   # frozen: dropped
+
+
+@pytest.mark.parametrize("kind,speed", [("pan", 0.15), ("moving", 0.5)])
+def test_slow_motion_is_not_frozen(tmp_path, kind, speed):
+    """A pan of 0.15 px/frame changes no 16x16 block by 3 levels between neighbours, and content that moves
+    1 px every other frame has identical neighbours half the time; against the frame 0.5 s earlier both move."""
+    c = _clip(tmp_path, Shot(50, kind, speed=speed, seed=4))
+    assert c["static_ratio"] < 0.2, c
+    # the same clip scored between neighbours (a 1-frame window) calls most of it frozen: the window matters
+    rows = ProbeStage()([{"source": str(tmp_path / f"{kind}{speed}_320.mp4"), "video_id": "v"}])
+    narrow = {"motion": {}, "static": {"window_s": 0.01}}
+    rows = AnalyzeStage(detector={"name": "none"}, scorers=narrow)(rows)
+    assert ScoreStage(scorers=narrow)(SplitStage()(rows))[0]["static_ratio"] > 0.4

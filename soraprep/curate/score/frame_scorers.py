@@ -144,13 +144,15 @@ BLOCK = 16  # static: block side in pixels of the half-size gray view
 
 @register_scorer("static")
 @dataclass
-class StaticScorer(PairScorer):
+class StaticScorer(ScorerBase):
     block_diff: float = 3.0       # a block "changes" when its mean absolute difference exceeds this (luma)
-    moving_share: float = 0.004   # a pair is frozen when fewer than this share of its blocks change
+    moving_share: float = 0.004   # a frame is frozen when fewer than this share of its blocks changed ...
+    window_s: float = 0.5         # ... since the frame this long before it (motion accumulates, noise does not)
     name = "static"
-    version = "2"   # 2: local change (share of changed blocks) instead of the whole-frame mean difference
+    version = "2"   # 2: local change (share of changed blocks) instead of the whole-frame mean difference,
+                    # against the frame window_s earlier, not the previous one (slow smooth pans are motion)
     columns = ("static_ratio",)
-    signal_names = ("changed_blocks",)
+    signal_names = ("changed_blocks", "static_from")   # share of changed blocks at i; the frame i was compared with
     #: keys of earlier versions: refused with this message (configs fail loud)
     retired_params = {"static_diff": "static v2 decides from local change: replace `static_diff` with "
                                      "`block_diff` (mean absolute difference of a 16x16 block above which it "
@@ -159,21 +161,46 @@ class StaticScorer(PairScorer):
                                      "`static: {block_diff: 3.0, moving_share: 0.004}`"}
 
     def __post_init__(self) -> None:
-        if self.block_diff <= 0 or not 0 < self.moving_share <= 1:
-            raise ValueError("static: block_diff must be > 0 (luma levels) and moving_share in (0, 1] "
-                             f"(got {self.block_diff}, {self.moving_share})")
+        if self.block_diff <= 0 or not 0 < self.moving_share <= 1 or self.window_s <= 0:
+            raise ValueError("static: block_diff must be > 0 (luma levels), moving_share in (0, 1] and window_s > 0 "
+                             f"(got {self.block_diff}, {self.moving_share}, {self.window_s})")
 
-    def pair(self, index: int, prev: np.ndarray, cur: np.ndarray) -> None:
+    def begin(self, num_frames: int, fps: float) -> None:
+        super().begin(num_frames, fps)
+        # compare frame i with frame i - lag: a pan of 0.1 px/frame is invisible between neighbours (its
+        # per-block change is below any threshold that sensor noise does not also exceed) but not over 0.5 s
+        self._lag = max(1, int(round(float(fps) * self.window_s)))
+        self._recent: dict[int, np.ndarray] = {}
+
+    def update(self, frame: FrameViews) -> None:
+        img, i = frame.small_gray, frame.index
+        self._recent[i] = img
+        self._recent.pop(i - self._lag - 1, None)
+        before = self._recent.get(i - self._lag)
+        if before is None:
+            before = self._recent.get(i - 1)   # the first frames of the video: compare what there is
+        if before is not None:
+            self._put("changed_blocks", i, self._changed(before, img))
+            self._put("static_from", i, i - self._lag if i - self._lag in self._recent else i - 1)
+
+    def _changed(self, prev: np.ndarray, cur: np.ndarray) -> float:
         h, w = cur.shape
         d = cv2.absdiff(cur, prev)
         # mean absolute difference per ~16x16 block (area averaging also covers the partial edge blocks)
         blocks = cv2.resize(d, (-(-w // BLOCK), -(-h // BLOCK)), interpolation=cv2.INTER_AREA) \
             if min(h, w) > BLOCK else np.array([[d.mean()]])
-        self._put("changed_blocks", index, float(np.mean(blocks > self.block_diff)))
+        return float(np.mean(blocks > self.block_diff))
 
     def aggregate(self, signals, start, end):
-        d = signals["changed_blocks"][start + 1:end]
-        d = d[~np.isnan(d)]
+        # the value at frame i compares it with frame static_from[i]: use those whose earlier frame is in the
+        # clip, or, in a clip shorter than the window, every value after its first frame
+        d, base = signals["changed_blocks"][start + 1:end], signals["static_from"][start + 1:end]
+        span = np.arange(start + 1, end) - base          # frames between the two compared (NaN: not scored)
+        ok = ~np.isnan(d) & (base >= start)
+        if ok.any():   # the widest comparisons inside the clip (the video's first frames had no window yet)
+            d = d[ok & (span == span[ok].max())]
+        else:
+            d = d[~np.isnan(d)]
         if d.size == 0:
             return {"static_ratio": None}
         return {"static_ratio": float(np.mean(d < self.moving_share))}
