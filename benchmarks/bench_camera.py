@@ -2,7 +2,7 @@
 
     python benchmarks/bench_camera.py               # 20 s of 1280x720 25 fps footage, 3 repeats
     python benchmarks/bench_camera.py --repeats 5
-    python benchmarks/bench_camera.py --curate-vs /work/main   # + bench_curate's workload, this tree vs another
+    python benchmarks/bench_camera.py --curate-vs DIR   # + bench_curate's workload, this tree vs another
 
 The footage (cached in benchmarks/_work/) is five 4-s shots: pan, zoom, shaky, a small subject over a still
 background, a frozen picture. ``analyze`` (the real stage: decode once at 144 px, adaptive scene detection)
